@@ -34,6 +34,7 @@ __all__ = [
     "parse_overrides",
     "trial_config_from_dict",
     "flatten_trial_config",
+    "format_value",
 ]
 
 BACKBONES = (
@@ -228,6 +229,11 @@ def _check_value(f: dataclasses.Field, value: Any, tp: Any) -> Any:
         tp = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is tuple:
+        if isinstance(value, str):  # "[1024, 512]": how lists travel through Optuna and MLflow params
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ValueError(f"expected a list, got {value!r}") from None
         if value is None:
             value = []
         if not isinstance(value, (list, tuple)):
@@ -311,6 +317,13 @@ def trial_config_from_dict(values: Mapping[str, Any], base: TrialConfig | None =
         raise SpecError(problems)
     explicit = {k: getattr(parsed, k) for k in values}
     return dataclasses.replace(base or TrialConfig(), **explicit)
+
+
+def format_value(value: Any) -> Any:
+    """Lists as ``"[a, b]"`` strings (Optuna categoricals and MLflow params take scalars only)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return value
 
 
 def flatten_trial_config(cfg: TrialConfig) -> dict[str, Any]:

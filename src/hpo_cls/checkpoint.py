@@ -1,0 +1,56 @@
+"""Checkpoint bundles: everything needed to resume a trial exactly or to predict with its model.
+
+Loaded with ``torch.load(weights_only=True)`` so a checkpoint from an untrusted source cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointError", "CHECKPOINT_FILE", "save_checkpoint", "load_checkpoint"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, truncated, tampered with, or not an hpo-cls bundle."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` atomically (temp file + rename), so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / CHECKPOINT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a bundle written by :func:`save_checkpoint`; raise :class:`CheckpointError` if unsafe or broken."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
+        raise CheckpointError(
+            f"{path}: refused to load: it contains objects other than tensors and plain data "
+            f"(weights_only=True): {first_line}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "class_to_idx" not in state:
+        raise CheckpointError(f"{path}: not an hpo-cls checkpoint (missing model or class mapping)")
+    return state

@@ -1,0 +1,195 @@
+"""``hpo-cls`` command line: parse arguments and dispatch. Errors in user input exit 2 with one line each."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from hpo_cls import __version__
+from hpo_cls.config import SpecError, load_spec
+
+EXIT_BAD_INPUT = 2
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _add_spec_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", type=Path, help="sweep spec (YAML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a spec value, e.g. --set budget.num_samples=4 (repeatable)")
+
+
+def _add_tracking_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's tracking.uri)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpo-cls",
+        description="Hyperparameter sweeps for ResNet-family image classifiers (Ray Tune + Optuna + MLflow).",
+    )
+    parser.add_argument("--version", action="version", version=f"hpo-cls {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("validate", help="check a spec, its data folder and model sizes without training",
+                            description="Parse the spec, scan the data folder for unreadable images, count "
+                                        "the parameters of every backbone choice, and print the search space.")
+    _add_spec_args(p)
+    p.add_argument("--no-scan", action="store_true", help="skip decoding every image (faster)")
+
+    p = commands.add_parser("train", help="train one configuration (the spec's fixed values) without Ray",
+                            description="Train the spec's fixed configuration (plus --set) once, printing "
+                                        "progress per epoch; writes checkpoint.pt and metrics.csv.")
+    _add_spec_args(p)
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<name>-<time>)")
+
+    p = commands.add_parser("sweep", help="run a hyperparameter sweep with Ray Tune, Optuna and ASHA",
+                            description="Run a sweep: Optuna proposes trials, ASHA stops weak ones, every "
+                                        "trial is checkpointed each epoch and recorded in MLflow.")
+    _add_spec_args(p)
+    _add_tracking_arg(p)
+    p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379) instead of a local one")
+    p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
+
+    p = commands.add_parser("ui", help="open the MLflow UI on the sweep's tracking store (127.0.0.1)",
+                            description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store.")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI (default: %(default)s)")
+    p.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui}[args.command]
+    try:
+        return handler(args) or 0
+    except SpecError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(args) -> "SweepSpec":  # noqa: F821
+    spec = load_spec(args.spec, args.overrides)
+    if getattr(args, "tracking_uri", None):
+        import dataclasses
+
+        spec = dataclasses.replace(spec, tracking=dataclasses.replace(spec.tracking, uri=args.tracking_uri))
+    return spec
+
+
+def _preflight(spec, scan: bool = True):
+    from hpo_cls.preflight import run_preflight
+
+    result = run_preflight(spec, scan_images=scan)
+    if result.problems:
+        raise SpecError(result.problems)
+    return result
+
+
+def cmd_validate(args) -> int:
+    from hpo_cls.search_space import describe_space
+
+    spec = _load(args)
+    print(f"spec {args.spec}: name {spec.name!r}, data {spec.data.root}")
+    from hpo_cls.preflight import run_preflight
+
+    result = run_preflight(spec, scan_images=not args.no_scan)
+    if result.summary is not None:
+        print(result.summary.report())
+    for backbone, count in result.parameter_counts.items():
+        mark = "over max_params!" if count > spec.max_params else "ok"
+        print(f"model {backbone:<20} {count:>13,} parameters  {mark}")
+    print(f"budget: {spec.budget.num_samples} trials x up to {spec.budget.epochs} epochs, "
+          f"{spec.budget.max_concurrent} at a time; scheduler {spec.scheduler.type}; sampler {spec.search.sampler}")
+    if spec.search.space:
+        print("search space:")
+        for line in describe_space(spec.search.space):
+            print(f"  {line}")
+    if result.problems:
+        raise SpecError(result.problems)
+    print("ok")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import csv
+    import json
+
+    from hpo_cls.checkpoint import save_checkpoint
+    from hpo_cls.engine import NonFiniteLossError
+    from hpo_cls.reports import confusion_matrix_figure, per_class_frame
+    from hpo_cls.training import TrainingRun
+
+    spec = _load(args)
+    _preflight(spec)
+    out = args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    run = TrainingRun(spec.data, spec.fixed, spec.budget.epochs)
+    print(f"training {spec.fixed.backbone} on {spec.data.root} ({run.num_classes} classes, "
+          f"{len(run.loaders.train.dataset)} train / {len(run.loaders.val.dataset)} val images) "
+          f"for {spec.budget.epochs} epochs on {run.device.type}", flush=True)
+    rows = []
+    while run.epoch < spec.budget.epochs:
+        try:
+            metrics = run.run_epoch()
+        except NonFiniteLossError as exc:
+            raise CommandError(f"training diverged: {exc}; lower fixed.lr or enable fixed.grad_clip") from None
+        rows.append(metrics)
+        print(f"epoch {metrics['epoch']}/{spec.budget.epochs}  train_loss {metrics['train_loss']:.4f}  "
+              f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
+              f"val_acc {metrics['val_acc']:.4f}  lr {metrics['lr']:.3g}  "
+              f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_time_s']:.1f}s", flush=True)
+        save_checkpoint(run.state_dict(), out)
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = run.class_report(run.last_eval)
+    per_class_frame(report).to_csv(out / "per_class_report.csv", index=False)
+    names = [row["class"] for row in report]
+    confusion_matrix_figure(run.last_eval.confusion.tolist(), names).savefig(out / "confusion_matrix.png", dpi=110)
+    (out / "config.json").write_text(json.dumps(run.state_dict()["config"], indent=2))
+    print(f"best val_acc {run.best_val_acc:.4f} at epoch {run.best_epoch}; wrote {out}/checkpoint.pt, metrics.csv, "
+          "per_class_report.csv, confusion_matrix.png")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from hpo_cls.sweep import SweepError, run_sweep
+
+    spec = _load(args)
+    print(f"checking {spec.data.root} and model sizes ...", flush=True)
+    result = _preflight(spec)
+    try:
+        run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
+                  resume=args.resume)
+    except SweepError as exc:
+        raise CommandError(str(exc)) from None
+    except ConnectionError as exc:
+        raise CommandError(f"cannot connect to the Ray cluster at {args.address}: {exc}") from None
+    return 0
+
+
+def cmd_ui(args) -> int:
+    command = ["mlflow", "ui", "--backend-store-uri", args.tracking_uri, "--host", "127.0.0.1",
+               "--port", str(args.port)]
+    print(f"MLflow UI on http://127.0.0.1:{args.port}  ({' '.join(command)})", flush=True)
+    os.execvp(command[0], command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

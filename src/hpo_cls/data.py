@@ -1,0 +1,377 @@
+"""Image folders -> datasets, transforms, samplers, Mixup/CutMix collate and DataLoaders (pure torch).
+
+Layout: ``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``, optional flat ``root/test/*.jpg``.
+Class folders named by integers are ordered numerically, so folder ``"10"`` never lands before ``"2"``.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFile, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
+from torchvision.transforms import v2
+
+from hpo_cls.config import DataConfig, TrialConfig
+
+__all__ = [
+    "DataError", "IMAGE_EXTENSIONS",
+    "class_mapping", "list_images", "list_test_images", "scan_images", "DatasetSummary", "describe_dataset",
+    "build_train_transform", "build_eval_transform", "resize_size", "ImageDataset", "build_cache",
+    "balanced_sampler", "MixCollate", "build_mix_collate", "Loaders", "build_loaders", "build_test_loader",
+]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SMALL_IMAGE = 64  # at or below this size: CIFAR-style pad-crop and no centre-crop margin
+
+
+class DataError(ValueError):
+    """The data folder does not have the expected layout, or an image cannot be read."""
+
+
+def _default_threads() -> int:
+    return min(8, len(os.sched_getaffinity(0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# folders
+
+
+def _visible(entries) -> list[Path]:
+    return sorted(p for p in entries if not p.name.startswith("."))
+
+
+def class_mapping(train_dir: Path) -> dict[str, int]:
+    """Class folder name -> index: numeric order if every name is an integer, else alphabetical."""
+    train_dir = Path(train_dir)
+    if not train_dir.is_dir():
+        raise DataError(f"{train_dir}: no such folder (expected train/<class>/ image folders)")
+    names = [p.name for p in _visible(train_dir.iterdir()) if p.is_dir()]
+    if not names:
+        raise DataError(f"{train_dir}: no class folders (expected train/<class>/ image folders)")
+    if all(n.isascii() and n.isdigit() for n in names):
+        names.sort(key=lambda n: (int(n), n))
+    return {name: i for i, name in enumerate(names)}
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return [p for p in _visible(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def list_images(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[Path, int]]:
+    """(path, class index) of every image in ``split_dir/<class>/``, in class then file-name order."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: no such folder")
+    folders = [p for p in _visible(split_dir.iterdir()) if p.is_dir()]
+    unknown = [p.name for p in folders if p.name not in class_to_idx]
+    if unknown:
+        raise DataError(f"{split_dir}: class folder(s) not in train/: {', '.join(unknown)}")
+    folders.sort(key=lambda p: class_to_idx[p.name])
+    return [(path, class_to_idx[folder.name]) for folder in folders for path in _image_files(folder)]
+
+
+def list_test_images(test_dir: Path) -> list[Path]:
+    """Images of the flat, unlabelled test folder, sorted by name."""
+    test_dir = Path(test_dir)
+    if not test_dir.is_dir():
+        raise DataError(f"{test_dir}: no such folder")
+    return _image_files(test_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# checking images
+
+
+def _problem(path: Path) -> str | None:
+    """Why ``path`` cannot be decoded, or None. Relies on PIL's LOAD_TRUNCATED_IMAGES being False."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return "not an image"
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+        message = str(exc) or type(exc).__name__
+        return "truncated" if "truncated" in message else f"corrupt: {message[:80]}"
+    return None
+
+
+def scan_images(paths: Sequence[Path], workers: int | None = None) -> list[tuple[Path, str]]:
+    """Fully decode every image (in a thread pool); return ``(path, reason)`` for the bad ones."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images would pass the scan")
+    paths = [Path(p) for p in paths]
+    with ThreadPoolExecutor(workers or _default_threads()) as pool:
+        problems = list(pool.map(_problem, paths))
+    return [(p, reason) for p, reason in zip(paths, problems) if reason is not None]
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """Images per class and split, test image count, and the files that fail to decode."""
+
+    root: Path
+    class_to_idx: dict[str, int]
+    train_counts: dict[str, int]
+    val_counts: dict[str, int]
+    num_test: int
+    bad_files: list[tuple[Path, str]] = field(default_factory=list)
+
+    def report(self) -> str:
+        """Readable multi-line report, as printed by ``validate``."""
+        lines = [f"{self.root}: {len(self.class_to_idx)} classes"]
+        for split, counts in (("train", self.train_counts), ("val", self.val_counts)):
+            values = list(counts.values())
+            lines.append(f"  {split}: {sum(values)} images, {min(values)}-{max(values)} per class")
+            empty = [name for name, n in counts.items() if n == 0]
+            if empty:
+                lines.append(f"    classes without images: {', '.join(empty)}")
+        lines.append(f"  test: {self.num_test} images")
+        lines.append(f"  bad files: {len(self.bad_files)}")
+        lines += [f"    {path}: {reason}" for path, reason in self.bad_files]
+        return "\n".join(lines)
+
+
+def describe_dataset(root: Path, *, scan: bool = True, workers: int | None = None) -> DatasetSummary:
+    """Summarise ``root`` (train/, val/, optional test/); with ``scan`` every image is decoded."""
+    root = Path(root)
+    class_to_idx = class_mapping(root / "train")
+    train = list_images(root / "train", class_to_idx)
+    val = list_images(root / "val", class_to_idx)
+    test = list_test_images(root / "test") if (root / "test").is_dir() else []
+
+    def counts(samples):
+        hist = torch.bincount(torch.tensor([y for _, y in samples], dtype=torch.long), minlength=len(class_to_idx))
+        return {name: int(hist[i]) for name, i in class_to_idx.items()}
+
+    paths = [p for p, _ in train] + [p for p, _ in val] + test
+    bad = scan_images(paths, workers) if scan else []
+    return DatasetSummary(root, class_to_idx, counts(train), counts(val), len(test), bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# transforms
+
+
+def resize_size(image_size: int) -> int:
+    """Short side the eval transform resizes to before centre-cropping; also what the cache stores."""
+    return image_size if image_size <= SMALL_IMAGE else int(image_size / 0.875)
+
+
+def build_train_transform(cfg: TrialConfig, image_size: int) -> v2.Compose:
+    """Random crop + flip (+ rotation, colour jitter, TrivialAugment, erasing) -> normalised float CHW.
+
+    Accepts PIL images or uint8 CHW tensors (the cache); augmentation runs on uint8.
+    """
+    ops: list[Any] = [v2.ToImage()]
+    if image_size <= SMALL_IMAGE:
+        ops += [v2.Resize(image_size), v2.RandomCrop(image_size, padding=image_size // 8)]
+    else:
+        ops.append(v2.RandomResizedCrop(image_size))
+    ops.append(v2.RandomHorizontalFlip())
+    if cfg.rotation > 0:
+        ops.append(v2.RandomRotation(cfg.rotation))
+    if cfg.color_jitter > 0:
+        ops.append(v2.ColorJitter(cfg.color_jitter, cfg.color_jitter, cfg.color_jitter))
+    if cfg.trivial_augment:
+        ops.append(v2.TrivialAugmentWide())
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if cfg.random_erasing > 0:
+        ops.append(v2.RandomErasing(p=cfg.random_erasing))
+    ops.append(v2.ToPureTensor())
+    return v2.Compose(ops)
+
+
+def build_eval_transform(image_size: int) -> v2.Compose:
+    """Resize the short side to :func:`resize_size`, centre-crop, normalise -> float [3, S, S].
+
+    Small images get no crop margin; the crop still squares non-square images so batches stack.
+    """
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(resize_size(image_size)),
+        v2.CenterCrop(image_size),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        v2.ToPureTensor(),
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets and the decoded-image cache
+
+Cache = torch.Tensor | list[torch.Tensor]
+
+
+def _load_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode image ({exc}); run `hpo-cls validate` on the data") from None
+
+
+class ImageDataset(Dataset):
+    """``samples[i] = (path, target)`` -> ``(transform(image), target)``.
+
+    With ``cache`` (from :func:`build_cache`, same order as ``samples``) images come from memory as
+    uint8 CHW tensors instead of being decoded again every epoch.
+    """
+
+    def __init__(self, samples: Sequence[tuple[Path, Any]], transform: Callable | None = None,
+                 cache: Cache | None = None):
+        if cache is not None and len(cache) != len(samples):
+            raise ValueError(f"cache holds {len(cache)} images for {len(samples)} samples")
+        self.samples, self.transform, self.cache = list(samples), transform, cache
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        image = self.cache[index] if self.cache is not None else _load_rgb(path)
+        return (self.transform(image) if self.transform else image), target
+
+
+def build_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, workers: int | None = None) -> Cache:
+    """Decode every image once, short side resized to ``resize_to``, as uint8 CHW (thread pool).
+
+    Returns one ``[N, 3, H, W]`` tensor when all images end up the same size (square inputs), else a
+    list of ``[3, H, W]`` tensors. Memory is about ``N * 3 * resize_to**2`` bytes (more for
+    non-square images). The resize is the eval transform's own first step, so eval outputs from the
+    cache equal those from the files.
+    """
+    resize = v2.Resize(resize_to)
+
+    def decode(path: Path) -> torch.Tensor:
+        image = resize(v2.functional.to_image(_load_rgb(path)))
+        return image.as_subclass(torch.Tensor).contiguous()
+
+    with ThreadPoolExecutor(workers or _default_threads()) as pool:
+        images = list(pool.map(decode, [p for p, _ in samples]))
+    if not images or any(im.shape != images[0].shape for im in images):
+        return images
+    stacked = torch.empty((len(images), *images[0].shape), dtype=torch.uint8)
+    for i in range(len(images)):  # copy and free one by one: peak memory stays near 1x, not 2x
+        stacked[i] = images[i]
+        images[i] = None
+    return stacked
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling and mixing
+
+
+def balanced_sampler(labels: Sequence[int], num_samples: int | None = None,
+                     generator: torch.Generator | None = None) -> WeightedRandomSampler:
+    """Sampler drawing every class equally often: weight ``1 / class frequency`` per sample."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    weights = 1.0 / torch.bincount(labels).double()[labels]
+    return WeightedRandomSampler(weights, num_samples or len(labels), replacement=True, generator=generator)
+
+
+class MixCollate:
+    """``default_collate``, then Mixup/CutMix with probability ``prob`` per batch.
+
+    Targets are ALWAYS float32 ``[B, num_classes]`` rows summing to 1: mixed, or one-hot for a batch
+    left unmixed. The coin is ``torch.rand``, so loader/worker seeding makes it reproducible.
+    """
+
+    def __init__(self, mix: str, num_classes: int, mixup_alpha: float, cutmix_alpha: float, prob: float):
+        mixup = v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)
+        cutmix = v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)
+        choices = {"mixup": mixup, "cutmix": cutmix, "both": v2.RandomChoice([mixup, cutmix])}
+        if mix not in choices:
+            raise ValueError(f"mix must be one of {', '.join(choices)}, got {mix!r}")
+        self.mix, self.num_classes, self.prob = choices[mix], num_classes, prob
+
+    def __call__(self, batch):
+        images, labels = default_collate(batch)
+        if torch.rand(()).item() < self.prob:
+            return self.mix(images, labels)
+        return images, F.one_hot(labels, self.num_classes).float()
+
+
+def build_mix_collate(cfg: TrialConfig, num_classes: int) -> MixCollate | None:
+    """Collate for ``cfg.mix`` (soft targets, see :class:`MixCollate`); None for ``mix: none``
+    (the default collate, int64 targets ``[B]``)."""
+    if cfg.mix == "none":
+        return None
+    return MixCollate(cfg.mix, num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob)
+
+
+# ---------------------------------------------------------------------------------------------
+# loaders
+
+
+@dataclass
+class Loaders:
+    """Train and val loaders of one trial plus the class mapping they were built with."""
+
+    train: DataLoader
+    val: DataLoader
+    class_to_idx: dict[str, int]
+    train_labels: list[int]
+    cached: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_to_idx)
+
+
+def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: bool = False, seed: int = 0,
+                  cache: bool = True, cache_limit_bytes: int = 4 * 2**30) -> Loaders:
+    """Train/val DataLoaders for ``data_cfg.root``.
+
+    Train: shuffled (or class-balanced), ``drop_last`` so BatchNorm never sees a batch of one; the
+    batch size is clamped to the train set size so a tiny set still yields one batch. Val: eval
+    transform, batch ``2 * cfg.batch_size``, in order. With ``cache``, decoded images are kept in
+    memory (train first, then val) while the estimate stays under ``cache_limit_bytes``.
+    """
+    root = Path(data_cfg.root)
+    class_to_idx = class_mapping(root / "train")
+    train_samples = list_images(root / "train", class_to_idx)
+    val_samples = list_images(root / "val", class_to_idx)
+    for split, samples in (("train", train_samples), ("val", val_samples)):
+        if not samples:
+            raise DataError(f"{root / split}: no images")
+    size = data_cfg.image_size
+    side = resize_size(size)
+    budget = cache_limit_bytes if cache else 0
+    caches = []
+    for samples in (train_samples, val_samples):
+        nbytes = len(samples) * 3 * side * side
+        caches.append(build_cache(samples, side) if nbytes <= budget else None)
+        budget -= nbytes if caches[-1] is not None else 0
+    train_set = ImageDataset(train_samples, build_train_transform(cfg, size), caches[0])
+    val_set = ImageDataset(val_samples, build_eval_transform(size), caches[1])
+
+    labels = [y for _, y in train_samples]
+    generator = torch.Generator().manual_seed(seed)
+    sampler = balanced_sampler(labels, generator=generator) if data_cfg.balanced_sampling else None
+    common = dict(num_workers=data_cfg.workers, persistent_workers=data_cfg.workers > 0, pin_memory=device_is_cuda)
+    train = DataLoader(
+        train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=sampler is None, sampler=sampler,
+        drop_last=True, generator=generator, collate_fn=build_mix_collate(cfg, len(class_to_idx)), **common,
+    )
+    val = DataLoader(val_set, batch_size=2 * cfg.batch_size, shuffle=False, drop_last=False, **common)
+    return Loaders(train, val, class_to_idx, labels, cached=caches[0] is not None)
+
+
+def build_test_loader(test_dir: Path, image_size: int, batch_size: int, workers: int = 0) -> DataLoader:
+    """Batches of ``(images, names)`` over the flat test folder in file-name order; names: tuple of stems."""
+    samples = [(p, p.stem) for p in list_test_images(test_dir)]
+    if not samples:
+        raise DataError(f"{test_dir}: no images")
+    dataset = ImageDataset(samples, build_eval_transform(image_size))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

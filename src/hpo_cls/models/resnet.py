@@ -1,0 +1,62 @@
+"""torchvision ResNet, ResNeXt and Wide-ResNet backbones, optionally with ImageNet weights."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import OrderedDict
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torchvision import models
+
+from .registry import Backbone, register_model
+
+TORCHVISION_BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+)
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights were asked for but are neither in torch hub's cache nor downloadable."""
+
+
+def _load_torchvision(name: str, pretrained: bool) -> models.ResNet:
+    if not pretrained:
+        return models.get_model(name)
+    weights = models.get_model_weights(name).DEFAULT
+    try:
+        return models.get_model(name, weights=weights)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a broken file raises RuntimeError
+        filename = os.path.basename(urlparse(weights.url).path)
+        target = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+        raise PretrainedWeightsUnavailable(
+            f"cannot get ImageNet weights {filename} for {name} ({exc}); "
+            f"download {weights.url} and place it at {target}, or set pretrained: false"
+        ) from exc
+
+
+def _torchvision_resnet(name: str, *, pretrained: bool, small_input: bool) -> Backbone:
+    net = _load_torchvision(name, pretrained)
+    if small_input:
+        # at ~32px the 7x7/2 conv and max-pool would shrink layer4's map to 1x1
+        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        net.maxpool = nn.Identity()
+    stem = nn.Sequential(OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool))
+    stages = [net.layer1, net.layer2, net.layer3, net.layer4]
+    return Backbone(stem, stages, [64 * 2**i * net.layer1[0].expansion for i in range(4)])
+
+
+for _name in TORCHVISION_BACKBONES:
+    register_model(_name)(functools.partial(_torchvision_resnet, _name))

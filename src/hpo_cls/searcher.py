@@ -1,0 +1,103 @@
+"""Optuna search for Tune, fixed where Ray's ``OptunaSearch`` misleads TPE.
+
+Ray's ``OptunaSearch.on_trial_complete`` tells Optuna that a trial stopped early by ASHA is COMPLETE
+with its early (e.g. 1-epoch) score, so TPE learns from short trials as if they were final. Here such
+trials are told PRUNED (Optuna then ranks them by their last intermediate value, below finished ones),
+trials that ended with a failure are told FAIL, and configurations over the parameter budget are
+rejected before Tune ever starts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from hpo_cls.config import SearchConfig
+from hpo_cls.search_space import DefineByRun, grid_of
+
+__all__ = ["BudgetAwareOptunaSearch", "build_sampler"]
+
+log = logging.getLogger(__name__)
+
+
+def build_sampler(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    if search.sampler == "grid":
+        return optuna.samplers.GridSampler(grid_of(search.space), seed=search.seed)
+    # A short random warm-up, then TPE; small sweeps would otherwise never leave the warm-up.
+    # group=True models conditional parameters jointly with the parameters that activate them.
+    startup = min(10, max(2, num_samples // 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=search.seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True,
+        )
+
+
+class BudgetAwareOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` over a :class:`DefineByRun` space that tells Optuna the truth about each trial.
+
+    ``param_count(config) -> int`` counts the parameters of the model a config would build;
+    configurations over ``max_params`` are told FAIL and proposed again (at most ``max_rejections``).
+    """
+
+    def __init__(
+        self,
+        space: DefineByRun,
+        *,
+        metric: str,
+        mode: str,
+        sampler: optuna.samplers.BaseSampler,
+        max_epochs: int,
+        param_count: Callable[[dict[str, Any]], int],
+        max_params: int,
+        max_rejections: int = 100,
+    ):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler)
+        self._max_epochs = max_epochs
+        self._param_count = param_count
+        self._max_params = max_params
+        self._max_rejections = max_rejections
+        self.rejected_over_budget = 0
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def suggest(self, trial_id: str) -> dict | None:
+        for _ in range(self._max_rejections):
+            config = super().suggest(trial_id)
+            count = self._param_count(config)
+            if count <= self._max_params:
+                return config
+            self.rejected_over_budget += 1
+            log.warning(
+                "skipped a configuration with %s parameters (max_params %s): %s",
+                f"{count:,}", f"{self._max_params:,}", config,
+            )
+            self._ot_study.tell(self._ot_trials.pop(trial_id), state=TrialState.FAIL)
+        raise RuntimeError(
+            f"{self._max_rejections} proposals in a row were over max_params={self._max_params:,}; "
+            "shrink the search space (backbone, head_hidden) or raise max_params"
+        )
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        stopped_early = bool(result) and result.get("epoch", self._max_epochs) < self._max_epochs
+        failed = error or bool(result and result.get("failure"))
+        if not failed and not stopped_early:
+            return super().on_trial_complete(trial_id, result, error)
+        state = TrialState.FAIL if failed else TrialState.PRUNED
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], state=state)
+        except Exception as exc:  # noqa: BLE001 - Optuna refuses e.g. a second tell; never stop the sweep
+            log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)

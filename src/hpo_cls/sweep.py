@@ -1,0 +1,389 @@
+"""``hpo-cls sweep``: the Tuner wiring (searcher, scheduler, run config) and the sweep's MLflow summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hpo_cls.config import SweepSpec, TrialConfig, flatten_trial_config, trial_config_from_dict
+from hpo_cls.preflight import ParameterBudget
+from hpo_cls.search_space import DefineByRun
+from hpo_cls.training import TrialSetup
+
+__all__ = ["SweepError", "SweepOutcome", "run_sweep", "resolve_trainable", "sweep_directory"]
+
+EVALUATION_FILE = "evaluation.json"
+
+
+class SweepError(Exception):
+    """A sweep cannot start or continue (reported to the user as one line, exit status 2)."""
+
+
+@dataclass
+class TrialOutcome:
+    trial_id: str
+    status: str
+    epochs_run: int
+    best_score: float | None
+    config: dict[str, Any]
+    run_id: str | None
+
+
+@dataclass
+class SweepOutcome:
+    sweep_id: str
+    parent_run_id: str | None
+    experiment_path: str
+    trials: list[TrialOutcome]
+
+
+def resolve_trainable(dotted: str) -> Callable:
+    """``pkg.module`` (its ``trainable`` function) or ``pkg.module.function``."""
+    try:
+        module = importlib.import_module(dotted)
+        fn = getattr(module, "trainable", None)
+    except ModuleNotFoundError:
+        module_name, _, attr = dotted.rpartition(".")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr, None) if module_name else None
+        except ModuleNotFoundError:
+            fn = None
+    if not callable(fn):
+        raise SweepError(f"trainable: cannot import {dotted!r} (a module with a trainable() function, or a function)")
+    return fn
+
+
+def sweep_directory(storage_path: Path, spec_name: str, name: str | None, resume: bool) -> tuple[str, Path]:
+    """The sweep's id and Tune experiment folder. New sweeps get a timestamped id unless ``name`` is
+    given; ``resume`` without a name picks the newest sweep of this spec."""
+    from ray.tune import Tuner
+
+    if name is not None:
+        path = storage_path / name
+        if resume and not Tuner.can_restore(str(path)):
+            raise SweepError(f"--resume: no interrupted sweep named {name!r} in {storage_path}")
+        if not resume and path.exists():
+            raise SweepError(f"a sweep named {name!r} already exists in {storage_path}; use --resume to continue it")
+        return name, path
+    if resume:
+        candidates = sorted(
+            (p for p in storage_path.glob(f"{spec_name}-*") if Tuner.can_restore(str(p))),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not candidates:
+            raise SweepError(f"--resume: no sweep of {spec_name!r} to resume in {storage_path}")
+        return candidates[-1].name, candidates[-1]
+    sweep_id = f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return sweep_id, storage_path / sweep_id
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def _git_commit(directory: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+    else:
+        # A local instance sized to this machine; the object store only carries small trial setups.
+        ray.init(include_dashboard=False, object_store_memory=512 * 1024**2, logging_level="WARNING")
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    num_classes: int,
+    address: str | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    progress_interval_s: float = 15.0,
+    out=sys.stdout,
+) -> SweepOutcome:
+    """Run (or resume) a sweep to the end and log its summary to MLflow."""
+    import ray
+    from ray import tune
+
+    storage = Path(spec.storage_path).expanduser().resolve() if not isinstance(spec.storage_path, str) else spec.storage_path
+    sweep_id, experiment_path = sweep_directory(Path(storage), spec.name, name, resume)
+    trainable_fn = resolve_trainable(spec.trainable)
+    setup = TrialSetup(data=spec.data, fixed=spec.fixed, epochs=spec.budget.epochs, gpu_share=spec.resources.gpu)
+    trainable = tune.with_resources(
+        tune.with_parameters(trainable_fn, setup=setup),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    _init_ray(address)
+    print(f"[hpo-cls] sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
+          f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}",
+          file=out, flush=True)
+    print(f"[hpo-cls] Ray resources: {ray.cluster_resources()}", file=out, flush=True)
+    try:
+        if resume:
+            print(f"[hpo-cls] resuming from {experiment_path}", file=out, flush=True)
+            tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s, out)
+        results = tuner.fit()
+        print("[hpo-cls] all trials ended; logging checkpoints and the sweep summary to MLflow", file=out, flush=True)
+        outcome = summarize_sweep(spec, sweep_id, str(experiment_path), results)
+    finally:
+        if not address:
+            ray.shutdown()
+    _print_summary(spec, outcome, out)
+    return outcome
+
+
+def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s, out):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from hpo_cls.searcher import BudgetAwareOptunaSearch, build_sampler
+    from hpo_cls.tune_callbacks import ProgressTable, SweepTracker
+
+    budget = ParameterBudget(spec.fixed, num_classes)
+    searcher = BudgetAwareOptunaSearch(
+        DefineByRun(spec.search.space, spec.fixed),
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=build_sampler(spec.search, spec.budget.num_samples),
+        max_epochs=spec.budget.epochs,
+        param_count=budget,
+        max_params=spec.max_params,
+    )
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=spec.budget.epochs,
+            grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    spec_text = spec.source.read_text() if spec.source and spec.source.is_file() else ""
+    versions = _versions()
+    tracker = SweepTracker(
+        tracking_uri=spec.tracking.uri,
+        experiment=spec.tracking.experiment,
+        sweep_id=sweep_id,
+        sweep_name=spec.name,
+        fixed=spec.fixed,
+        epochs=spec.budget.epochs,
+        parent_tags={
+            "hpo_cls.spec_file": str(spec.source or ""),
+            "hpo_cls.git_commit": (_git_commit(spec.source.parent) if spec.source else None) or "none",
+            **{f"hpo_cls.version.{k}": v for k, v in versions.items()},
+        },
+        parent_params={
+            "sampler": spec.search.sampler, "scheduler": spec.scheduler.type, "num_samples": spec.budget.num_samples,
+            "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
+            "data_root": str(spec.data.root), "image_size": spec.data.image_size,
+            "searched": ",".join(p.name for p in spec.search.space),
+        },
+    )
+    tracker.start()
+    if spec_text:
+        tracker.writer.call("parent", lambda client, run_id: client.log_text(run_id, spec_text, "spec.yaml"))
+    progress = ProgressTable(
+        [p.name for p in spec.search.space], spec.budget.epochs, spec.metric, interval_s=progress_interval_s,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.budget.max_concurrent),
+            scheduler=scheduler,
+            num_samples=spec.budget.num_samples,
+            time_budget_s=spec.budget.time_budget_s,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_id,
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=spec.fault_tolerance.keep_checkpoints,
+                checkpoint_score_attribute=spec.metric,
+                checkpoint_score_order=spec.mode,
+            ),
+            callbacks=[tracker, progress],
+            verbose=0,
+        ),
+    )
+
+
+def _versions() -> dict[str, str]:
+    import optuna
+    import ray
+    import torch
+
+    import hpo_cls
+
+    return {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
+            "hpo_cls": hpo_cls.__version__}
+
+
+# ---------------------------------------------------------------------------------------------
+# after the trials: checkpoints, reports and the sweep summary in MLflow
+
+
+def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results) -> SweepOutcome:
+    """Log each trial's best checkpoint and final status, and the parent run's summary. Idempotent, so
+    a resumed sweep can run it again over trials that ended before the interruption."""
+    from hpo_cls.tracking import (
+        ROLE_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG, MlflowWriter, find_or_create_experiment,
+    )
+    from hpo_cls.tune_callbacks import trial_status
+
+    writer = MlflowWriter(spec.tracking.uri, warn=lambda m: print(f"[hpo-cls] warning: {m}", file=sys.stderr))
+    experiment_id = find_or_create_experiment(writer.client, spec.tracking.experiment)
+    writer.open_run("parent", experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id)
+    trials: list[TrialOutcome] = []
+    for result in results:
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        history = result.metrics_dataframe
+        scores = history[spec.metric].dropna() if history is not None and spec.metric in history else None
+        best = None
+        if scores is not None and len(scores):
+            best = float(scores.max() if spec.mode == "max" else scores.min())
+        status, reason = trial_status(result.metrics, spec.budget.epochs, errored=result.error is not None)
+        if result.error is not None:
+            reason = (str(result.error).strip().splitlines() or ["error"])[-1]
+        config = flatten_trial_config(trial_config_from_dict(_sampled(result.config), base=spec.fixed))
+        writer.open_run(trial_id, experiment_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id},
+                        run_name=f"{sweep_id}/{trial_id}", tags={ROLE_TAG: "trial"},
+                        params={**config, "epochs_budget": spec.budget.epochs}, parent_key="parent")
+        best_dir = _best_checkpoint_dir(result, spec)
+        writer.call(trial_id, _finalize_trial_op(status, reason, best_dir, best, spec.metric))
+        if status == "failed":
+            best = None
+        trials.append(TrialOutcome(trial_id, status, int((result.metrics or {}).get("epoch", 0)), best,
+                                   _sampled(result.config), None))
+    writer.flush()
+    for t in trials:
+        t.run_id = writer.run_ids.get(t.trial_id)
+    ranked = _ranked(trials, spec.mode)
+    writer.call("parent", _finalize_parent_op(spec, trials, ranked))
+    writer.close(timeout=300)
+    if writer.failed_ops:
+        print(f"[hpo-cls] warning: {writer.failed_ops} MLflow writes could not be made", file=sys.stderr)
+    return SweepOutcome(sweep_id, writer.run_ids.get("parent"), experiment_path, trials)
+
+
+def _sampled(config: dict) -> dict:
+    """The trial's sampled hyperparameters (Tune may add keys of its own)."""
+    fields = TrialConfig.__dataclass_fields__
+    return {k: v for k, v in (config or {}).items() if k in fields}
+
+
+def _ranked(trials: list[TrialOutcome], mode: str) -> list[TrialOutcome]:
+    scored = [t for t in trials if t.best_score is not None]
+    return sorted(scored, key=lambda t: t.best_score, reverse=(mode == "max"))
+
+
+def _best_checkpoint_dir(result, spec: SweepSpec) -> str | None:
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if spec.metric in m]
+    if not candidates:
+        return result.checkpoint.path if result.checkpoint is not None else None
+    pick = max if spec.mode == "max" else min
+    checkpoint, _ = pick(candidates, key=lambda cm: cm[1][spec.metric])
+    return checkpoint.path
+
+
+def _finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None, best: float | None,
+                       metric: str):
+    from mlflow.entities import Metric, RunTag
+
+    from hpo_cls.reports import confusion_matrix_figure, per_class_frame
+    from hpo_cls.tracking import ERROR_TAG, STATUS_TAG
+
+    def op(client, run_id):
+        tags = client.get_run(run_id).data.tags
+        if tags.get("hpo_cls.finalized") == "1":
+            return
+        if checkpoint_dir and Path(checkpoint_dir).is_dir():
+            client.log_artifacts(run_id, checkpoint_dir, "checkpoint")
+            evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
+            if status == "completed" and evaluation_file.is_file():
+                evaluation = json.loads(evaluation_file.read_text())
+                with tempfile.TemporaryDirectory() as tmp:
+                    per_class_frame(evaluation["per_class"]).to_csv(Path(tmp, "per_class_report.csv"), index=False)
+                    names = [row["class"] for row in evaluation["per_class"]]
+                    confusion_matrix_figure(evaluation["confusion"], names).savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
+                    client.log_artifacts(run_id, tmp, "evaluation")
+        new_tags = [RunTag(STATUS_TAG, status), RunTag("hpo_cls.finalized", "1")]
+        if reason:
+            new_tags.append(RunTag(ERROR_TAG, reason[:4000]))
+        metrics = [Metric(f"best_{metric}", best, int(time.time() * 1000), 0)] if best is not None else []
+        client.log_batch(run_id, metrics=metrics, tags=new_tags)
+        client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+
+    return op
+
+
+def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome]):
+    from mlflow.entities import Metric, RunTag
+
+    from hpo_cls.reports import optuna_plots, trials_frame
+
+    def op(client, run_id):
+        now = int(time.time() * 1000)
+        counts = {s: sum(t.status == s for t in trials) for s in ("completed", "early_stopped", "failed")}
+        metrics = [Metric(f"n_{k}", v, now, 0) for k, v in counts.items()]
+        tags = [RunTag("hpo_cls.status", "completed"), RunTag("hpo_cls.n_trials", str(len(trials)))]
+        if ranked:
+            metrics.append(Metric(f"best_{spec.metric}", ranked[0].best_score, now, 0))
+            tags += [RunTag("hpo_cls.best_trial_id", ranked[0].trial_id),
+                     RunTag("hpo_cls.best_run_id", ranked[0].run_id or "")]
+        client.log_batch(run_id, metrics=metrics, tags=tags)
+        with tempfile.TemporaryDirectory() as tmp:
+            trials_frame(trials).to_csv(Path(tmp, "trials.csv"), index=False)
+            for name, figure in optuna_plots(spec, trials).items():
+                figure.savefig(Path(tmp, name), dpi=110, bbox_inches="tight")
+            client.log_artifacts(run_id, tmp)
+        client.set_terminated(run_id, status="FINISHED")
+
+    return op
+
+
+def _print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
+    from hpo_cls.tune_callbacks import format_table
+
+    ranked = _ranked(outcome.trials, spec.mode)
+    counts = {s: sum(t.status == s for t in outcome.trials) for s in ("completed", "early_stopped", "failed")}
+    print(f"\n[hpo-cls] sweep {outcome.sweep_id} finished: " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=out)
+    names = [p.name for p in spec.search.space][:6]
+    rows = [
+        [str(i + 1), t.trial_id, t.status, str(t.epochs_run), f"{t.best_score:.4f}",
+         *[_fmt(t.config.get(n, "·")) for n in names], t.run_id or "-"]
+        for i, t in enumerate(ranked[:5])
+    ]
+    print(format_table(["#", "trial", "status", "epochs", f"best {spec.metric}", *names, "mlflow run"], rows), file=out)
+    uri = spec.tracking.uri
+    print(f"\nMLflow parent run: {outcome.parent_run_id} (experiment {spec.tracking.experiment!r})", file=out)
+    print(f"Open the UI:   hpo-cls ui --tracking-uri {uri}", file=out)
+    print(f"Promote:       hpo-cls promote --top 2 --sweep {outcome.sweep_id} --tracking-uri {uri}", file=out, flush=True)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

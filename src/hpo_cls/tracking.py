@@ -1,0 +1,206 @@
+"""MLflow tracking for sweeps: one parent run per sweep, one nested child run per trial.
+
+All MLflow calls of a sweep go through :class:`MlflowWriter`, one background thread that works an
+ordered queue: the Tune driver never waits on the tracking server, metric writes are batched, and an
+unreachable server delays writes (with a warning) instead of losing them or crashing trials. Runs are
+found again by tags (sweep id, trial id), so a retried trial or a resumed sweep reuses its run.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from hpo_cls.config import format_value
+
+__all__ = [
+    "SWEEP_ID_TAG",
+    "TRIAL_ID_TAG",
+    "STATUS_TAG",
+    "MlflowWriter",
+    "find_or_create_experiment",
+    "find_run",
+    "param_value",
+]
+
+log = logging.getLogger(__name__)
+
+SWEEP_ID_TAG = "hpo_cls.sweep_id"
+SWEEP_NAME_TAG = "hpo_cls.sweep"
+TRIAL_ID_TAG = "hpo_cls.trial_id"
+STATUS_TAG = "hpo_cls.status"
+ERROR_TAG = "hpo_cls.error"
+ROLE_TAG = "hpo_cls.role"
+PARENT_TAG = "mlflow.parentRunId"
+_BATCH_LIMIT = 900  # MLflow accepts at most 1000 metrics per log_batch
+
+
+def param_value(value: Any) -> str:
+    """MLflow params are strings; numbers stay parseable so the UI plots them on numeric axes."""
+    return str(format_value(value))
+
+
+def find_or_create_experiment(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
+    """Id of the oldest run in the experiment carrying all ``tags``, or None."""
+    filters = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=filters, order_by=["attributes.start_time ASC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+@dataclass
+class _Op:
+    kind: str  # "call" | "metrics"
+    key: str | None = None  # run key the op belongs to (resolved to a run id when the op runs)
+    fn: Callable[[MlflowClient, str | None], Any] | None = None
+    metrics: list[Metric] = field(default_factory=list)
+    done: threading.Event | None = None
+
+
+class MlflowWriter:
+    """Ordered, retrying, batching MLflow writer on a background thread.
+
+    Runs are addressed by a key (``"parent"`` or a trial id); ``open_run`` binds a key to a run that is
+    found by tags or created, so later ops for that key need no run id from the caller.
+    """
+
+    def __init__(self, tracking_uri: str, retry_for_s: float = 600.0, warn: Callable[[str], None] = log.warning):
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.retry_for_s = retry_for_s
+        self.warn = warn
+        self.run_ids: dict[str, str] = {}
+        self.failed_ops = 0
+        self._queue: queue.Queue[_Op | None] = queue.Queue()
+        self._lookahead: deque[_Op | None] = deque()  # taken off the queue while batching, not yet run
+        self._thread = threading.Thread(target=self._work, name="mlflow-writer", daemon=True)
+        self._thread.start()
+
+    # -- API used by the driver (non-blocking) -------------------------------------------------
+
+    def open_run(self, key: str, experiment_id: str, identity: dict[str, str], run_name: str, *,
+                 tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
+                 parent_key: str | None = None) -> None:
+        """Bind ``key`` to the run carrying the ``identity`` tags, creating it (nested under the run of
+        ``parent_key``, with ``tags`` and ``params``) if none exists yet."""
+
+        def op(client: MlflowClient, _run_id: str | None) -> None:
+            run_id = find_run(client, experiment_id, identity)
+            if run_id is None:
+                all_tags = {**identity, **(tags or {})}
+                if parent_key is not None:
+                    all_tags[PARENT_TAG] = self.run_ids[parent_key]
+                run_id = client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+                items = [Param(k, param_value(v)) for k, v in (params or {}).items()]
+                for i in range(0, len(items), 100):
+                    client.log_batch(run_id, params=items[i : i + 100])
+            else:
+                client.update_run(run_id, status="RUNNING")
+            self.run_ids[key] = run_id
+
+        self._queue.put(_Op("call", None, op))
+
+    def log_metrics(self, key: str, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._queue.put(_Op("metrics", key, metrics=batch))
+
+    def call(self, key: str | None, fn: Callable[[MlflowClient, str | None], Any]) -> None:
+        """Run ``fn(client, run_id_of_key)`` in order with the other writes."""
+        self._queue.put(_Op("call", key, fn))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written; False if ``timeout`` ran out first."""
+        done = threading.Event()
+        self._queue.put(_Op("call", None, lambda client, run_id: None, done=done))
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.flush(timeout)
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    # -- the worker thread ---------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            op = self._lookahead.popleft() if self._lookahead else self._queue.get()
+            if op is None:
+                return
+            if op.kind == "metrics":
+                self._coalesce(op)
+            self._run_with_retry(op)
+            if op.done is not None:
+                op.done.set()
+
+    def _coalesce(self, op: _Op) -> None:
+        """Append queued metric writes of the same run to ``op`` (one log_batch); keeps order."""
+        while len(op.metrics) < _BATCH_LIMIT and not self._lookahead:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if nxt is not None and nxt.kind == "metrics" and nxt.key == op.key:
+                op.metrics.extend(nxt.metrics)
+            else:
+                self._lookahead.append(nxt)
+
+    def _run_with_retry(self, op: _Op) -> None:
+        deadline = time.monotonic() + self.retry_for_s
+        delay, warned = 0.5, False
+        while True:
+            try:
+                run_id = self.run_ids.get(op.key) if op.key else None
+                if op.key and run_id is None:
+                    raise LookupError(f"no MLflow run is open for {op.key}")
+                if op.kind == "metrics":
+                    for i in range(0, len(op.metrics), _BATCH_LIMIT):
+                        self.client.log_batch(run_id, metrics=op.metrics[i : i + _BATCH_LIMIT])
+                else:
+                    op.fn(self.client, run_id)
+                if warned:
+                    self.warn(f"MLflow tracking server at {self.tracking_uri} is reachable again; queued writes sent")
+                return
+            except LookupError:
+                self.failed_ops += 1
+                self.warn(f"dropped an MLflow write: no run is open for {op.key}")
+                return
+            except Exception as exc:  # noqa: BLE001 - any client/server error: keep retrying, never crash
+                if time.monotonic() > deadline:
+                    self.failed_ops += 1
+                    self.warn(f"gave up an MLflow write after {self.retry_for_s:.0f}s: {exc}")
+                    return
+                if not warned:
+                    self.warn(f"MLflow write failed, retrying in the background: {str(exc).splitlines()[0][:200]}")
+                    warned = True
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str] | None = None):
+    """An op for :meth:`MlflowWriter.call` that tags the final status and closes the run."""
+
+    def op(client: MlflowClient, run_id: str | None) -> None:
+        tags = {STATUS_TAG: status, **(extra_tags or {})}
+        if error:
+            tags[ERROR_TAG] = error[:4000]
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+
+    return op

@@ -1,0 +1,222 @@
+"""Tune callbacks of a sweep: MLflow runs per trial, and a readable progress table.
+
+Both run in the driver and are pickled into Tune's experiment state, so they hold only plain data
+until ``setup`` (a resumed sweep gets them back and calls ``setup`` again).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+from ray import tune
+
+from hpo_cls.config import TrialConfig, flatten_trial_config, trial_config_from_dict
+from hpo_cls.tracking import (
+    ROLE_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_NAME_TAG,
+    TRIAL_ID_TAG,
+    MlflowWriter,
+    end_run_op,
+    find_or_create_experiment,
+)
+
+__all__ = ["SweepTracker", "ProgressTable", "trial_status", "METRIC_KEYS"]
+
+METRIC_KEYS = (
+    "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s", "best_val_acc",
+)
+
+
+def trial_status(last_result: dict | None, epochs: int, errored: bool) -> tuple[str, str | None]:
+    """``(status, reason)`` of a finished trial: completed | early_stopped | failed."""
+    if errored:
+        return "failed", None
+    if last_result and last_result.get("failure"):
+        return "failed", str(last_result["failure"])
+    if not last_result or last_result.get("epoch", 0) < epochs:
+        return "early_stopped", None
+    return "completed", None
+
+
+def _error_text(trial) -> str:
+    try:
+        with open(trial.error_file) as f:
+            lines = [line for line in f.read().strip().splitlines() if line.strip()]
+        return lines[-1] if lines else "trial raised an error"
+    except (OSError, TypeError):
+        return "trial raised an error"
+
+
+class SweepTracker(tune.Callback):
+    """One MLflow parent run per sweep and one nested child run per trial, written asynchronously."""
+
+    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, sweep_name: str, fixed: TrialConfig,
+                 epochs: int, parent_tags: dict[str, str], parent_params: dict[str, Any]):
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.sweep_id, self.sweep_name = sweep_id, sweep_name
+        self.fixed, self.epochs = fixed, epochs
+        self.parent_tags, self.parent_params = parent_tags, parent_params
+        self.statuses: dict[str, str] = {}
+        self.writer: MlflowWriter | None = None
+        self._opened: set[str] = set()
+        self.experiment_id: str | None = None
+        self.warn: Callable[[str], None] = lambda msg: print(f"[hpo-cls] warning: {msg}", file=sys.stderr)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["writer"] = None
+        state["warn"] = None
+        state["_opened"] = set()
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.warn = lambda msg: print(f"[hpo-cls] warning: {msg}", file=sys.stderr)
+
+    def setup(self, **info) -> None:
+        self.start()
+
+    def start(self) -> None:
+        """Connect and open (or reopen) the parent run; idempotent."""
+        if self.writer is not None:
+            return
+        self.writer = MlflowWriter(self.tracking_uri, warn=self.warn)
+        self.experiment_id = find_or_create_experiment(self.writer.client, self.experiment)
+        self.writer.open_run(
+            "parent", self.experiment_id, {SWEEP_ID_TAG: self.sweep_id, ROLE_TAG: "sweep"},
+            run_name=self.sweep_id, tags={SWEEP_NAME_TAG: self.sweep_name, **self.parent_tags},
+            params=self.parent_params,
+        )
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.writer.run_ids.get("parent") if self.writer else None
+
+    def child_run_id(self, trial_id: str) -> str | None:
+        return self.writer.run_ids.get(trial_id) if self.writer else None
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._open_child(trial)
+
+    def _open_child(self, trial) -> None:
+        if trial.trial_id in self._opened:
+            return
+        self._opened.add(trial.trial_id)
+        params = flatten_trial_config(trial_config_from_dict(trial.config, base=self.fixed))
+        params["epochs_budget"] = self.epochs
+        self.writer.open_run(
+            trial.trial_id, self.experiment_id, {TRIAL_ID_TAG: trial.trial_id, SWEEP_ID_TAG: self.sweep_id},
+            run_name=f"{self.sweep_id}/{trial.trial_id}", tags={ROLE_TAG: "trial"}, params=params,
+            parent_key="parent",
+        )
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._open_child(trial)
+        metrics = {k: result[k] for k in METRIC_KEYS if isinstance(result.get(k), (int, float))}
+        self.writer.log_metrics(trial.trial_id, metrics, step=int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        status, reason = trial_status(trial.last_result, self.epochs, errored=False)
+        self._end_child(trial, status, reason)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._end_child(trial, "failed", _error_text(trial))
+
+    def _end_child(self, trial, status: str, reason: str | None) -> None:
+        self._open_child(trial)
+        self.statuses[trial.trial_id] = status
+        epochs_run = int((trial.last_result or {}).get("epoch", 0))
+        self.writer.call(trial.trial_id, end_run_op(status, reason, {"hpo_cls.epochs_run": str(epochs_run)}))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.writer.flush()
+
+    def get_state(self) -> dict:
+        return {"statuses": dict(self.statuses)}
+
+    def set_state(self, state: dict) -> None:
+        self.statuses.update(state.get("statuses", {}))
+
+
+class ProgressTable(tune.Callback):
+    """Prints a compact trial table when something changed, at most every ``interval_s`` seconds,
+    plus one line per finished trial. Plain text: readable in a terminal and in CI logs alike."""
+
+    def __init__(self, param_names: list[str], epochs: int, metric: str, interval_s: float = 15.0,
+                 stream=None):
+        self.param_names, self.epochs, self.metric = param_names, epochs, metric
+        self.interval_s = interval_s
+        self.stream = stream
+        self._last_print = 0.0
+        self._dirty = False
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["stream"] = None
+        return state
+
+    def _out(self) -> Any:
+        return self.stream or sys.stdout
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._dirty = True
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        status, reason = trial_status(trial.last_result, self.epochs, errored=False)
+        self._line(trial, status + (f" ({reason})" if reason else ""))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._line(trial, f"failed ({_error_text(trial)})")
+
+    def _line(self, trial, what: str) -> None:
+        result = trial.last_result or {}
+        score = result.get(self.metric)
+        score_text = f"{self.metric} {score:.4f}" if isinstance(score, float) else ""
+        print(f"[hpo-cls] trial {trial.trial_id} {what} after {result.get('epoch', 0)}/{self.epochs} epochs "
+              f"{score_text}", file=self._out(), flush=True)
+        self._dirty = True
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        now = time.monotonic()
+        if self._dirty and now - self._last_print >= self.interval_s:
+            self._last_print, self._dirty = now, False
+            print(self.render(trials), file=self._out(), flush=True)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        print(self.render(trials), file=self._out(), flush=True)
+
+    def render(self, trials) -> str:
+        rows = []
+        for trial in trials:
+            result = trial.last_result or {}
+            score = result.get(self.metric)
+            rows.append([
+                trial.trial_id,
+                trial.status.lower(),
+                f"{result.get('epoch', 0)}/{self.epochs}",
+                f"{score:.4f}" if isinstance(score, float) else "-",
+                *[_short(trial.config.get(name, "·")) for name in self.param_names],
+            ])
+        counts: dict[str, int] = {}
+        for trial in trials:
+            counts[trial.status.lower()] = counts.get(trial.status.lower(), 0) + 1
+        header = ["trial", "status", "epoch", self.metric, *self.param_names]
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return f"[hpo-cls] {len(trials)} trials: {summary}\n" + format_table(header, rows)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)] if rows else [len(h) for h in header]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""The default Tune trainable: build from config, train epoch by epoch, report + checkpoint each epoch.
+
+Thin on purpose: everything it calls is plain torch code in ``hpo_cls.training``, shared with
+``hpo-cls train`` and ``hpo-cls promote``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import tempfile
+import threading
+from pathlib import Path
+
+from ray import tune
+
+from hpo_cls.checkpoint import load_checkpoint, save_checkpoint
+from hpo_cls.config import trial_config_from_dict
+from hpo_cls.engine import NonFiniteLossError
+from hpo_cls.training import TrainingRun, TrialSetup
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def trainable(config: dict, setup: TrialSetup) -> None:
+    # Tune ends a stopped trial by raising SystemExit in this thread and exiting the actor right away;
+    # if the interpreter finalizes while this thread still frees tensors, torch aborts the process.
+    atexit.register(threading.current_thread().join, 30)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
+    cfg = trial_config_from_dict(config, base=setup.fixed)
+    run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a retry or a resumed sweep: continue where the last epoch ended
+        with checkpoint.as_directory() as directory:
+            run.load_state_dict(load_checkpoint(directory))
+    while run.epoch < setup.epochs:
+        try:
+            metrics = run.run_epoch()
+        except NonFiniteLossError as exc:
+            # Deterministic: a retry would diverge again, so end the trial instead of raising.
+            tune.report({"epoch": run.epoch + 1, "val_acc": 0.0, "val_loss": float("inf"), "failure": str(exc)})
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_checkpoint(run.state_dict(), directory)
+            evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
+            Path(directory, EVALUATION_FILE).write_text(json.dumps(evaluation))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
