@@ -13,14 +13,13 @@ import tempfile
 import threading
 from pathlib import Path
 
+import ray
 from ray import tune
 
-from hpo_cls.checkpoint import load_checkpoint, save_checkpoint
+from hpo_cls.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
 from hpo_cls.config import trial_config_from_dict
 from hpo_cls.engine import NonFiniteLossError
 from hpo_cls.training import TrainingRun, TrialSetup
-
-EVALUATION_FILE = "evaluation.json"
 
 
 def trainable(config: dict, setup: TrialSetup) -> None:
@@ -30,6 +29,7 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     cfg = trial_config_from_dict(config, base=setup.fixed)
     run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
+    node_id = ray.get_runtime_context().get_node_id()  # which cluster node ran it (tagged in MLflow)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry or a resumed sweep: continue where the last epoch ended
         with checkpoint.as_directory() as directory:
@@ -45,4 +45,4 @@ def trainable(config: dict, setup: TrialSetup) -> None:
             save_checkpoint(run.state_dict(), directory)
             evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
             Path(directory, EVALUATION_FILE).write_text(json.dumps(evaluation))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -13,9 +13,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "CHECKPOINT_FILE", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "CHECKPOINT_FILE", "MODEL_FILE", "EVALUATION_FILE", "save_checkpoint", "load_checkpoint", "model_bundle"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+EVALUATION_FILE = "evaluation.json"  # confusion matrix + per-class report at that epoch
+_MODEL_KEYS = ("format", "model", "epoch", "best_val_acc", "best_epoch", "config", "image_size", "class_to_idx")
 
 
 class CheckpointError(Exception):
@@ -54,3 +57,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state or "class_to_idx" not in state:
         raise CheckpointError(f"{path}: not an hpo-cls checkpoint (missing model or class mapping)")
     return state
+
+
+def model_bundle(state: dict[str, Any]) -> dict[str, Any]:
+    """What prediction needs from a checkpoint (weights, config, class mapping, image size): no
+    optimizer or scheduler state, so about half the size of a resumable checkpoint."""
+    return {k: state[k] for k in _MODEL_KEYS if k in state}

@@ -61,12 +61,51 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store.")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI (default: %(default)s)")
     p.add_argument("--port", type=int, default=5000)
+
+    p = commands.add_parser("promote", help="retrain a sweep's top runs, ensemble, register and predict",
+                            description="Pick the top runs of a sweep from MLflow, retrain each from scratch for "
+                                        "the full budget as Ray tasks, ensemble them (mean softmax), evaluate, "
+                                        "register the ensemble (alias champion) and write prediction.csv.")
+    p.add_argument("--top", type=int, required=True, metavar="K", help="number of runs to promote")
+    p.add_argument("--sweep", help="sweep id or spec name (newest sweep of that name); default: the newest sweep")
+    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help="epochs per retrain (default: the sweep's epoch budget)")
+    p.add_argument("--seeds", type=int, default=1, metavar="S", help="members per run: seed, seed+1, ... (default: 1)")
+    p.add_argument("--train-on-val", action="store_true",
+                   help="retrain on train+val (val numbers are then not held out)")
+    p.add_argument("--tta", action="store_true", help="average each member over the image and its horizontal flip")
+    p.add_argument("--weighted", action="store_true", help="weight members by their sweep validation score")
+    p.add_argument("--include-early-stopped", action="store_true", help="also consider runs ASHA stopped early")
+    p.add_argument("--dedupe", action="store_true",
+                   help="skip runs whose config is near-identical to a better one (numbers within 5%%)")
+    p.add_argument("--predict", type=Path, metavar="DIR",
+                   help="images to predict (default: <data root>/test if present)")
+    p.add_argument("--out", type=Path, default=Path("prediction.csv"), help="prediction CSV (default: %(default)s)")
+    p.add_argument("--register-as", metavar="NAME", help="registered model name (default: <spec name>-ensemble)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override data.*, resources.* or fixed.* for the retrains, e.g. --set data.root=/data "
+                        "(repeatable)")
+    p.add_argument("--workdir", type=Path, help="member checkpoints; rerun with the same folder to resume "
+                                                "(default: promote_runs/<sweep id>)")
+    p.add_argument("--batch-size", type=int, default=64, help="evaluation and prediction batch size (default: 64)")
+    p.add_argument("--address", help="join an existing Ray cluster instead of starting a local one")
+
+    p = commands.add_parser("predict", help="predict a folder of images with a registered model (no Ray needed)",
+                            description="Load an MLflow model (e.g. models:/quickstart-ensemble@champion) and write "
+                                        "image_name,pred_label rows for every image in DIR.")
+    p.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/quickstart-ensemble@champion")
+    p.add_argument("dir", type=Path, metavar="DIR", help="folder of images")
+    p.add_argument("--out", type=Path, default=Path("prediction.csv"), help="prediction CSV (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI (default: %(default)s)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui}[args.command]
+    handler = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui,
+               "promote": cmd_promote, "predict": cmd_predict}[args.command]
     try:
         return handler(args) or 0
     except SpecError as exc:
@@ -90,12 +129,17 @@ def _load(args) -> "SweepSpec":  # noqa: F821
     return spec
 
 
-def _preflight(spec, scan: bool = True):
-    from hpo_cls.preflight import run_preflight
+def _preflight(spec, scan: bool = True, check_tracking: bool = False):
+    from hpo_cls.preflight import check_tracking_uri, run_preflight
 
     result = run_preflight(spec, scan_images=scan)
-    if result.problems:
-        raise SpecError(result.problems)
+    problems = list(result.problems)
+    if check_tracking:
+        problem = check_tracking_uri(spec.tracking.uri)
+        if problem:
+            problems.append(f"{spec.source}: {problem}")
+    if problems:
+        raise SpecError(problems)
     return result
 
 
@@ -171,8 +215,8 @@ def cmd_sweep(args) -> int:
     from hpo_cls.sweep import SweepError, run_sweep
 
     spec = _load(args)
-    print(f"checking {spec.data.root} and model sizes ...", flush=True)
-    result = _preflight(spec)
+    print(f"checking {spec.data.root}, model sizes and {spec.tracking.uri} ...", flush=True)
+    result = _preflight(spec, check_tracking=True)
     try:
         run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
                   resume=args.resume)
@@ -188,6 +232,47 @@ def cmd_ui(args) -> int:
                "--port", str(args.port)]
     print(f"MLflow UI on http://127.0.0.1:{args.port}  ({' '.join(command)})", flush=True)
     os.execvp(command[0], command)
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from hpo_cls.checkpoint import CheckpointError
+    from hpo_cls.data import DataError
+    from hpo_cls.promote import PromoteError, PromoteOptions, run_promote
+
+    options = PromoteOptions(
+        top=args.top, sweep=args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri,
+        epochs=args.epochs, seeds=args.seeds, train_on_val=args.train_on_val, tta=args.tta, weighted=args.weighted,
+        include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
+        register_as=args.register_as, overrides=args.overrides, address=args.address, workdir=args.workdir,
+        batch_size=args.batch_size,
+    )
+    try:
+        run_promote(options)
+    except (PromoteError, CheckpointError, DataError) as exc:
+        raise CommandError(str(exc)) from None
+    except ConnectionError as exc:
+        raise CommandError(f"cannot connect to the Ray cluster at {args.address}: {exc}") from None
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from hpo_cls.checkpoint import CheckpointError
+    from hpo_cls.data import DataError
+    from hpo_cls.predict import predict_folder
+
+    try:
+        outcome = predict_folder(args.model_uri, args.dir, args.out, batch_size=args.batch_size,
+                                 tracking_uri=args.tracking_uri)
+    except (CheckpointError, DataError) as exc:
+        raise CommandError(str(exc)) from None
+    except MlflowException as exc:
+        raise CommandError(f"{args.model_uri}: {str(exc).splitlines()[0]}") from None
+    counts = ", ".join(f"{label}: {n}" for label, n in sorted(outcome.label_counts.items()))
+    print(f"wrote {outcome.path}: {outcome.num_images} images in {outcome.seconds:.2f}s "
+          f"({outcome.images_per_s:.1f} images/s); predicted {counts}")
     return 0
 
 

@@ -88,7 +88,7 @@ class TrialConfig:
     attention_reduction: int = _opt(16, ge=1, doc="channel reduction ratio r of SE/CBAM")
     dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout before the classifier (and in head_hidden)")
     dropout_l3_l4: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout between layer3 and layer4")
-    head_hidden: tuple[int, ...] = _opt((), doc="extra FC layers (BatchNorm1d + SiLU + dropout)")
+    head_hidden: tuple[int, ...] = _opt((), ge=1, doc="extra FC layers (BatchNorm1d + SiLU + dropout)")
     freeze_stages: int = _opt(0, ge=0, le=4, doc="freeze the stem and the first N stages")
     # optimisation
     optimizer: str = _opt("sgd", choices=("sgd", "adam", "adamw"))
@@ -98,7 +98,7 @@ class TrialConfig:
     batch_size: int = _opt(64, ge=1)
     lr_scheduler: str = _opt("cosine", choices=("cosine", "multistep", "plateau", "none"))
     warmup_epochs: int = _opt(0, ge=0, doc="linear warm-up before the cosine schedule")
-    milestones: tuple[float, ...] = _opt((0.5, 0.75), doc="multistep: fractions of the epoch budget")
+    milestones: tuple[float, ...] = _opt((0.5, 0.75), gt=0.0, le=1.0, doc="multistep: fractions of the epoch budget")
     gamma: float = _opt(0.1, gt=0.0, lt=1.0, doc="multistep / plateau decay factor")
     plateau_patience: int = _opt(2, ge=0)
     label_smoothing: float = _opt(0.0, ge=0.0, lt=1.0)
@@ -238,17 +238,26 @@ def _check_value(f: dataclasses.Field, value: Any, tp: Any) -> Any:
             value = []
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")
-        item_type = args[0]
-        return tuple(_coerce_scalar(item_type, v) for v in value)
+        items = tuple(_coerce_scalar(args[0], v) for v in value)
+        for i, item in enumerate(items):  # bounds of a tuple field hold for each item
+            try:
+                _check_bounds(f.metadata, item)
+            except ValueError as exc:
+                raise ValueError(f"item {i} {exc}") from None
+        return items
     value = _coerce_scalar(tp, value)
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
         raise ValueError(f"{value!r} is not one of {', '.join(map(str, meta['choices']))}")
+    _check_bounds(meta, value)
+    return value
+
+
+def _check_bounds(meta: Mapping[str, Any], value: Any) -> None:
     for key, op, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"), ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
         bound = meta.get(key)
         if bound is not None and not op(float(value), float(bound)):
             raise ValueError(f"must be {word} {bound}, got {value}")
-    return value
 
 
 def _coerce_scalar(tp, value):
@@ -377,6 +386,11 @@ def _parse_space(raw: Any, fixed: TrialConfig, problems: list[str], where: str) 
 def _parse_param(name, kind, entry, f, key, problems, where) -> Param | None:
     spec = entry[kind]
     field_type = _field_types(TrialConfig)[name]
+    for option, kinds in (("step", ("int",)), ("log", ("uniform", "int"))):
+        if option in entry and kind not in kinds:  # would be silently ignored
+            problems.append(f"{where}: {key}.{option}: only with {' or '.join(kinds)}, not with {kind}")
+            return None
+    base = f"{key}."
     key = f"{key}.{kind}"
     if kind == "choice":
         if not isinstance(spec, list) or not spec:
@@ -432,15 +446,26 @@ def _parse_param(name, kind, entry, f, key, problems, where) -> Param | None:
         if step <= 0 or step > high - low:
             problems.append(f"{where}: {key}: q must be > 0 and <= high - low")
             return None
-    if kind == "int" and "step" in entry:
+    if "step" in entry:
         try:
             step = _coerce_scalar(int, entry["step"])
         except ValueError as exc:
-            problems.append(f"{where}: {key[: -len(kind)]}step: {exc}")
+            problems.append(f"{where}: {base}step: {exc}")
             return None
-    log = kind == "loguniform" or bool(entry.get("log", False))
-    if kind == "int" and log and low <= 0:
+        if not 1 <= step <= high - low:
+            problems.append(f"{where}: {base}step: must be >= 1 and <= high - low ({high - low}), got {step}")
+            return None
+    try:
+        log = kind == "loguniform" or _coerce_scalar(bool, entry.get("log", False))
+    except ValueError as exc:
+        problems.append(f"{where}: {base}log: {exc}")
+        return None
+    # Optuna only rejects these when the first trial is sampled, i.e. minutes into a sweep.
+    if log and low <= 0:
         problems.append(f"{where}: {key}: low must be > 0 when log is true")
+        return None
+    if log and step not in (None, 1) and kind == "int":
+        problems.append(f"{where}: {base}step: cannot be combined with log (Optuna's log-scaled ints use step 1)")
         return None
     return Param(name, kind, low=low, high=high, step=step, log=log)
 
@@ -543,9 +568,11 @@ def parse_spec(raw: Any, source: Path | str = "<spec>", overrides: list[str] = (
         problems.append(f"{where}: name: use letters, digits, '-', '_' and '.' only, got {name!r}")
 
     data = _parse_section(DataConfig, raw.get("data"), "data", problems, where)
+    # A path written in the file is relative to the file; one given with --set, to the current folder.
+    root_from_cli = any(keys == ["data", "root"] for keys, _ in parsed_overrides)
     spec_dir = Path(source).parent if source and Path(str(source)).suffix in (".yaml", ".yml") else Path(".")
     if not data.root.is_absolute():
-        data = dataclasses.replace(data, root=(spec_dir / data.root).resolve())
+        data = dataclasses.replace(data, root=((Path.cwd() if root_from_cli else spec_dir) / data.root).resolve())
     budget = _parse_section(BudgetConfig, raw.get("budget"), "budget", problems, where)
     resources = _parse_section(ResourcesConfig, raw.get("resources"), "resources", problems, where)
     scheduler = _parse_section(SchedulerConfig, raw.get("scheduler"), "scheduler", problems, where)
@@ -580,8 +607,12 @@ def parse_spec(raw: Any, source: Path | str = "<spec>", overrides: list[str] = (
     if mode != _METRIC_MODES[metric]:
         problems.append(f"{where}: mode: {metric} is optimised with mode {_METRIC_MODES[metric]}, got {mode!r}")
     max_params = raw.get("max_params", 100_000_000)
-    if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params <= 0:
-        problems.append(f"{where}: max_params: expected a positive integer, got {max_params!r}")
+    try:  # like every other integer: 1e8 (read as a string by PyYAML) and 5.0e7 are accepted
+        max_params = _coerce_scalar(int, max_params)
+    except ValueError:
+        max_params = 0
+    if max_params <= 0:
+        problems.append(f"{where}: max_params: expected a positive integer, got {raw.get('max_params')!r}")
         max_params = 100_000_000
     storage = raw.get("storage_path", "ray_results")
     if not isinstance(storage, str) or not storage:

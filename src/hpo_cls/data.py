@@ -330,13 +330,14 @@ class Loaders:
 
 
 def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: bool = False, seed: int = 0,
-                  cache: bool = True, cache_limit_bytes: int = 4 * 2**30) -> Loaders:
+                  cache: bool = True, cache_limit_bytes: int = 4 * 2**30, train_on_val: bool = False) -> Loaders:
     """Train/val DataLoaders for ``data_cfg.root``.
 
     Train: shuffled (or class-balanced), ``drop_last`` so BatchNorm never sees a batch of one; the
     batch size is clamped to the train set size so a tiny set still yields one batch. Val: eval
     transform, batch ``2 * cfg.batch_size``, in order. With ``cache``, decoded images are kept in
-    memory (train first, then val) while the estimate stays under ``cache_limit_bytes``.
+    memory (train first, then val) while the estimate stays under ``cache_limit_bytes``. With
+    ``train_on_val`` (a final retrain) the val images are trained on too, so val numbers are not held out.
     """
     root = Path(data_cfg.root)
     class_to_idx = class_mapping(root / "train")
@@ -345,6 +346,8 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     for split, samples in (("train", train_samples), ("val", val_samples)):
         if not samples:
             raise DataError(f"{root / split}: no images")
+    if train_on_val:
+        train_samples = train_samples + val_samples
     size = data_cfg.image_size
     side = resize_size(size)
     budget = cache_limit_bytes if cache else 0

@@ -13,7 +13,7 @@ from typing import Any
 from hpo_cls.config import SweepSpec, TrialConfig, trial_config_from_dict
 from hpo_cls.data import DataError, DatasetSummary, describe_dataset
 
-__all__ = ["ParameterBudget", "Preflight", "run_preflight"]
+__all__ = ["ParameterBudget", "Preflight", "run_preflight", "check_tracking_uri"]
 
 # TrialConfig fields that change the parameter count; everything else shares one cache entry.
 _MODEL_FIELDS = ("backbone", "small_input", "attention", "attention_placement", "attention_reduction",
@@ -44,8 +44,13 @@ class Preflight:
     parameter_counts: dict[str, int] = field(default_factory=dict)  # backbone -> count with fixed values
 
 
-def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_errors: bool = True) -> Preflight:
-    """Check the data folder (class folders, unreadable images) and every backbone against max_params."""
+def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_errors: bool = True,
+                  fixed_only: bool = False) -> Preflight:
+    """Check the data folder (class folders, unreadable images) and every backbone against max_params.
+
+    Backbones checked: the search-space choices, plus ``fixed.backbone`` when a trial can use it (it is
+    not searched, or only under a ``when``). ``fixed_only`` (``train``): just ``fixed.backbone``.
+    """
     where = str(spec.source or "<spec>")
     try:
         summary = describe_dataset(spec.data.root, scan=scan_images)
@@ -59,14 +64,14 @@ def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_er
                         "remove or replace them")
     budget = ParameterBudget(spec.fixed, len(summary.class_to_idx))
     counts = {}
-    fixed_count = budget(spec.fixed)
-    counts[spec.fixed.backbone] = fixed_count
-    if fixed_count > spec.max_params:
-        problems.append(f"{where}: fixed.backbone: {spec.fixed.backbone} has {fixed_count:,} parameters, "
-                        f"over max_params {spec.max_params:,}")
-    for param in spec.search.space:
-        if param.name != "backbone":
-            continue
+    searched = [] if fixed_only else [p for p in spec.search.space if p.name == "backbone"]
+    if not searched or searched[0].when:  # else every trial takes its backbone from the choices
+        fixed_count = budget(spec.fixed)
+        counts[spec.fixed.backbone] = fixed_count
+        if fixed_count > spec.max_params:
+            problems.append(f"{where}: fixed.backbone: {spec.fixed.backbone} has {fixed_count:,} parameters, "
+                            f"over max_params {spec.max_params:,}")
+    for param in searched:
         for i, backbone in enumerate(param.choices):
             count = budget(dataclasses.replace(spec.fixed, backbone=backbone))
             counts[backbone] = count
@@ -74,3 +79,20 @@ def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_er
                 problems.append(f"{where}: search.space.backbone.choice[{i}]: {backbone} has {count:,} "
                                 f"parameters, over max_params {spec.max_params:,}")
     return Preflight(summary, problems, counts)
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
+    """A problem line if an MLflow server at an http(s) URI does not answer its health check."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            if response.status == 200:
+                return None
+            return f"tracking.uri: MLflow server at {uri} answered {response.status} to its health check"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"tracking.uri: cannot reach an MLflow server at {uri} ({reason}); start it or fix --tracking-uri"

@@ -56,13 +56,16 @@ class DefineByRun:
         values = {name: getattr(self.fixed, name) for name in TrialConfig.__dataclass_fields__}
         for param in self.space:
             if is_active(param, values):
-                values[param.name] = suggest(trial, param)
+                value = suggest(trial, param)
+                if param.kind == "choice":  # back from its Optuna form ("[1024, 512]") for `when` checks
+                    value = param.choices[[format_value(c) for c in param.choices].index(value)]
+                values[param.name] = value
         return None
 
 
 def grid_of(space: tuple[Param, ...]) -> dict[str, list]:
     """Search space for Optuna's GridSampler (all parameters are ``choice``, checked at load time)."""
-    return {p.name: list(p.choices) for p in space}
+    return {p.name: [format_value(c) for c in p.choices] for p in space}  # the values suggest() uses
 
 
 def describe_space(space: tuple[Param, ...]) -> list[str]:

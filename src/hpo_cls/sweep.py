@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,8 +21,6 @@ from hpo_cls.search_space import DefineByRun
 from hpo_cls.training import TrialSetup
 
 __all__ = ["SweepError", "SweepOutcome", "run_sweep", "resolve_trainable", "sweep_directory"]
-
-EVALUATION_FILE = "evaluation.json"
 
 
 class SweepError(Exception):
@@ -106,7 +106,8 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
     else:
         # A local instance sized to this machine; the object store only carries small trial setups.
-        ray.init(include_dashboard=False, object_store_memory=512 * 1024**2, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, object_store_memory=512 * 1024**2,
+                 logging_level="WARNING")
 
 
 def run_sweep(
@@ -131,6 +132,9 @@ def run_sweep(
         tune.with_parameters(trainable_fn, setup=setup),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
+    # Snapshot Tune's experiment state every few seconds (default: adaptive, often much rarer), so that
+    # a killed driver loses as little as possible. Cheap next to an epoch of training.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     _init_ray(address)
     print(f"[hpo-cls] sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
           f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}",
@@ -140,6 +144,12 @@ def run_sweep(
         if resume:
             print(f"[hpo-cls] resuming from {experiment_path}", file=out, flush=True)
             tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True, resume_errored=True)
+            known = {_trial_id(result) for result in tuner.get_results()}
+            discarded = discard_unknown_trial_runs(spec.tracking.uri, spec.tracking.experiment, sweep_id, known)
+            if discarded:
+                print(f"[hpo-cls] discarded {discarded} MLflow run(s) of trials that started after Tune's last "
+                      "experiment snapshot; the searcher, restored to that snapshot, proposes them again",
+                      file=out, flush=True)
         else:
             tuner = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s, out)
         results = tuner.fit()
@@ -260,7 +270,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     writer.open_run("parent", experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id)
     trials: list[TrialOutcome] = []
     for result in results:
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        trial_id = _trial_id(result)
         history = result.metrics_dataframe
         scores = history[spec.metric].dropna() if history is not None and spec.metric in history else None
         best = None
@@ -274,7 +284,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
                         run_name=f"{sweep_id}/{trial_id}", tags={ROLE_TAG: "trial"},
                         params={**config, "epochs_budget": spec.budget.epochs}, parent_key="parent")
         best_dir = _best_checkpoint_dir(result, spec)
-        writer.call(trial_id, _finalize_trial_op(status, reason, best_dir, best, spec.metric))
+        writer.call(trial_id, _finalize_trial_op(status, reason, best_dir))
         if status == "failed":
             best = None
         trials.append(TrialOutcome(trial_id, status, int((result.metrics or {}).get("epoch", 0)), best,
@@ -288,6 +298,29 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     if writer.failed_ops:
         print(f"[hpo-cls] warning: {writer.failed_ops} MLflow writes could not be made", file=sys.stderr)
     return SweepOutcome(sweep_id, writer.run_ids.get("parent"), experiment_path, trials)
+
+
+def _trial_id(result) -> str:
+    return (result.metrics or {}).get("trial_id") or Path(result.path).name
+
+
+def discard_unknown_trial_runs(tracking_uri: str, experiment: str, sweep_id: str, known: set[str]) -> int:
+    """Delete the sweep's trial runs whose trial Tune does not know after a restore (it started after the
+    last experiment snapshot), so the sweep keeps exactly one MLflow run per trial."""
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.tracking import ROLE_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG
+
+    client = MlflowClient(tracking_uri)
+    experiment_obj = client.get_experiment_by_name(experiment)
+    if experiment_obj is None:
+        return 0
+    runs = client.search_runs([experiment_obj.experiment_id], max_results=10_000,
+                              filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'trial'")
+    unknown = [r for r in runs if r.data.tags.get(TRIAL_ID_TAG) not in known]
+    for run in unknown:
+        client.delete_run(run.info.run_id)
+    return len(unknown)
 
 
 def _sampled(config: dict) -> dict:
@@ -310,10 +343,11 @@ def _best_checkpoint_dir(result, spec: SweepSpec) -> str | None:
     return checkpoint.path
 
 
-def _finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None, best: float | None,
-                       metric: str):
-    from mlflow.entities import Metric, RunTag
+def _finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None):
+    import matplotlib.pyplot as plt
+    from mlflow.entities import RunTag
 
+    from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, model_bundle, save_checkpoint
     from hpo_cls.reports import confusion_matrix_figure, per_class_frame
     from hpo_cls.tracking import ERROR_TAG, STATUS_TAG
 
@@ -322,26 +356,32 @@ def _finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | No
         if tags.get("hpo_cls.finalized") == "1":
             return
         if checkpoint_dir and Path(checkpoint_dir).is_dir():
-            client.log_artifacts(run_id, checkpoint_dir, "checkpoint")
-            evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir)), Path(tmp, MODEL_FILE))
+                evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
+                if evaluation_file.is_file():
+                    shutil.copy(evaluation_file, tmp)
+                client.log_artifacts(run_id, tmp, "checkpoint")
             if status == "completed" and evaluation_file.is_file():
                 evaluation = json.loads(evaluation_file.read_text())
                 with tempfile.TemporaryDirectory() as tmp:
                     per_class_frame(evaluation["per_class"]).to_csv(Path(tmp, "per_class_report.csv"), index=False)
                     names = [row["class"] for row in evaluation["per_class"]]
-                    confusion_matrix_figure(evaluation["confusion"], names).savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
+                    figure = confusion_matrix_figure(evaluation["confusion"], names)
+                    figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
+                    plt.close(figure)
                     client.log_artifacts(run_id, tmp, "evaluation")
         new_tags = [RunTag(STATUS_TAG, status), RunTag("hpo_cls.finalized", "1")]
         if reason:
             new_tags.append(RunTag(ERROR_TAG, reason[:4000]))
-        metrics = [Metric(f"best_{metric}", best, int(time.time() * 1000), 0)] if best is not None else []
-        client.log_batch(run_id, metrics=metrics, tags=new_tags)
+        client.log_batch(run_id, tags=new_tags)
         client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
 
     return op
 
 
 def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome]):
+    import matplotlib.pyplot as plt
     from mlflow.entities import Metric, RunTag
 
     from hpo_cls.reports import optuna_plots, trials_frame
@@ -360,6 +400,7 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
             trials_frame(trials).to_csv(Path(tmp, "trials.csv"), index=False)
             for name, figure in optuna_plots(spec, trials).items():
                 figure.savefig(Path(tmp, name), dpi=110, bbox_inches="tight")
+                plt.close(figure)
             client.log_artifacts(run_id, tmp)
         client.set_terminated(run_id, status="FINISHED")
 

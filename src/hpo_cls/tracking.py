@@ -39,6 +39,7 @@ TRIAL_ID_TAG = "hpo_cls.trial_id"
 STATUS_TAG = "hpo_cls.status"
 ERROR_TAG = "hpo_cls.error"
 ROLE_TAG = "hpo_cls.role"
+NODE_TAG = "hpo_cls.node_id"
 PARENT_TAG = "mlflow.parentRunId"
 _BATCH_LIMIT = 900  # MLflow accepts at most 1000 metrics per log_batch
 
@@ -86,6 +87,7 @@ class MlflowWriter:
         self.retry_for_s = retry_for_s
         self.warn = warn
         self.run_ids: dict[str, str] = {}
+        self.logged_steps: dict[str, int] = {}  # run key -> highest metric step written
         self.failed_ops = 0
         self._queue: queue.Queue[_Op | None] = queue.Queue()
         self._lookahead: deque[_Op | None] = deque()  # taken off the queue while batching, not yet run
@@ -96,9 +98,10 @@ class MlflowWriter:
 
     def open_run(self, key: str, experiment_id: str, identity: dict[str, str], run_name: str, *,
                  tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
-                 parent_key: str | None = None) -> None:
+                 parent_key: str | None = None, step_metric: str = "val_acc") -> None:
         """Bind ``key`` to the run carrying the ``identity`` tags, creating it (nested under the run of
-        ``parent_key``, with ``tags`` and ``params``) if none exists yet."""
+        ``parent_key``, with ``tags`` and ``params``) if none exists yet. Metric steps up to the last one
+        of ``step_metric`` already in a found run are not logged again."""
 
         def op(client: MlflowClient, _run_id: str | None) -> None:
             run_id = find_run(client, experiment_id, identity)
@@ -112,6 +115,9 @@ class MlflowWriter:
                     client.log_batch(run_id, params=items[i : i + 100])
             else:
                 client.update_run(run_id, status="RUNNING")
+                # A resumed trial may report epochs again that were logged before the interruption.
+                self.logged_steps[key] = max((m.step for m in client.get_metric_history(run_id, step_metric)),
+                                             default=-1)
             self.run_ids[key] = run_id
 
         self._queue.put(_Op("call", None, op))
@@ -170,8 +176,11 @@ class MlflowWriter:
                 if op.key and run_id is None:
                     raise LookupError(f"no MLflow run is open for {op.key}")
                 if op.kind == "metrics":
-                    for i in range(0, len(op.metrics), _BATCH_LIMIT):
-                        self.client.log_batch(run_id, metrics=op.metrics[i : i + _BATCH_LIMIT])
+                    fresh = [m for m in op.metrics if m.step > self.logged_steps.get(op.key, -1)]
+                    for i in range(0, len(fresh), _BATCH_LIMIT):
+                        self.client.log_batch(run_id, metrics=fresh[i : i + _BATCH_LIMIT])
+                    if fresh:
+                        self.logged_steps[op.key] = max(m.step for m in fresh)
                 else:
                     op.fn(self.client, run_id)
                 if warned:

@@ -14,6 +14,7 @@ from ray import tune
 
 from hpo_cls.config import TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.tracking import (
+    NODE_TAG,
     ROLE_TAG,
     SWEEP_ID_TAG,
     SWEEP_NAME_TAG,
@@ -62,6 +63,7 @@ class SweepTracker(tune.Callback):
         self.statuses: dict[str, str] = {}
         self.writer: MlflowWriter | None = None
         self._opened: set[str] = set()
+        self._nodes: dict[str, str] = {}  # trial id -> Ray node id it last ran on
         self.experiment_id: str | None = None
         self.warn: Callable[[str], None] = lambda msg: print(f"[hpo-cls] warning: {msg}", file=sys.stderr)
 
@@ -117,6 +119,10 @@ class SweepTracker(tune.Callback):
         self._open_child(trial)
         metrics = {k: result[k] for k in METRIC_KEYS if isinstance(result.get(k), (int, float))}
         self.writer.log_metrics(trial.trial_id, metrics, step=int(result.get("epoch", 0)))
+        node = result.get("node_id")
+        if node and self._nodes.get(trial.trial_id) != node:
+            self._nodes[trial.trial_id] = node
+            self.writer.call(trial.trial_id, lambda client, run_id: client.set_tag(run_id, NODE_TAG, node))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         status, reason = trial_status(trial.last_result, self.epochs, errored=False)

@@ -1,0 +1,89 @@
+"""Orchestration overhead: the same K configurations trained back to back in-process vs by `hpo-cls sweep`.
+
+    python bench/overhead.py                      # ~30 s trials on the embedded data, 2 slots
+    python bench/overhead.py --trial-seconds 3    # short trials: fixed costs dominate
+
+(a) each configuration is trained in this process by the engine (one CPU thread, as a Ray trial with
+cpu: 1 gets), timing the whole trial (model, data, epochs); (b) the same configurations run through
+`hpo-cls sweep` (grid over them, FIFO, `max_concurrent` = slots, MLflow on) and the whole command is timed,
+from process start to exit. Prints ``overhead = sweep_wall / (sum_compute / slots)`` (target ≤ 1.05 for
+30-s trials, ≤ 1.25 for 3-s trials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from hpo_cls.config import DataConfig, TrialConfig
+from hpo_cls.training import TrainingRun
+
+REPO = Path(__file__).resolve().parents[1]
+LRS = [0.02, 0.03, 0.05, 0.08, 0.1, 0.13, 0.16, 0.2]
+
+
+def train_in_process(data: DataConfig, cfg: TrialConfig, epochs: int) -> float:
+    start = time.perf_counter()
+    run = TrainingRun(data, cfg, epochs)
+    while run.epoch < epochs:
+        run.run_epoch()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--slots", type=int, default=2, help="trials at once (1 CPU each)")
+    parser.add_argument("--trial-seconds", type=float, default=30.0, help="target compute time of one trial")
+    parser.add_argument("--backbone", default="resnet18")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # what a Ray trial with cpu: 1 gets (OMP_NUM_THREADS=1)
+
+    data = DataConfig(root=REPO / "data" / "cifar10-mini", image_size=32, workers=0)
+    configs = [TrialConfig(backbone=args.backbone, lr=lr, batch_size=64) for lr in LRS[: args.trials]]
+    # Size the epochs so one trial takes about --trial-seconds.
+    probe = train_in_process(data, configs[0], 1)
+    epochs = max(1, round(args.trial_seconds / probe))
+    compute = [train_in_process(data, cfg, epochs) for cfg in configs]
+    ideal = sum(compute) / args.slots
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {
+            "name": "overhead",
+            "data": {"root": str(data.root), "image_size": 32, "workers": 0},
+            "budget": {"epochs": epochs, "num_samples": args.trials, "max_concurrent": args.slots},
+            "resources": {"cpu": 1},
+            "scheduler": {"type": "fifo"},
+            "search": {"sampler": "grid", "space": {"lr": {"choice": LRS[: args.trials]}}},
+            "fixed": {"backbone": args.backbone, "batch_size": 64},
+            "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "overhead"},
+        }
+        Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
+        env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "hpo_cls.cli", "sweep", "spec.yaml"], cwd=tmp, env=env,
+                                capture_output=True, text=True)
+        sweep_wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
+    waves = math.ceil(args.trials / args.slots)
+    print(f"trials={args.trials} slots={args.slots} epochs={epochs} trial_compute_s={statistics_line(compute)} "
+          f"ideal_s={ideal:.1f} sweep_wall_s={sweep_wall:.1f} fixed_cost_per_wave_s={(sweep_wall - ideal) / waves:.1f} "
+          f"overhead={sweep_wall / ideal:.3f}")
+
+
+def statistics_line(values: list[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()

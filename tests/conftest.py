@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny real image folder and a sweep spec that trains on it in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+TINY_CLASSES = 3
+TINY_TRAIN_PER_CLASS = 4
+TINY_VAL_PER_CLASS = 2
+
+
+@pytest.fixture
+def tiny_image_folder(tmp_path) -> Path:
+    """``train/0..2`` (4 JPEGs each) and ``val/0..2`` (2 each) of 16x16 images, a class-dependent tint."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for c in range(TINY_CLASSES):
+        for split, n in (("train", TINY_TRAIN_PER_CLASS), ("val", TINY_VAL_PER_CLASS)):
+            folder = root / split / str(c)
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 128, (16, 16, 3), np.uint8)
+                pixels[..., c] += 120
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture
+def tiny_spec(tmp_path, tiny_image_folder):
+    """``tiny_spec(**sections)`` writes a spec for ``tiny_image_folder`` (resnet18, 16px, 1 epoch, no
+    workers) and returns its path; keyword arguments replace top-level sections."""
+
+    def write(name: str = "tiny.yaml", **sections) -> Path:
+        spec = {
+            "name": "tiny",
+            "data": {"root": str(tiny_image_folder), "image_size": 16, "workers": 0},
+            "budget": {"epochs": 1, "num_samples": 2, "max_concurrent": 1},
+            "fixed": {"backbone": "resnet18", "small_input": True, "batch_size": 4, "lr": 0.01, "amp": False},
+            "search": {"sampler": "random", "space": {"lr": {"loguniform": [0.001, 0.1]}}},
+            **sections,
+        }
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,70 @@
+"""Shared by the end-to-end tests: run the CLI, make a tiny dataset and spec, read the MLflow store."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def hpo_cls(*args: str, cwd: Path, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpo_cls.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def make_images(root: Path, classes: int = 3, train: int = 16, val: int = 4, size: int = 16) -> Path:
+    """A tiny learnable dataset: each class has its own dominant colour."""
+    rng = random.Random(0)
+    for split, count in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / str(c)
+            folder.mkdir(parents=True)
+            for i in range(count):
+                colour = [rng.randint(0, 80) for _ in range(3)]
+                colour[c % 3] = 200
+                Image.new("RGB", (size, size), tuple(colour)).save(folder / f"{i}.png")
+    return root
+
+
+def write_spec(path: Path, data_root: Path, **sections) -> Path:
+    spec = {
+        "name": "tiny",
+        "data": {"root": str(data_root), "image_size": 16, "workers": 0},
+        "budget": {"epochs": 3, "num_samples": 4, "max_concurrent": 2},
+        "resources": {"cpu": 1},
+        "scheduler": {"type": "fifo"},
+        "search": {"sampler": "random", "seed": 1, "space": {"lr": {"loguniform": [0.01, 0.1]}}},
+        "fixed": {"backbone": "resnet18", "batch_size": 8},
+        "tracking": {"uri": f"sqlite:///{path.parent / 'mlflow.db'}", "experiment": "tests"},
+        "storage_path": str(path.parent / "ray_results"),
+    }
+    for key, value in sections.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_runs(tracking_uri: str, experiment: str):
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("hpo_cls.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("hpo_cls.role") == "trial"]
+    return client, parents, children
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")

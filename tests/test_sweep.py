@@ -1,0 +1,154 @@
+"""End-to-end sweeps with real Ray and a real MLflow store: what a user sees after `hpo-cls sweep`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from sweep_helpers import REPO, hpo_cls, make_images, sweep_runs, wait_for, write_spec
+
+pytestmark = pytest.mark.ray
+
+
+def test_quickstart_sweep_records_every_trial_in_mlflow(tmp_path):
+    """The issue's bar: quickstart with 6 trials in an empty folder; 1 parent + 6 nested children."""
+    result = hpo_cls("sweep", str(REPO / "sweeps" / "quickstart.yaml"), "--set", "budget.num_samples=6",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout
+    assert "hpo-cls ui" in result.stdout  # the summary tells the user how to look at the runs
+
+    client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "hpo-cls")
+    assert len(parents) == 1
+    assert len(children) == 6
+    parent_id = parents[0].info.run_id
+    statuses = []
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent_id
+        for key in ("backbone", "attention", "dropout", "label_smoothing", "mixup_alpha", "lr"):
+            assert key in run.data.params, key
+        float(run.data.params["lr"])  # numeric params stay numbers for the parallel-coordinates view
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        steps = sorted(m.step for m in history)
+        epochs_run = int(run.data.tags["hpo_cls.epochs_run"])
+        assert steps == list(range(1, epochs_run + 1)), "one val_acc point per epoch run"
+        status = run.data.tags["hpo_cls.status"]
+        statuses.append((status, epochs_run))
+        if status != "failed":
+            assert any(a.path == "checkpoint" for a in client.list_artifacts(run.info.run_id))
+        if status == "completed":
+            assert any(a.path == "evaluation" for a in client.list_artifacts(run.info.run_id))
+    assert {s for s, _ in statuses} <= {"completed", "early_stopped"}
+    assert any(s == "early_stopped" and n < 4 for s, n in statuses), "ASHA stopped at least one trial early"
+
+    parent_artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"trials.csv", "spec.yaml"} <= parent_artifacts
+    assert parents[0].data.tags["hpo_cls.best_run_id"] in {r.info.run_id for r in children}
+
+
+def test_resume_after_driver_is_killed_keeps_one_run_per_trial(tmp_path):
+    data = make_images(tmp_path / "data")
+    spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 4, "num_samples": 4, "max_concurrent": 1})
+    results = tmp_path / "ray_results" / "resumable"
+    driver = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", "resumable"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        # Kill once a trial has finished and the next one has checkpointed at least one epoch.
+        def progressed() -> bool:
+            finished = [p for p in results.glob("*/result.json") if len(p.read_text().splitlines()) >= 4]
+            started = list(results.glob("*/checkpoint_*"))
+            return len(finished) >= 1 and len({p.parent for p in started}) >= 2
+
+        wait_for(progressed, 300, "the first trial to finish")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+
+    result = hpo_cls("sweep", str(spec), "--name", "resumable", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    assert len(parents) == 1, "the resumed sweep reuses its parent run"
+    assert len(children) == 4, "one run per trial: none lost, none duplicated"
+    assert len({r.data.tags["hpo_cls.trial_id"] for r in children}) == 4
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, 5)), f"metric history without gaps or duplicates: {steps}"
+        assert run.data.tags["hpo_cls.status"] == "completed"
+
+
+def test_bad_resume_and_bad_address_are_clear_errors(tmp_path):
+    data = make_images(tmp_path / "data", train=4, val=2)
+    spec = write_spec(tmp_path / "spec.yaml", data)
+    result = hpo_cls("sweep", str(spec), "--resume", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "no sweep of 'tiny' to resume" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def two_node_cluster():
+    port = "6399"
+    # Ray's token authentication: every node and the driver use the token in ~/.ray/auth_token.
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    head = subprocess.run(["ray", "start", "--head", "--port", port, "--num-cpus", "1", "--node-ip-address",
+                           "127.0.0.1", "--include-dashboard=false", "--object-store-memory", str(100 * 1024**2)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert head.returncode == 0, head.stderr
+    try:
+        worker = subprocess.run(["ray", "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
+                                 "--node-ip-address", "127.0.0.1", "--object-store-memory", str(100 * 1024**2)],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert worker.returncode == 0, worker.stderr
+        yield f"127.0.0.1:{port}", env
+    finally:
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+
+
+def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path, two_node_cluster):
+    data = make_images(tmp_path / "data")
+    spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 2, "num_samples": 4, "max_concurrent": 2})
+    address, env = two_node_cluster
+    result = hpo_cls("sweep", str(spec), "--address", address, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    assert len(children) == 4
+    nodes = {r.data.tags.get("hpo_cls.node_id") for r in children}
+    assert None not in nodes and len(nodes) == 2, f"trials ran on {nodes}"
+
+
+def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path):
+    data = make_images(tmp_path / "data", train=8, val=2)
+    spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 2, "num_samples": 2, "max_concurrent": 2},
+                      search={"sampler": "grid", "space": {"lr": {"choice": [0.01, 1.0e30]}}},
+                      fixed={"backbone": "resnet18", "batch_size": 8, "optimizer": "sgd"})
+    result = hpo_cls("sweep", str(spec), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    by_lr = {float(r.data.params["lr"]): r for r in children}
+    assert by_lr[1e30].data.tags["hpo_cls.status"] == "failed"
+    assert "loss became" in by_lr[1e30].data.tags["hpo_cls.error"]
+    assert by_lr[0.01].data.tags["hpo_cls.status"] == "completed"
+
+
+def test_trials_csv_and_summary_name_the_runs(tmp_path):
+    """trials.csv (pandas) lists every trial with its status and MLflow run id."""
+    data = make_images(tmp_path / "data", train=8, val=2)
+    spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 1, "num_samples": 2, "max_concurrent": 2})
+    result = hpo_cls("sweep", str(spec), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    local = client.download_artifacts(parents[0].info.run_id, "trials.csv", str(tmp_path))
+    import pandas as pd
+
+    frame = pd.read_csv(local)
+    assert sorted(frame["mlflow_run_id"]) == sorted(r.info.run_id for r in children)
+    assert set(frame["status"]) == {"completed"}
+    for run in children:
+        assert run.info.run_id in result.stdout
+    json.dumps(frame.to_dict())  # plain data
