@@ -31,7 +31,7 @@ def space_of(text: str):
     return spec.search.space, spec.fixed
 
 
-def sampled_params(text: str, n_trials: int = 30, sampler=None) -> list[dict]:
+def sampled_params(text: str, n_trials: int = 30, sampler=None) -> list[optuna.trial.FrozenTrial]:
     """Run a real Optuna study over the spec's space and return each trial's params."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space, fixed = space_of(text)

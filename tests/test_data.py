@@ -256,7 +256,7 @@ def test_loader_order_is_seeded(image_root):
 def test_workers_get_cache_and_mix_collate(image_root):
     cfg = TrialConfig(batch_size=8, mix="cutmix")
     loaders = build_loaders(data_config(image_root, workers=1), cfg)
-    assert loaders.train.persistent_workers
+    assert not loaders.train.persistent_workers  # fresh workers per epoch keep resumes exact
     for _ in range(2):
         batches = list(loaders.train)
         assert len(batches) == NUM_CLASSES * TRAIN_PER_CLASS // 8

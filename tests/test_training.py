@@ -24,9 +24,7 @@ def tiny_run(root, workers=0, **cfg) -> TrainingRun:
     [
         dict(lr_scheduler="cosine", warmup_epochs=1),
         dict(mix="mixup", ema_decay=0.9, lr_scheduler="plateau", dropout=0.2),
-        pytest.param(dict(mix="mixup", workers=1), marks=pytest.mark.xfail(
-            reason="data.build_loaders uses persistent_workers: worker RNG streams carry over between epochs "
-                   "instead of being re-seeded from the per-epoch loader generator", strict=True)),
+        dict(mix="mixup", workers=1),
     ],
     ids=["plain", "mixup-ema", "mixup-workers"],
 )

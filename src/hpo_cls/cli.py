@@ -129,10 +129,10 @@ def _load(args) -> "SweepSpec":  # noqa: F821
     return spec
 
 
-def _preflight(spec, scan: bool = True, check_tracking: bool = False):
+def _preflight(spec, scan: bool = True, check_tracking: bool = False, fixed_only: bool = False):
     from hpo_cls.preflight import check_tracking_uri, run_preflight
 
-    result = run_preflight(spec, scan_images=scan)
+    result = run_preflight(spec, scan_images=scan, fixed_only=fixed_only)
     problems = list(result.problems)
     if check_tracking:
         problem = check_tracking_uri(spec.tracking.uri)
@@ -178,7 +178,7 @@ def cmd_train(args) -> int:
     from hpo_cls.training import TrainingRun
 
     spec = _load(args)
-    _preflight(spec)
+    _preflight(spec, fixed_only=True)  # train uses the fixed configuration only
     out = args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     run = TrainingRun(spec.data, spec.fixed, spec.budget.epochs)

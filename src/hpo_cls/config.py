@@ -37,7 +37,7 @@ __all__ = [
     "format_value",
 ]
 
-BACKBONES = (
+TORCHVISION_BACKBONES = (
     "resnet18",
     "resnet34",
     "resnet50",
@@ -48,12 +48,9 @@ BACKBONES = (
     "resnext101_64x4d",
     "wide_resnet50_2",
     "wide_resnet101_2",
-    "wrn16_4",
-    "wrn16_8",
-    "wrn28_2",
-    "wrn28_10",
-    "wrn40_2",
 )
+WRN_BACKBONES = ("wrn16_4", "wrn16_8", "wrn28_2", "wrn28_10", "wrn40_2")  # pre-activation, for ~32 px images
+BACKBONES = TORCHVISION_BACKBONES + WRN_BACKBONES  # hpo_cls.models registers exactly these
 
 
 class SpecError(Exception):

@@ -362,7 +362,9 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     labels = [y for _, y in train_samples]
     generator = torch.Generator().manual_seed(seed)
     sampler = balanced_sampler(labels, generator=generator) if data_cfg.balanced_sampling else None
-    common = dict(num_workers=data_cfg.workers, persistent_workers=data_cfg.workers > 0, pin_memory=device_is_cuda)
+    # No persistent workers: fresh workers each epoch take their seeds from the loader generator, which
+    # the trainer re-seeds per epoch, so a resumed run continues exactly (forked workers start fast).
+    common = dict(num_workers=data_cfg.workers, pin_memory=device_is_cuda)
     train = DataLoader(
         train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=sampler is None, sampler=sampler,
         drop_last=True, generator=generator, collate_fn=build_mix_collate(cfg, len(class_to_idx)), **common,

@@ -263,7 +263,7 @@ def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_
 
 def format_selection(selected: Sequence[Candidate], param_names: Sequence[str]) -> str:
     """The chosen runs as a table: rank, trial, status, score, the searched params, run id."""
-    from hpo_cls.tune_callbacks import format_table
+    from hpo_cls.reports import format_table
 
     rows = [[str(i), c.trial_id, c.status, f"{c.score:.4f}", *[_short(getattr(c.config, n)) for n in param_names],
              c.run_id] for i, c in enumerate(selected, 1)]
@@ -525,7 +525,7 @@ def _split_report(name: str, member_keys: Sequence[str], members, ensemble, clas
 
 
 def _print_split(report: dict, held_out: bool, out: TextIO) -> None:
-    from hpo_cls.tune_callbacks import format_table
+    from hpo_cls.reports import format_table
 
     note = "" if held_out else "  (NOT held out: the members were trained on it)"
     print(f"\n[hpo-cls] evaluation on {report['split']}{note}", file=out)

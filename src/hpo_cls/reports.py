@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # headless: servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["per_class_frame", "confusion_matrix_figure", "trials_frame", "optuna_plots", "build_study"]
+__all__ = ["format_table", "per_class_frame", "confusion_matrix_figure", "trials_frame", "optuna_plots", "build_study"]
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +94,11 @@ def optuna_plots(spec, trials) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - a plot is a nicety; never fail the sweep over it
                 log.warning("skipped %s: %s", name, exc)
     return figures
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)] if rows else [len(h) for h in header]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)

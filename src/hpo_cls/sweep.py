@@ -408,7 +408,7 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
 
 
 def _print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
-    from hpo_cls.tune_callbacks import format_table
+    from hpo_cls.reports import format_table
 
     ranked = _ranked(outcome.trials, spec.mode)
     counts = {s: sum(t.status == s for t in outcome.trials) for s in ("completed", "early_stopped", "failed")}

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ray import tune
 
 from hpo_cls.config import TrialConfig, flatten_trial_config, trial_config_from_dict
+from hpo_cls.reports import format_table
 from hpo_cls.tracking import (
     NODE_TAG,
     ROLE_TAG,
@@ -218,11 +219,3 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)] if rows else [len(h) for h in header]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)

@@ -11,20 +11,10 @@ import torch
 from torch import nn
 from torchvision import models
 
+from hpo_cls.config import TORCHVISION_BACKBONES
+
 from .registry import Backbone, register_model
 
-TORCHVISION_BACKBONES = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-)
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
