@@ -49,3 +49,19 @@ def tiny_spec(tmp_path, tiny_image_folder):
         return path
 
     return write
+
+
+# The fault-injection suite (tests/test_faults.py) reports its figures in pytest's closing summary.
+_FAULT_LEDGER = {"trials": 0, "faults_injected": 0, "runs_lost": 0, "duplicates": 0}
+
+
+@pytest.fixture
+def ledger() -> dict[str, int]:
+    """Fault tests add what they ran and injected, and the MLflow runs lost or duplicated."""
+    return _FAULT_LEDGER
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FAULT_LEDGER["faults_injected"]:
+        figures = ", ".join(f"{k} = {v}" for k, v in _FAULT_LEDGER.items())
+        terminalreporter.write_line(f"fault suite: {figures}")

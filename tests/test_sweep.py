@@ -50,7 +50,7 @@ def test_quickstart_sweep_records_every_trial_in_mlflow(tmp_path):
     assert parents[0].data.tags["hpo_cls.best_run_id"] in {r.info.run_id for r in children}
 
 
-def test_resume_after_driver_is_killed_keeps_one_run_per_trial(tmp_path):
+def test_resume_after_driver_is_killed_keeps_one_run_per_trial(tmp_path, ledger):
     data = make_images(tmp_path / "data")
     spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 4, "num_samples": 4, "max_concurrent": 1})
     results = tmp_path / "ray_results" / "resumable"
@@ -68,10 +68,14 @@ def test_resume_after_driver_is_killed_keeps_one_run_per_trial(tmp_path):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
         driver.wait()
+        ledger["faults_injected"] += 1
 
     result = hpo_cls("sweep", str(spec), "--name", "resumable", "--resume", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    ledger["trials"] += 4
+    ledger["runs_lost"] += max(0, 4 - len({r.data.tags["hpo_cls.trial_id"] for r in children}))
+    ledger["duplicates"] += max(0, len(children) - 4)
     assert len(parents) == 1, "the resumed sweep reuses its parent run"
     assert len(children) == 4, "one run per trial: none lost, none duplicated"
     assert len({r.data.tags["hpo_cls.trial_id"] for r in children}) == 4
@@ -122,7 +126,7 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path, two_node_cluster)
     assert None not in nodes and len(nodes) == 2, f"trials ran on {nodes}"
 
 
-def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path):
+def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path, ledger):
     data = make_images(tmp_path / "data", train=8, val=2)
     spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 2, "num_samples": 2, "max_concurrent": 2},
                       search={"sampler": "grid", "space": {"lr": {"choice": [0.01, 1.0e30]}}},
@@ -130,6 +134,8 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path):
     result = hpo_cls("sweep", str(spec), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _, _, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    ledger["faults_injected"] += 1
+    ledger["trials"] += 2
     by_lr = {float(r.data.params["lr"]): r for r in children}
     assert by_lr[1e30].data.tags["hpo_cls.status"] == "failed"
     assert "loss became" in by_lr[1e30].data.tags["hpo_cls.error"]

@@ -7,6 +7,7 @@ Thin on purpose: everything it calls is plain torch code in ``hpo_cls.training``
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import logging
 import tempfile
@@ -14,6 +15,7 @@ import threading
 from pathlib import Path
 
 import ray
+import torch
 from ray import tune
 
 from hpo_cls.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
@@ -29,12 +31,25 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     cfg = trial_config_from_dict(config, base=setup.fixed)
     run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
+    try:
+        _train(run, setup.epochs)
+    finally:
+        # Tune reuses this actor for the next trial, and trials with a fractional GPU share the device:
+        # give the memory back instead of leaving it in torch's cache.
+        device = run.device
+        del run
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _train(run: TrainingRun, epochs: int) -> None:
     node_id = ray.get_runtime_context().get_node_id()  # which cluster node ran it (tagged in MLflow)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry or a resumed sweep: continue where the last epoch ended
         with checkpoint.as_directory() as directory:
             run.load_state_dict(load_checkpoint(directory))
-    while run.epoch < setup.epochs:
+    while run.epoch < epochs:
         try:
             metrics = run.run_epoch()
         except NonFiniteLossError as exc:

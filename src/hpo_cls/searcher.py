@@ -10,6 +10,7 @@ rejected before Tune ever starts them.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from typing import Any, Callable
 
@@ -66,12 +67,22 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._max_params = max_params
         self._max_rejections = max_rejections
         self.rejected_over_budget = 0
+        self.suggest_seconds = 0.0  # time spent proposing (Optuna + parameter counting), for the summary
+        self.suggestions = 0
 
     @property
     def study(self) -> optuna.Study:
         return self._ot_study
 
     def suggest(self, trial_id: str) -> dict | None:
+        start = time.perf_counter()
+        try:
+            return self._suggest_within_budget(trial_id)
+        finally:
+            self.suggest_seconds += time.perf_counter() - start
+            self.suggestions += 1
+
+    def _suggest_within_budget(self, trial_id: str) -> dict | None:
         for _ in range(self._max_rejections):
             config = super().suggest(trial_id)
             count = self._param_count(config)

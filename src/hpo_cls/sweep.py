@@ -151,8 +151,13 @@ def run_sweep(
                       "experiment snapshot; the searcher, restored to that snapshot, proposes them again",
                       file=out, flush=True)
         else:
-            tuner = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s, out)
+            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s, out)
         results = tuner.fit()
+        if not resume and searcher.suggestions:
+            print(f"[hpo-cls] searcher: {searcher.suggestions} proposals, "
+                  f"{1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms each"
+                  + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else ""),
+                  file=out, flush=True)
         print("[hpo-cls] all trials ended; logging checkpoints and the sweep summary to MLflow", file=out, flush=True)
         outcome = summarize_sweep(spec, sweep_id, str(experiment_path), results)
     finally:
@@ -216,7 +221,7 @@ def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interva
     progress = ProgressTable(
         [p.name for p in spec.search.space], spec.budget.epochs, spec.metric, interval_s=progress_interval_s,
     )
-    return tune.Tuner(
+    tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             metric=spec.metric,
@@ -240,6 +245,7 @@ def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interva
             verbose=0,
         ),
     )
+    return tuner, searcher
 
 
 def _versions() -> dict[str, str]:

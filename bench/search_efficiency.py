@@ -1,0 +1,86 @@
+"""Compute efficiency of TPE + ASHA against random search with every trial trained to the full budget.
+
+    python bench/search_efficiency.py                 # quickstart space on the embedded data, 3 seeds
+    python bench/search_efficiency.py --seeds 5 --trials 16 --epochs 8
+
+For each seed, two real sweeps of `sweeps/quickstart.yaml` with the same number of trials and epochs run
+one after the other: (1) random sampler + FIFO (every trial runs all epochs), (2) TPE + ASHA. From their
+MLflow metric histories, in the order the epochs finished, it finds how many epochs TPE + ASHA trained
+before some trial reached 99% of random search's best val_acc, as a fraction of random search's epochs.
+Prints the per-seed figures and ``epoch_fraction=<median over seeds>`` (target ≤ 0.33; inf = never reached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_sweep(workdir: Path, overrides: list[str]) -> list[tuple[int, int, float]]:
+    """Run a quickstart sweep; return (timestamp_ms, epoch, val_acc) of every epoch of every trial."""
+    args = [sys.executable, "-m", "hpo_cls.cli", "sweep", str(REPO / "sweeps" / "quickstart.yaml")]
+    for item in overrides + ["tracking.experiment=bench"]:
+        args += ["--set", item]
+    result = subprocess.run(args, cwd=workdir, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bench")
+    points = []
+    for run in client.search_runs([experiment.experiment_id], "tags.`hpo_cls.role` = 'trial'", max_results=10_000):
+        for metric in client.get_metric_history(run.info.run_id, "val_acc"):
+            points.append((metric.timestamp, metric.step, metric.value))
+    return sorted(points)
+
+
+def epochs_to_reach(points: list[tuple[int, int, float]], target: float) -> float:
+    """Epochs trained (in finishing order) until the first epoch whose val_acc ≥ target; inf if never."""
+    for trained, (_, _, value) in enumerate(points, start=1):
+        if value >= target:
+            return trained
+    return math.inf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--grace-period", type=int, default=1)
+    parser.add_argument("--reduction-factor", type=float, default=3)
+    args = parser.parse_args()
+
+    common = [f"budget.num_samples={args.trials}", f"budget.epochs={args.epochs}",
+              f"budget.max_concurrent={args.concurrency}"]
+    fractions = []
+    for seed in range(args.seeds):
+        with tempfile.TemporaryDirectory() as random_dir, tempfile.TemporaryDirectory() as tpe_dir:
+            random_points = run_sweep(Path(random_dir), common + [
+                "search.sampler=random", f"search.seed={seed}", "scheduler.type=fifo"])
+            tpe_points = run_sweep(Path(tpe_dir), common + [
+                "search.sampler=tpe", f"search.seed={seed}", "scheduler.type=asha",
+                f"scheduler.grace_period={args.grace_period}", f"scheduler.reduction_factor={args.reduction_factor}"])
+        random_best = max(value for _, _, value in random_points)
+        tpe_best = max(value for _, _, value in tpe_points)
+        needed = epochs_to_reach(tpe_points, 0.99 * random_best)
+        fraction = needed / len(random_points)
+        fractions.append(fraction)
+        print(f"seed={seed} random: {len(random_points)} epochs best={random_best:.4f} | tpe+asha: "
+              f"{len(tpe_points)} epochs best={tpe_best:.4f} reached 99% after {needed} epochs "
+              f"-> fraction={fraction:.3f}", flush=True)
+    print(f"trials={args.trials} epochs={args.epochs} seeds={args.seeds} "
+          f"epoch_fraction={statistics.median(fractions):.3f}")
+
+
+if __name__ == "__main__":
+    main()
