@@ -87,7 +87,7 @@ def build_optimizer(model: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer
         {"params": no_decay, "weight_decay": 0.0},
     ]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adam":
         # Adam's weight_decay is L2 in the gradient; kept for parity with the recipes that used it.
         return torch.optim.Adam(groups, lr=cfg.lr)
