@@ -22,17 +22,9 @@ from PIL import Image
 from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, model_bundle, save_checkpoint
 from hpo_cls.cli import main
 from hpo_cls.config import DataConfig, TrialConfig, flatten_trial_config, trial_config_from_dict
-from hpo_cls.promote import (
-    Candidate,
-    PromoteError,
-    find_sweep,
-    load_candidates,
-    plan_members,
-    registered_model_name,
-    select_top_runs,
-    train_member,
-    typed_params,
-)
+from hpo_cls.registry import registered_model_name
+from hpo_cls.retrain import plan_members, train_member
+from hpo_cls.selection import Candidate, PromoteError, find_sweep, load_candidates, select_top_runs, typed_params
 from hpo_cls.tracking import PARENT_TAG, ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG, TRIAL_ID_TAG, param_value
 
 T0 = 1_700_000_000_000  # ms; explicit start times keep "newest sweep" unambiguous
