@@ -135,6 +135,9 @@ def run_sweep(
     # Snapshot Tune's experiment state every few seconds (default: adaptive, often much rarer), so that
     # a killed driver loses as little as possible. Cheap next to an epoch of training.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    # MLflow is the record; Tune's CSV and TensorBoard loggers would only add driver work per result.
+    # (result.json stays: Tune's ResultGrid reads the metric history from it.)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _init_ray(address)
     print(f"[hpo-cls] sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
           f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}",
@@ -169,6 +172,7 @@ def run_sweep(
 
 def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s, out):
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
@@ -231,6 +235,9 @@ def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interva
             num_samples=spec.budget.num_samples,
             time_budget_s=spec.budget.time_budget_s,
             trial_dirname_creator=_trial_dirname,
+            # A new trial takes over a finished trial's worker process instead of starting one (and
+            # importing torch) again; trials share resources, so every actor fits every trial.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=sweep_id,
@@ -241,7 +248,7 @@ def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interva
                 checkpoint_score_attribute=spec.metric,
                 checkpoint_score_order=spec.mode,
             ),
-            callbacks=[tracker, progress],
+            callbacks=[JsonLoggerCallback(), tracker, progress],
             verbose=0,
         ),
     )
