@@ -135,3 +135,35 @@ def test_every_shipped_spec_passes_validate(spec, tmp_path):
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("ok")
+
+
+def test_ui_serves_the_tracking_store_on_loopback(tmp_path):
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "ui", "--tracking-uri",
+                           f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert ui.poll() is None, ui.stdout.read()
+                assert time.monotonic() < deadline, "the MLflow UI did not come up"
+                time.sleep(1)
+        listening = [c for c in __import__("psutil").net_connections("tcp")
+                     if c.laddr and c.laddr.port == port and c.status == "LISTEN"]
+        assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening), "bound to loopback only"
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

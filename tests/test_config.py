@@ -199,3 +199,21 @@ def test_grid_sampler_covers_list_choices():
     trials = sampled_params(text, n_trials=4, sampler=optuna.samplers.GridSampler(grid_of(space), seed=0))
     configs = {(c.head_hidden, c.optimizer) for c in (trial_config_from_dict(t.params, base=fixed) for t in trials)}
     assert configs == {((), "sgd"), ((), "adam"), ((64,), "sgd"), ((64,), "adam")}, "every grid point, once"
+
+
+def test_tracking_passwords_are_never_printed():
+    from hpo_cls.tracking import redact_uri
+
+    assert redact_uri("http://bob:s3cret@mlflow.lab:5000") == "http://bob:***@mlflow.lab:5000"
+    assert redact_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+
+
+def test_data_root_from_set_is_relative_to_the_current_folder(tmp_path, monkeypatch):
+    from hpo_cls.config import parse_spec
+
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec({"name": "x", "data": {"root": "in-file"}}, tmp_path / "specs" / "x.yaml",
+                      ["data.root=from-cli"])
+    assert spec.data.root == tmp_path / "from-cli"
+    spec = parse_spec({"name": "x", "data": {"root": "in-file"}}, tmp_path / "specs" / "x.yaml")
+    assert spec.data.root == tmp_path / "specs" / "in-file"

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
-from sweep_helpers import hpo_cls, make_images, sweep_runs, wait_for, write_spec
+from sweep_helpers import (
+    free_port,
+    hpo_cls,
+    make_images,
+    start_mlflow_server,
+    stop_server,
+    sweep_runs,
+    wait_for,
+    write_spec,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -53,73 +59,39 @@ def test_killed_worker_is_retried_from_its_checkpoint_in_the_same_run(tmp_path, 
     _check_runs(client, children, num_samples=2, epochs=4, ledger=ledger)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-
-    def healthy() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-
-    wait_for(healthy, 90, "the MLflow server to listen")
-    return server
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-
-
 def test_mlflow_server_outage_loses_no_metric(tmp_path, ledger):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     data = make_images(tmp_path / "data", train=48, size=32)
     spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 5, "num_samples": 2, "max_concurrent": 2},
                       data={"image_size": 32}, tracking={"uri": uri, "experiment": "tests"})
-    server = _start_mlflow_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     results = tmp_path / "ray_results" / "outage"
     driver = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", "outage"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: any(len(p.read_text().splitlines()) >= 1 for p in results.glob("*/result.json")),
                  240, "the first epoch")
-        _stop(server)
+        stop_server(server)
         ledger["faults_injected"] += 1
         outage_started = time.monotonic()
         time.sleep(10)
         epochs_during_outage = sum(len(p.read_text().splitlines()) for p in results.glob("*/result.json"))
-        server = _start_mlflow_server(tmp_path, port)
+        server = start_mlflow_server(tmp_path, port)
         output, _ = driver.communicate(timeout=400)
     finally:
         driver.kill()
-        _stop(server)
+        stop_server(server)
     assert driver.returncode == 0, output[-3000:]
     assert time.monotonic() - outage_started > 10
     assert epochs_during_outage >= 2, "trials kept training while the tracking server was down"
-    server = _start_mlflow_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     try:
         client, parents, children = sweep_runs(uri, "tests")
         assert len(parents) == 1
         _check_runs(client, children, num_samples=2, epochs=5, ledger=ledger)
     finally:
-        _stop(server)
+        stop_server(server)
 
 
 def test_corrupt_images_are_refused_before_any_training(tmp_path):
@@ -139,7 +111,7 @@ def test_corrupt_images_are_refused_before_any_training(tmp_path):
 def test_unreachable_tracking_server_is_refused_up_front(tmp_path):
     data = make_images(tmp_path / "data", train=4, val=2)
     spec = write_spec(tmp_path / "spec.yaml", data)
-    result = hpo_cls("sweep", str(spec), "--tracking-uri", f"http://127.0.0.1:{_free_port()}", cwd=tmp_path,
+    result = hpo_cls("sweep", str(spec), "--tracking-uri", f"http://127.0.0.1:{free_port()}", cwd=tmp_path,
                      timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("error:") == 1 and "tracking.uri: cannot reach" in result.stderr

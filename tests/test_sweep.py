@@ -9,7 +9,17 @@ import subprocess
 import sys
 
 import pytest
-from sweep_helpers import REPO, hpo_cls, make_images, sweep_runs, wait_for, write_spec
+from sweep_helpers import (
+    REPO,
+    free_port,
+    hpo_cls,
+    make_images,
+    start_mlflow_server,
+    stop_server,
+    sweep_runs,
+    wait_for,
+    write_spec,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -114,16 +124,27 @@ def two_node_cluster():
         subprocess.run(["ray", "stop", "--force"], capture_output=True)
 
 
-def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path, two_node_cluster):
-    data = make_images(tmp_path / "data")
-    spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 2, "num_samples": 4, "max_concurrent": 2})
+def test_two_node_cluster_with_an_mlflow_server_records_every_trial(tmp_path, two_node_cluster):
+    """The production shape on loopback: `ray start --head` + a second node, and a real `mlflow server`."""
     address, env = two_node_cluster
-    result = hpo_cls("sweep", str(spec), "--address", address, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, _, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
-    assert len(children) == 4
-    nodes = {r.data.tags.get("hpo_cls.node_id") for r in children}
-    assert None not in nodes and len(nodes) == 2, f"trials ran on {nodes}"
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    try:
+        data = make_images(tmp_path / "data")
+        spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 2, "num_samples": 4, "max_concurrent": 2})
+        result = hpo_cls("sweep", str(spec), "--address", address, "--tracking-uri", f"http://127.0.0.1:{port}",
+                         cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        client, parents, children = sweep_runs(f"http://127.0.0.1:{port}", "tests")
+        assert len(parents) == 1 and len(children) == 4
+        nodes = {r.data.tags.get("hpo_cls.node_id") for r in children}
+        assert None not in nodes and len(nodes) == 2, f"trials ran on {nodes}"
+        for run in children:
+            assert run.data.tags["hpo_cls.status"] == "completed"
+            artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+            assert "checkpoint/model.pt" in artifacts, "artifacts went through the server"
+    finally:
+        stop_server(server)
 
 
 def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path, ledger):

@@ -215,7 +215,9 @@ def cmd_sweep(args) -> int:
     from hpo_cls.sweep import SweepError, run_sweep
 
     spec = _load(args)
-    print(f"checking {spec.data.root}, model sizes and {spec.tracking.uri} ...", flush=True)
+    from hpo_cls.tracking import redact_uri
+
+    print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
     result = _preflight(spec, check_tracking=True)
     try:
         run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,

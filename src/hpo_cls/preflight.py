@@ -86,13 +86,16 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
     import urllib.error
     import urllib.request
 
+    from hpo_cls.tracking import redact_uri
+
     if not uri.startswith(("http://", "https://")):
         return None
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
             if response.status == 200:
                 return None
-            return f"tracking.uri: MLflow server at {uri} answered {response.status} to its health check"
+            return f"tracking.uri: MLflow server at {redact_uri(uri)} answered {response.status} to its health check"
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        return f"tracking.uri: cannot reach an MLflow server at {uri} ({reason}); start it or fix --tracking-uri"
+        return (f"tracking.uri: cannot reach an MLflow server at {redact_uri(uri)} ({reason}); "
+                "start it or fix --tracking-uri")

@@ -61,28 +61,33 @@ def resolve_trainable(dotted: str) -> Callable:
     return fn
 
 
-def sweep_directory(storage_path: Path, spec_name: str, name: str | None, resume: bool) -> tuple[str, Path]:
-    """The sweep's id and Tune experiment folder. New sweeps get a timestamped id unless ``name`` is
-    given; ``resume`` without a name picks the newest sweep of this spec."""
+def sweep_directory(storage: str, spec_name: str, name: str | None, resume: bool) -> tuple[str, str]:
+    """The sweep's id and Tune experiment folder (a local path or a URI such as ``s3://bucket/runs``).
+
+    New sweeps get a timestamped id unless ``name`` is given; ``resume`` without a name picks the newest
+    sweep of this spec (local storage only: listing a bucket is left to the user)."""
     from ray.tune import Tuner
 
+    remote = "://" in storage
     if name is not None:
-        path = storage_path / name
-        if resume and not Tuner.can_restore(str(path)):
-            raise SweepError(f"--resume: no interrupted sweep named {name!r} in {storage_path}")
-        if not resume and path.exists():
-            raise SweepError(f"a sweep named {name!r} already exists in {storage_path}; use --resume to continue it")
+        path = f"{storage.rstrip('/')}/{name}" if remote else str(Path(storage) / name)
+        if resume and not Tuner.can_restore(path):
+            raise SweepError(f"--resume: no interrupted sweep named {name!r} in {storage}")
+        if not resume and not remote and Path(path).exists():
+            raise SweepError(f"a sweep named {name!r} already exists in {storage}; use --resume to continue it")
         return name, path
     if resume:
+        if remote:
+            raise SweepError(f"--resume with storage_path {storage}: name the sweep to resume with --name")
         candidates = sorted(
-            (p for p in storage_path.glob(f"{spec_name}-*") if Tuner.can_restore(str(p))),
+            (p for p in Path(storage).glob(f"{spec_name}-*") if Tuner.can_restore(str(p))),
             key=lambda p: p.stat().st_mtime,
         )
         if not candidates:
-            raise SweepError(f"--resume: no sweep of {spec_name!r} to resume in {storage_path}")
-        return candidates[-1].name, candidates[-1]
+            raise SweepError(f"--resume: no sweep of {spec_name!r} to resume in {storage}")
+        return candidates[-1].name, str(candidates[-1])
     sweep_id = f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return sweep_id, storage_path / sweep_id
+    return sweep_id, f"{storage.rstrip('/')}/{sweep_id}" if remote else str(Path(storage) / sweep_id)
 
 
 def _trial_dirname(trial) -> str:
@@ -124,8 +129,9 @@ def run_sweep(
     import ray
     from ray import tune
 
-    storage = Path(spec.storage_path).expanduser().resolve() if not isinstance(spec.storage_path, str) else spec.storage_path
-    sweep_id, experiment_path = sweep_directory(Path(storage), spec.name, name, resume)
+    storage = str(spec.storage_path if isinstance(spec.storage_path, str)
+                  else Path(spec.storage_path).expanduser().resolve())
+    sweep_id, experiment_path = sweep_directory(storage, spec.name, name, resume)
     trainable_fn = resolve_trainable(spec.trainable)
     setup = TrialSetup(data=spec.data, fixed=spec.fixed, epochs=spec.budget.epochs, gpu_share=spec.resources.gpu)
     trainable = tune.with_resources(
@@ -138,15 +144,20 @@ def run_sweep(
     # MLflow is the record; Tune's CSV and TensorBoard loggers would only add driver work per result.
     # (result.json stays: Tune's ResultGrid reads the metric history from it.)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # hpo-cls prints its own trial table; Ray's new console output prints banners even when silenced.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     _init_ray(address)
     print(f"[hpo-cls] sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
           f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}",
           file=out, flush=True)
-    print(f"[hpo-cls] Ray resources: {ray.cluster_resources()}", file=out, flush=True)
+    resources = ray.cluster_resources()
+    print(f"[hpo-cls] Ray: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, "
+          f"{resources.get('GPU', 0):g} GPUs; each trial takes {spec.resources.cpu:g} CPU, "
+          f"{spec.resources.gpu:g} GPU", file=out, flush=True)
     try:
         if resume:
             print(f"[hpo-cls] resuming from {experiment_path}", file=out, flush=True)
-            tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
             known = {_trial_id(result) for result in tuner.get_results()}
             discarded = discard_unknown_trial_runs(spec.tracking.uri, spec.tracking.experiment, sweep_id, known)
             if discarded:
@@ -154,7 +165,7 @@ def run_sweep(
                       "experiment snapshot; the searcher, restored to that snapshot, proposes them again",
                       file=out, flush=True)
         else:
-            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s, out)
+            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s)
         results = tuner.fit()
         if not resume and searcher.suggestions:
             print(f"[hpo-cls] searcher: {searcher.suggestions} proposals, "
@@ -162,7 +173,7 @@ def run_sweep(
                   + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else ""),
                   file=out, flush=True)
         print("[hpo-cls] all trials ended; logging checkpoints and the sweep summary to MLflow", file=out, flush=True)
-        outcome = summarize_sweep(spec, sweep_id, str(experiment_path), results)
+        outcome = summarize_sweep(spec, sweep_id, experiment_path, results)
     finally:
         if not address:
             ray.shutdown()
@@ -170,7 +181,7 @@ def run_sweep(
     return outcome
 
 
-def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s, out):
+def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s):
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -422,6 +433,7 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
 
 def _print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
     from hpo_cls.reports import format_table
+    from hpo_cls.tracking import redact_uri
 
     ranked = _ranked(outcome.trials, spec.mode)
     counts = {s: sum(t.status == s for t in outcome.trials) for s in ("completed", "early_stopped", "failed")}
@@ -433,7 +445,7 @@ def _print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
         for i, t in enumerate(ranked[:5])
     ]
     print(format_table(["#", "trial", "status", "epochs", f"best {spec.metric}", *names, "mlflow run"], rows), file=out)
-    uri = spec.tracking.uri
+    uri = redact_uri(spec.tracking.uri)
     print(f"\nMLflow parent run: {outcome.parent_run_id} (experiment {spec.tracking.experiment!r})", file=out)
     print(f"Open the UI:   hpo-cls ui --tracking-uri {uri}", file=out)
     print(f"Promote:       hpo-cls promote --top 2 --sweep {outcome.sweep_id} --tracking-uri {uri}", file=out, flush=True)

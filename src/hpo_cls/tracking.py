@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,6 +30,7 @@ __all__ = [
     "find_or_create_experiment",
     "find_run",
     "param_value",
+    "redact_uri",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,15 @@ _BATCH_LIMIT = 900  # MLflow accepts at most 1000 metrics per log_batch
 def param_value(value: Any) -> str:
     """MLflow params are strings; numbers stay parseable so the UI plots them on numeric axes."""
     return str(format_value(value))
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced, for printing (``http://user:***@host``)."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def find_or_create_experiment(client: MlflowClient, name: str) -> str:
@@ -184,7 +195,8 @@ class MlflowWriter:
                 else:
                     op.fn(self.client, run_id)
                 if warned:
-                    self.warn(f"MLflow tracking server at {self.tracking_uri} is reachable again; queued writes sent")
+                    self.warn(f"MLflow tracking server at {redact_uri(self.tracking_uri)} is reachable again; "
+                              "queued writes sent")
                 return
             except LookupError:
                 self.failed_ops += 1
