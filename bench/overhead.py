@@ -41,7 +41,7 @@ def train_in_process(data: DataConfig, cfg: TrialConfig, epochs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--slots", type=int, default=2, help="trials at once (1 CPU each)")
     parser.add_argument("--trial-seconds", type=float, default=30.0, help="target compute time of one trial")
     parser.add_argument("--backbone", default="resnet18")

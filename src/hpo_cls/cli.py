@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow logs store migrations and similar at INFO; hpo-cls prints what a user needs itself.
+    # (Read by mlflow when it is first imported, which the commands do lazily after this point.)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     handler = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui,
                "promote": cmd_promote, "predict": cmd_predict}[args.command]
     try:

@@ -110,9 +110,10 @@ def _init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
     else:
-        # A local instance sized to this machine; the object store only carries small trial setups.
-        ray.init(address="local", include_dashboard=False, object_store_memory=512 * 1024**2,
-                 logging_level="WARNING")
+        # A local instance sized to this machine, reachable from this machine only; the object store
+        # only carries small trial setups.
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 object_store_memory=512 * 1024**2, logging_level="WARNING")
 
 
 def run_sweep(

@@ -200,9 +200,12 @@ class ProgressTable(tune.Callback):
         for trial in trials:
             result = trial.last_result or {}
             score = result.get(self.metric)
+            status = trial.status.lower()
+            if status == "terminated":
+                status = trial_status(result, self.epochs, errored=False)[0]
             rows.append([
                 trial.trial_id,
-                trial.status.lower(),
+                status,
                 f"{result.get('epoch', 0)}/{self.epochs}",
                 f"{score:.4f}" if isinstance(score, float) else "-",
                 *[_short(trial.config.get(name, "·")) for name in self.param_names],
