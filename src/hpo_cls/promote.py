@@ -24,7 +24,7 @@ from hpo_cls.config import SpecError, TrackingConfig, TrialConfig, flatten_trial
 from hpo_cls.registry import CHAMPION_ALIAS, HELD_OUT_TAG, register_ensemble, registered_model_name
 from hpo_cls.retrain import MemberResult, plan_members, retrain_members
 from hpo_cls.selection import PromoteError, SweepRecord, find_sweep, format_selection, load_candidates, select_top_runs
-from hpo_cls.tracking import ROLE_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG, TRIAL_ID_TAG
+from hpo_cls.tracking import ROLE_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG, TRIAL_ID_TAG, warn
 
 __all__ = ["PromoteError", "PromoteOptions", "PromoteOutcome", "run_promote"]
 
@@ -71,10 +71,6 @@ class PromoteOutcome:
 
 def _say(out: TextIO, message: str) -> None:
     print(f"[hpo-cls] {message}", file=out, flush=True)
-
-
-def _warn(message: str) -> None:
-    print(f"[hpo-cls] warning: {message}", file=sys.stderr, flush=True)
 
 
 def _promote_settings(client: MlflowClient, sweep: SweepRecord, overrides: Sequence[str]):
@@ -126,7 +122,7 @@ def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOut
     client = MlflowClient(options.tracking_uri)
     sweep = find_sweep(client, options.experiment, options.sweep)
     data_cfg, resources, fixed = _promote_settings(client, sweep, options.overrides)
-    candidates = load_candidates(client, sweep, _warn)
+    candidates = load_candidates(client, sweep, warn)
     selected = select_top_runs(candidates, options.top, include_early_stopped=options.include_early_stopped,
                                dedupe=options.dedupe)
     searched = [n for n in sweep.params.get("searched", "").split(",") if n in TrialConfig.__dataclass_fields__]
@@ -147,10 +143,10 @@ def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOut
     if options.predict is not None and not Path(options.predict).is_dir():
         raise PromoteError(f"--predict {options.predict}: no such folder")
     if options.train_on_val:
-        _warn("--train-on-val: members also train on val/, so the validation numbers below are NOT held out")
+        warn("--train-on-val: members also train on val/, so the validation numbers below are NOT held out")
 
     promote_id = f"{sweep.sweep_id}-promote-{time.strftime('%Y%m%d-%H%M%S')}"
-    writer = MlflowWriter(options.tracking_uri, warn=_warn)
+    writer = MlflowWriter(options.tracking_uri)
     experiment_id = find_or_create_experiment(writer.client, options.experiment)
     common_tags = {SWEEP_ID_TAG: sweep.sweep_id, SWEEP_NAME_TAG: sweep.name,
                    HELD_OUT_TAG: str(not options.train_on_val).lower()}
@@ -220,7 +216,7 @@ def _evaluate_register_predict(options, sweep, plans, results, data_cfg, predict
     print_split_report(val_report, not options.train_on_val, out)
     writer.call("promote", log_split_op(val_report))
     test_report = None
-    test_samples = labelled_test_samples(Path(predict_dir), loaded.class_to_idx, _warn) if predict_dir else None
+    test_samples = labelled_test_samples(Path(predict_dir), loaded.class_to_idx, warn) if predict_dir else None
     if test_samples:
         test_report = evaluate_split("test", loaded, keys, test_samples, options.batch_size, data_cfg.workers)
         print_split_report(test_report, True, out)

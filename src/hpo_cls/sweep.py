@@ -290,7 +290,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     )
     from hpo_cls.tune_callbacks import trial_status
 
-    writer = MlflowWriter(spec.tracking.uri, warn=lambda m: print(f"[hpo-cls] warning: {m}", file=sys.stderr))
+    writer = MlflowWriter(spec.tracking.uri)
     experiment_id = find_or_create_experiment(writer.client, spec.tracking.experiment)
     writer.open_run("parent", experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id)
     trials: list[TrialOutcome] = []

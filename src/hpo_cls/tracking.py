@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 import urllib.parse
@@ -31,6 +32,7 @@ __all__ = [
     "find_run",
     "param_value",
     "redact_uri",
+    "warn",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ ROLE_TAG = "hpo_cls.role"
 NODE_TAG = "hpo_cls.node_id"
 PARENT_TAG = "mlflow.parentRunId"
 _BATCH_LIMIT = 900  # MLflow accepts at most 1000 metrics per log_batch
+
+
+def warn(message: str) -> None:
+    """A warning for the user on stderr, in hpo-cls's voice (the default for MLflow write problems)."""
+    print(f"[hpo-cls] warning: {message}", file=sys.stderr, flush=True)
 
 
 def param_value(value: Any) -> str:
@@ -92,7 +99,7 @@ class MlflowWriter:
     found by tags or created, so later ops for that key need no run id from the caller.
     """
 
-    def __init__(self, tracking_uri: str, retry_for_s: float = 600.0, warn: Callable[[str], None] = log.warning):
+    def __init__(self, tracking_uri: str, retry_for_s: float = 600.0, warn: Callable[[str], None] = warn):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.retry_for_s = retry_for_s

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ray import tune
 
@@ -61,23 +61,14 @@ class SweepTracker(tune.Callback):
         self.sweep_id, self.sweep_name = sweep_id, sweep_name
         self.fixed, self.epochs = fixed, epochs
         self.parent_tags, self.parent_params = parent_tags, parent_params
-        self.statuses: dict[str, str] = {}
         self.writer: MlflowWriter | None = None
         self._opened: set[str] = set()
         self._nodes: dict[str, str] = {}  # trial id -> Ray node id it last ran on
         self.experiment_id: str | None = None
-        self.warn: Callable[[str], None] = lambda msg: print(f"[hpo-cls] warning: {msg}", file=sys.stderr)
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        state["writer"] = None
-        state["warn"] = None
-        state["_opened"] = set()
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.warn = lambda msg: print(f"[hpo-cls] warning: {msg}", file=sys.stderr)
+        # The writer (a thread) is made again by setup() when a resumed sweep restores this callback.
+        return {**self.__dict__, "writer": None, "_opened": set()}
 
     def setup(self, **info) -> None:
         self.start()
@@ -86,20 +77,13 @@ class SweepTracker(tune.Callback):
         """Connect and open (or reopen) the parent run; idempotent."""
         if self.writer is not None:
             return
-        self.writer = MlflowWriter(self.tracking_uri, warn=self.warn)
+        self.writer = MlflowWriter(self.tracking_uri)
         self.experiment_id = find_or_create_experiment(self.writer.client, self.experiment)
         self.writer.open_run(
             "parent", self.experiment_id, {SWEEP_ID_TAG: self.sweep_id, ROLE_TAG: "sweep"},
             run_name=self.sweep_id, tags={SWEEP_NAME_TAG: self.sweep_name, **self.parent_tags},
             params=self.parent_params,
         )
-
-    @property
-    def parent_run_id(self) -> str | None:
-        return self.writer.run_ids.get("parent") if self.writer else None
-
-    def child_run_id(self, trial_id: str) -> str | None:
-        return self.writer.run_ids.get(trial_id) if self.writer else None
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._open_child(trial)
@@ -134,18 +118,11 @@ class SweepTracker(tune.Callback):
 
     def _end_child(self, trial, status: str, reason: str | None) -> None:
         self._open_child(trial)
-        self.statuses[trial.trial_id] = status
         epochs_run = int((trial.last_result or {}).get("epoch", 0))
         self.writer.call(trial.trial_id, end_run_op(status, reason, {"hpo_cls.epochs_run": str(epochs_run)}))
 
     def on_experiment_end(self, trials, **info) -> None:
         self.writer.flush()
-
-    def get_state(self) -> dict:
-        return {"statuses": dict(self.statuses)}
-
-    def set_state(self, state: dict) -> None:
-        self.statuses.update(state.get("statuses", {}))
 
 
 class ProgressTable(tune.Callback):
