@@ -257,32 +257,31 @@ def _check_bounds(meta: Mapping[str, Any], value: Any) -> None:
             raise ValueError(f"must be {word} {bound}, got {value}")
 
 
+def _as_number(value, what: str) -> float:
+    # PyYAML reads 1e-4 (no dot) as a string; accept it as the number the user meant.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected {what}, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite value, got {value!r}")
+    return number
+
+
 def _coerce_scalar(tp, value):
     if tp is bool:
         if isinstance(value, bool):
             return value
         raise ValueError(f"expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        number = _as_number(value, "an integer")
+        if not number.is_integer():
             raise ValueError(f"expected an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except ValueError:
-            raise ValueError(f"expected an integer, got {value!r}") from None
-        if not as_float.is_integer():
-            raise ValueError(f"expected an integer, got {value!r}")
-        return int(as_float)
+        return int(number)
     if tp is float:
-        # PyYAML reads 1e-4 (no dot) as a string; accept it as the number the user meant.
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError(f"expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"expected a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise ValueError(f"expected a finite number, got {value!r}")
-        return number
+        return _as_number(value, "a number")
     if tp is str:
         if not isinstance(value, str) or not value:
             raise ValueError(f"expected a non-empty string, got {value!r}")
