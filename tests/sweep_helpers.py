@@ -23,6 +23,17 @@ def hpo_cls(*args: str, cwd: Path, timeout: float = 600, **kwargs) -> subprocess
                           timeout=timeout, **kwargs)
 
 
+def start_sweep(spec: Path, name: str, cwd: Path) -> subprocess.Popen:
+    """`hpo-cls sweep SPEC --name NAME` in the background, output captured."""
+    return subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", name], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def epochs_reported(cwd: Path, name: str) -> int:
+    """Epochs the trials of sweep NAME have reported so far (lines of Tune's result.json files)."""
+    return sum(len(p.read_text().splitlines()) for p in (cwd / "ray_results" / name).glob("*/result.json"))
+
+
 def make_images(root: Path, classes: int = 3, train: int = 16, val: int = 4, size: int = 16) -> Path:
     """A tiny learnable dataset: each class has its own dominant colour."""
     rng = random.Random(0)

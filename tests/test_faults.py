@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 from sweep_helpers import (
+    epochs_reported,
     free_port,
     hpo_cls,
     make_images,
     start_mlflow_server,
+    start_sweep,
     stop_server,
     sweep_runs,
     wait_for,
@@ -41,12 +41,9 @@ def test_killed_worker_is_retried_from_its_checkpoint_in_the_same_run(tmp_path, 
     data = make_images(tmp_path / "data", train=48, size=32)
     spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 4, "num_samples": 2, "max_concurrent": 1},
                       data={"image_size": 32})
-    results = tmp_path / "ray_results" / "killed-worker"
-    driver = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", "killed-worker"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = start_sweep(spec, "killed-worker", tmp_path)
     try:
-        wait_for(lambda: any(len(p.read_text().splitlines()) >= 1 for p in results.glob("*/result.json")),
-                 240, "a trial to report its first epoch")
+        wait_for(lambda: epochs_reported(tmp_path, "killed-worker") >= 1, 240, "a trial to report its first epoch")
         workers = [p for p in psutil.process_iter(["cmdline"]) if "ray::ImplicitFunc" in " ".join(p.info["cmdline"] or [])]
         assert workers, "a trial worker process is running"
         workers[0].send_signal(signal.SIGKILL)
@@ -66,17 +63,15 @@ def test_mlflow_server_outage_loses_no_metric(tmp_path, ledger):
     spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 5, "num_samples": 2, "max_concurrent": 2},
                       data={"image_size": 32}, tracking={"uri": uri, "experiment": "tests"})
     server = start_mlflow_server(tmp_path, port)
-    results = tmp_path / "ray_results" / "outage"
-    driver = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", "outage"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = start_sweep(spec, "outage", tmp_path)
     try:
-        wait_for(lambda: any(len(p.read_text().splitlines()) >= 1 for p in results.glob("*/result.json")),
-                 240, "the first epoch")
+        wait_for(lambda: epochs_reported(tmp_path, "outage") >= 1, 240, "the first epoch")
+        epochs_before = epochs_reported(tmp_path, "outage")
+        outage_started = time.monotonic()
         stop_server(server)
         ledger["faults_injected"] += 1
-        outage_started = time.monotonic()
         time.sleep(10)
-        epochs_during_outage = sum(len(p.read_text().splitlines()) for p in results.glob("*/result.json"))
+        epochs_during_outage = epochs_reported(tmp_path, "outage") - epochs_before
         server = start_mlflow_server(tmp_path, port)
         output, _ = driver.communicate(timeout=400)
     finally:
@@ -84,7 +79,7 @@ def test_mlflow_server_outage_loses_no_metric(tmp_path, ledger):
         stop_server(server)
     assert driver.returncode == 0, output[-3000:]
     assert time.monotonic() - outage_started > 10
-    assert epochs_during_outage >= 2, "trials kept training while the tracking server was down"
+    assert epochs_during_outage >= 1, "trials kept training while the tracking server was down"
     server = start_mlflow_server(tmp_path, port)
     try:
         client, parents, children = sweep_runs(uri, "tests")
