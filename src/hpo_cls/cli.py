@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow logs store migrations and similar at INFO; hpo-cls prints what a user needs itself.
     # (Read by mlflow when it is first imported, which the commands do lazily after this point.)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     handler = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui,
                "promote": cmd_promote, "predict": cmd_predict}[args.command]
     try:
