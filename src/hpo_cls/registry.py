@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from hpo_cls.config import flatten_trial_config
 from hpo_cls.retrain import MemberPlan, MemberResult
-from hpo_cls.selection import SweepRecord, short_value
+from hpo_cls.reports import format_cell
+from hpo_cls.selection import SweepRecord
 from hpo_cls.tracking import SWEEP_ID_TAG, SWEEP_NAME_TAG
 
 __all__ = ["CHAMPION_ALIAS", "HELD_OUT_TAG", "registered_model_name", "register_ensemble"]
@@ -127,6 +128,6 @@ def _description(sweep: SweepRecord, plans: Sequence[MemberPlan], weights: list[
              "| member | source run | weight | sweep best_val_acc | " + " | ".join(param_names) + " |",
              "|---" * (4 + len(param_names)) + "|"]
     for p, w in zip(plans, weights):
-        values = [short_value(getattr(p.config, n)) for n in param_names]
+        values = [format_cell(getattr(p.config, n)) for n in param_names]
         lines.append(f"| {p.key} | {p.source.run_id} | {w:.3f} | {p.source.score:.4f} | " + " | ".join(values) + " |")
     return "\n".join(lines)

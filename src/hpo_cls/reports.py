@@ -13,7 +13,9 @@ matplotlib.use("Agg")  # headless: servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["format_table", "per_class_frame", "confusion_matrix_figure", "trials_frame", "optuna_plots", "build_study"]
+from hpo_cls.config import format_value  # noqa: E402
+
+__all__ = ["format_cell", "format_table", "per_class_frame", "confusion_matrix_figure", "trials_frame", "optuna_plots", "build_study"]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +104,8 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(lines)
+
+
+def format_cell(value: Any) -> str:
+    """A config value for a table cell: floats to 4 significant digits, lists as ``[a, b]``."""
+    return f"{value:.4g}" if isinstance(value, float) else str(format_value(value))

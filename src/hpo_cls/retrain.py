@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from hpo_cls.checkpoint import CHECKPOINT_FILE, MODEL_FILE, load_checkpoint, model_bundle, save_checkpoint
+from hpo_cls.cluster import connect_ray
 from hpo_cls.config import DataConfig, TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.selection import Candidate, PromoteError
 
@@ -99,20 +100,6 @@ def _train_member_task(plan_key, data_cfg, cfg, epochs, member_dir, train_on_val
                         report=lambda metrics: queue.put((plan_key, metrics)), key=plan_key)
 
 
-def _start_ray(address: str | None) -> bool:
-    """Join ``address`` or start a small local Ray; True when this call started it (so must stop it)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, logging_level="WARNING")
-    else:
-        # address="local": always a fresh instance of our own, never a cluster `ray start` left running here.
-        ray.init(address="local", include_dashboard=False, object_store_memory=256 * 1024**2, logging_level="WARNING")
-    return True
-
-
 def retrain_members(plans: Sequence[MemberPlan], data_cfg: DataConfig, epochs: int, workdir: Path, *,
                     train_on_val: bool = False, cpus: float = 1.0, gpus: float = 0.0, address: str | None = None,
                     on_epoch: Callable[[str, dict], None] = lambda key, metrics: None) -> list[MemberResult]:
@@ -122,7 +109,7 @@ def retrain_members(plans: Sequence[MemberPlan], data_cfg: DataConfig, epochs: i
     from ray.exceptions import RayError, RayTaskError
     from ray.util.queue import Queue
 
-    started = _start_ray(address)
+    started = connect_ray(address, object_store_bytes=256 * 1024**2)
     try:
         queue = Queue(actor_options={"num_cpus": 0})
         task = ray.remote(_train_member_task).options(num_cpus=cpus, num_gpus=gpus)

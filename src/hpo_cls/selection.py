@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from hpo_cls.config import SpecError, TrialConfig, trial_config_from_dict
-from hpo_cls.tracking import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG, TRIAL_ID_TAG, param_value
+from hpo_cls.tracking import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG, TRIAL_ID_TAG
 
 __all__ = [
     "PromoteError",
@@ -28,7 +28,6 @@ __all__ = [
     "load_candidates",
     "select_top_runs",
     "format_selection",
-    "short_value",
 ]
 
 SCORE_METRIC = "best_val_acc"
@@ -222,13 +221,10 @@ def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_
 
 def format_selection(selected: Sequence[Candidate], param_names: Sequence[str]) -> str:
     """The chosen runs as a table: rank, trial, status, score, the searched params, run id."""
-    from hpo_cls.reports import format_table
+    from hpo_cls.reports import format_cell, format_table
 
     rows = [[str(i), c.trial_id, c.status, f"{c.score:.4f}",
-             *[short_value(getattr(c.config, n)) for n in param_names], c.run_id] for i, c in enumerate(selected, 1)]
+             *[format_cell(getattr(c.config, n)) for n in param_names], c.run_id] for i, c in enumerate(selected, 1)]
     return format_table(["#", "trial", "status", SCORE_METRIC, *param_names, "mlflow run"], rows)
 
 
-def short_value(value: Any) -> str:
-    """A config value for a table cell: floats to 4 significant digits, lists as ``[a, b]``."""
-    return f"{value:.4g}" if isinstance(value, float) else param_value(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from hpo_cls.cluster import connect_ray
 from hpo_cls.config import SweepSpec, TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.preflight import ParameterBudget
 from hpo_cls.search_space import DefineByRun
@@ -102,20 +102,6 @@ def _git_commit(directory: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _init_ray(address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
-    else:
-        # A local instance sized to this machine, reachable from this machine only; the object store
-        # only carries small trial setups.
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 object_store_memory=512 * 1024**2, logging_level="WARNING")
-
-
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -147,7 +133,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # hpo-cls prints its own trial table; Ray's new console output prints banners even when silenced.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    _init_ray(address)
+    started = connect_ray(address, object_store_bytes=512 * 1024**2)
     print(f"[hpo-cls] sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
           f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}",
           file=out, flush=True)
@@ -176,7 +162,7 @@ def run_sweep(
         print("[hpo-cls] all trials ended; logging checkpoints and the sweep summary to MLflow", file=out, flush=True)
         outcome = summarize_sweep(spec, sweep_id, experiment_path, results)
     finally:
-        if not address:
+        if started:
             ray.shutdown()
     _print_summary(spec, outcome, out)
     return outcome
@@ -285,14 +271,12 @@ def _versions() -> dict[str, str]:
 def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results) -> SweepOutcome:
     """Log each trial's best checkpoint and final status, and the parent run's summary. Idempotent, so
     a resumed sweep can run it again over trials that ended before the interruption."""
-    from hpo_cls.tracking import (
-        ROLE_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG, MlflowWriter, find_or_create_experiment,
-    )
+    from hpo_cls.tracking import MlflowWriter, find_or_create_experiment, open_sweep_run, open_trial_run
     from hpo_cls.tune_callbacks import trial_status
 
     writer = MlflowWriter(spec.tracking.uri)
     experiment_id = find_or_create_experiment(writer.client, spec.tracking.experiment)
-    writer.open_run("parent", experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id)
+    open_sweep_run(writer, experiment_id, sweep_id)
     trials: list[TrialOutcome] = []
     for result in results:
         trial_id = _trial_id(result)
@@ -305,9 +289,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         if result.error is not None:
             reason = (str(result.error).strip().splitlines() or ["error"])[-1]
         config = flatten_trial_config(trial_config_from_dict(_sampled(result.config), base=spec.fixed))
-        writer.open_run(trial_id, experiment_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id},
-                        run_name=f"{sweep_id}/{trial_id}", tags={ROLE_TAG: "trial"},
-                        params={**config, "epochs_budget": spec.budget.epochs}, parent_key="parent")
+        open_trial_run(writer, experiment_id, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs})
         best_dir = _best_checkpoint_dir(result, spec)
         writer.call(trial_id, _finalize_trial_op(status, reason, best_dir))
         if status == "failed":
@@ -352,6 +334,10 @@ def _sampled(config: dict) -> dict:
     """The trial's sampled hyperparameters (Tune may add keys of its own)."""
     fields = TrialConfig.__dataclass_fields__
     return {k: v for k, v in (config or {}).items() if k in fields}
+
+
+def _status_counts(trials: list[TrialOutcome]) -> dict[str, int]:
+    return {s: sum(t.status == s for t in trials) for s in ("completed", "early_stopped", "failed")}
 
 
 def _ranked(trials: list[TrialOutcome], mode: str) -> list[TrialOutcome]:
@@ -413,8 +399,7 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
 
     def op(client, run_id):
         now = int(time.time() * 1000)
-        counts = {s: sum(t.status == s for t in trials) for s in ("completed", "early_stopped", "failed")}
-        metrics = [Metric(f"n_{k}", v, now, 0) for k, v in counts.items()]
+        metrics = [Metric(f"n_{k}", v, now, 0) for k, v in _status_counts(trials).items()]
         tags = [RunTag("hpo_cls.status", "completed"), RunTag("hpo_cls.n_trials", str(len(trials)))]
         if ranked:
             metrics.append(Metric(f"best_{spec.metric}", ranked[0].best_score, now, 0))
@@ -433,16 +418,16 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
 
 
 def _print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
-    from hpo_cls.reports import format_table
+    from hpo_cls.reports import format_cell, format_table
     from hpo_cls.tracking import redact_uri
 
     ranked = _ranked(outcome.trials, spec.mode)
-    counts = {s: sum(t.status == s for t in outcome.trials) for s in ("completed", "early_stopped", "failed")}
+    counts = _status_counts(outcome.trials)
     print(f"\n[hpo-cls] sweep {outcome.sweep_id} finished: " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=out)
     names = [p.name for p in spec.search.space][:6]
     rows = [
         [str(i + 1), t.trial_id, t.status, str(t.epochs_run), f"{t.best_score:.4f}",
-         *[_fmt(t.config.get(n, "·")) for n in names], t.run_id or "-"]
+         *[format_cell(t.config.get(n, "·")) for n in names], t.run_id or "-"]
         for i, t in enumerate(ranked[:5])
     ]
     print(format_table(["#", "trial", "status", "epochs", f"best {spec.metric}", *names, "mlflow run"], rows), file=out)
@@ -451,6 +436,3 @@ def _print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
     print(f"Open the UI:   hpo-cls ui --tracking-uri {uri}", file=out)
     print(f"Promote:       hpo-cls promote --top 2 --sweep {outcome.sweep_id} --tracking-uri {uri}", file=out, flush=True)
 
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

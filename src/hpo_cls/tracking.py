@@ -30,6 +30,8 @@ __all__ = [
     "MlflowWriter",
     "find_or_create_experiment",
     "find_run",
+    "open_sweep_run",
+    "open_trial_run",
     "param_value",
     "redact_uri",
     "warn",
@@ -219,6 +221,18 @@ class MlflowWriter:
                     warned = True
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def open_sweep_run(writer: MlflowWriter, experiment_id: str, sweep_id: str, **kwargs) -> None:
+    """Bind the writer key ``"parent"`` to the sweep's parent run (found again by its sweep id)."""
+    writer.open_run("parent", experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id, **kwargs)
+
+
+def open_trial_run(writer: MlflowWriter, experiment_id: str, sweep_id: str, trial_id: str,
+                   params: dict[str, Any]) -> None:
+    """Bind the writer key ``trial_id`` to the trial's run, nested under the sweep's parent run."""
+    writer.open_run(trial_id, experiment_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id},
+                    run_name=f"{sweep_id}/{trial_id}", tags={ROLE_TAG: "trial"}, params=params, parent_key="parent")
 
 
 def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str] | None = None):

@@ -13,16 +13,15 @@ from typing import Any
 from ray import tune
 
 from hpo_cls.config import TrialConfig, flatten_trial_config, trial_config_from_dict
-from hpo_cls.reports import format_table
+from hpo_cls.reports import format_cell, format_table
 from hpo_cls.tracking import (
     NODE_TAG,
-    ROLE_TAG,
-    SWEEP_ID_TAG,
     SWEEP_NAME_TAG,
-    TRIAL_ID_TAG,
     MlflowWriter,
     end_run_op,
     find_or_create_experiment,
+    open_sweep_run,
+    open_trial_run,
 )
 
 __all__ = ["SweepTracker", "ProgressTable", "trial_status", "METRIC_KEYS"]
@@ -79,11 +78,8 @@ class SweepTracker(tune.Callback):
             return
         self.writer = MlflowWriter(self.tracking_uri)
         self.experiment_id = find_or_create_experiment(self.writer.client, self.experiment)
-        self.writer.open_run(
-            "parent", self.experiment_id, {SWEEP_ID_TAG: self.sweep_id, ROLE_TAG: "sweep"},
-            run_name=self.sweep_id, tags={SWEEP_NAME_TAG: self.sweep_name, **self.parent_tags},
-            params=self.parent_params,
-        )
+        open_sweep_run(self.writer, self.experiment_id, self.sweep_id,
+                       tags={SWEEP_NAME_TAG: self.sweep_name, **self.parent_tags}, params=self.parent_params)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._open_child(trial)
@@ -93,12 +89,8 @@ class SweepTracker(tune.Callback):
             return
         self._opened.add(trial.trial_id)
         params = flatten_trial_config(trial_config_from_dict(trial.config, base=self.fixed))
-        params["epochs_budget"] = self.epochs
-        self.writer.open_run(
-            trial.trial_id, self.experiment_id, {TRIAL_ID_TAG: trial.trial_id, SWEEP_ID_TAG: self.sweep_id},
-            run_name=f"{self.sweep_id}/{trial.trial_id}", tags={ROLE_TAG: "trial"}, params=params,
-            parent_key="parent",
-        )
+        open_trial_run(self.writer, self.experiment_id, self.sweep_id, trial.trial_id,
+                       {**params, "epochs_budget": self.epochs})
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._open_child(trial)
@@ -185,7 +177,7 @@ class ProgressTable(tune.Callback):
                 status,
                 f"{result.get('epoch', 0)}/{self.epochs}",
                 f"{score:.4f}" if isinstance(score, float) else "-",
-                *[_short(trial.config.get(name, "·")) for name in self.param_names],
+                *[format_cell(trial.config.get(name, "·")) for name in self.param_names],
             ])
         counts: dict[str, int] = {}
         for trial in trials:
@@ -194,8 +186,3 @@ class ProgressTable(tune.Callback):
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         return f"[hpo-cls] {len(trials)} trials: {summary}\n" + format_table(header, rows)
 
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

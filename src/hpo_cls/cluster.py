@@ -1,0 +1,24 @@
+"""Connecting to Ray: join a cluster, or start a private local instance bound to this machine."""
+
+from __future__ import annotations
+
+__all__ = ["connect_ray"]
+
+
+def connect_ray(address: str | None, object_store_bytes: int) -> bool:
+    """Join ``address``, or start a local Ray of our own; True when this call connected (so must shut down).
+
+    ``address="local"`` always starts a fresh instance instead of attaching to a cluster that `ray start`
+    left running here; it binds to 127.0.0.1 with the dashboard off, and its object store is kept small
+    (it only carries small trial setups and results).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    else:
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 object_store_memory=object_store_bytes, logging_level="WARNING")
+    return True
