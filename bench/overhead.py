@@ -39,6 +39,17 @@ def train_in_process(data: DataConfig, cfg: TrialConfig, epochs: int) -> float:
     return time.perf_counter() - start
 
 
+def probe_seconds(data: DataConfig, cfg: TrialConfig) -> tuple[float, float]:
+    """(setup, one epoch) seconds; the epoch is the second one, past one-off warm-up costs."""
+    start = time.perf_counter()
+    run = TrainingRun(data, cfg, 2)
+    setup = time.perf_counter() - start
+    run.run_epoch()
+    start = time.perf_counter()
+    run.run_epoch()
+    return setup, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6)
@@ -50,9 +61,9 @@ def main() -> None:
 
     data = DataConfig(root=REPO / "data" / "cifar10-mini", image_size=32, workers=0)
     configs = [TrialConfig(backbone=args.backbone, lr=lr, batch_size=64) for lr in LRS[: args.trials]]
-    # Size the epochs so one trial takes about --trial-seconds.
-    probe = train_in_process(data, configs[0], 1)
-    epochs = max(1, round(args.trial_seconds / probe))
+    # Size the epochs so one trial takes about --trial-seconds (setup included).
+    setup_s, epoch_s = probe_seconds(data, configs[0])
+    epochs = max(1, round((args.trial_seconds - setup_s) / epoch_s))
     compute = [train_in_process(data, cfg, epochs) for cfg in configs]
     ideal = sum(compute) / args.slots
 

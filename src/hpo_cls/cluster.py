@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["connect_ray"]
+import logging
+
+__all__ = ["SWEEP_OBJECT_STORE_BYTES", "connect_ray", "shutdown_ray"]
+
+SWEEP_OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's object store only carries trial setups and results
 
 
 def connect_ray(address: str | None, object_store_bytes: int) -> bool:
@@ -19,6 +23,15 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:
+        # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise
+        # in every sweep's output (and ahead of the one-line error when a pre-flight check fails).
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  object_store_memory=object_store_bytes, logging_level="WARNING")
     return True
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()

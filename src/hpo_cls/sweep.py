@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from hpo_cls.cluster import connect_ray
+from hpo_cls.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
 from hpo_cls.config import SweepSpec, TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.preflight import ParameterBudget
 from hpo_cls.search_space import DefineByRun
@@ -133,7 +133,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # hpo-cls prints its own trial table; Ray's new console output prints banners even when silenced.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    started = connect_ray(address, object_store_bytes=512 * 1024**2)
+    started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
     print(f"[hpo-cls] sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
           f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}",
           file=out, flush=True)

@@ -16,12 +16,13 @@ import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any, Callable
 
 from hpo_cls.config import format_value
+
+if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should not cost a second
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
 __all__ = [
     "SWEEP_ID_TAG",
@@ -102,6 +103,8 @@ class MlflowWriter:
     """
 
     def __init__(self, tracking_uri: str, retry_for_s: float = 600.0, warn: Callable[[str], None] = warn):
+        from mlflow.tracking import MlflowClient
+
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.retry_for_s = retry_for_s
@@ -124,6 +127,8 @@ class MlflowWriter:
         of ``step_metric`` already in a found run are not logged again."""
 
         def op(client: MlflowClient, _run_id: str | None) -> None:
+            from mlflow.entities import Param
+
             run_id = find_run(client, experiment_id, identity)
             if run_id is None:
                 all_tags = {**identity, **(tags or {})}
@@ -143,6 +148,8 @@ class MlflowWriter:
         self._queue.put(_Op("call", None, op))
 
     def log_metrics(self, key: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self._queue.put(_Op("metrics", key, metrics=batch))
@@ -239,6 +246,8 @@ def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str]
     """An op for :meth:`MlflowWriter.call` that tags the final status and closes the run."""
 
     def op(client: MlflowClient, run_id: str | None) -> None:
+        from mlflow.entities import RunTag
+
         tags = {STATUS_TAG: status, **(extra_tags or {})}
         if error:
             tags[ERROR_TAG] = error[:4000]
