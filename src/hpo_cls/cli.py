@@ -237,7 +237,7 @@ def cmd_sweep(args) -> int:
 
         try:
             run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
-                      resume=args.resume)
+                      resume=args.resume, owns_ray=started)
         except SweepError as exc:
             raise CommandError(str(exc)) from None
     except ConnectionError as exc:
@@ -252,11 +252,11 @@ def _preflight_and_imports(spec):
     """The pre-flight checks, then what the sweep needs next: its modules, and the tracking store opened
     (a new SQLite store creates its tables). Errors of the latter surface where the sweep opens the store."""
     result = _preflight(spec, check_tracking=True)
-    import matplotlib.pyplot  # noqa: F401 - the sweep's summary plots
-    import optuna  # noqa: F401
+    import optuna.visualization.matplotlib  # noqa: F401 - the summary's plots
     import ray.tune  # noqa: F401
     from mlflow.tracking import MlflowClient
 
+    import hpo_cls.reports  # noqa: F401 - also selects matplotlib's headless backend
     import hpo_cls.sweep  # noqa: F401
     from hpo_cls.tracking import find_or_create_experiment
 

@@ -112,7 +112,6 @@ def print_split_report(report: dict, held_out: bool, out: TextIO) -> None:
 def log_split_op(report: dict):
     """An op for :meth:`~hpo_cls.tracking.MlflowWriter.call` that logs the split's metrics and
     ``evaluation/`` artifacts."""
-    import matplotlib.pyplot as plt
     from mlflow.entities import Metric
 
     from hpo_cls.reports import confusion_matrix_figure, per_class_frame
@@ -131,7 +130,6 @@ def log_split_op(report: dict):
             per_class_frame(report["per_class"]).to_csv(Path(tmp, f"{split}_per_class_report.csv"), index=False)
             figure = confusion_matrix_figure(report["confusion"], report["class_names"])
             figure.savefig(Path(tmp, f"{split}_confusion_matrix.png"), dpi=110)
-            plt.close(figure)
             client.log_artifacts(run_id, tmp, "evaluation")
 
     return op

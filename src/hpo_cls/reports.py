@@ -10,7 +10,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: servers and CI have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hpo_cls.config import format_value  # noqa: E402
@@ -25,9 +24,14 @@ def per_class_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def confusion_matrix_figure(confusion: list[list[int]], class_names: list[str]):
+    """A matplotlib Figure outside pyplot's global figure list: safe to draw in a background thread
+    (the sweep's MLflow writer) while another thread uses pyplot; nothing to close."""
+    from matplotlib.figure import Figure
+
     n = len(class_names)
     size = min(4 + 0.35 * n, 30)
-    figure, axes = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axes = figure.subplots()
     image = axes.imshow(confusion, cmap="Blues")
     figure.colorbar(image, ax=axes, fraction=0.046)
     step = max(1, n // 40)  # label every class up to 40, then thin out so labels stay readable

@@ -26,6 +26,13 @@ __all__ = ["BudgetAwareOptunaSearch", "build_sampler"]
 log = logging.getLogger(__name__)
 
 
+def _drop_grid_exhausted_notice(record: logging.LogRecord) -> bool:
+    # Optuna's GridSampler calls study.stop() when the grid is used up; outside study.optimize that
+    # raises after the trial is already recorded, and Ray logs the harmless exception as a warning.
+    return "Study.stop" not in record.getMessage()
+
+
+
 def build_sampler(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)
@@ -61,6 +68,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         max_rejections: int = 100,
     ):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("ray.tune.search.optuna.optuna_search").addFilter(_drop_grid_exhausted_notice)
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler)
         self._max_epochs = max_epochs
         self._param_count = param_count

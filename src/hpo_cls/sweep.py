@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -110,9 +111,13 @@ def run_sweep(
     name: str | None = None,
     resume: bool = False,
     progress_interval_s: float = 15.0,
+    owns_ray: bool = False,
     out=sys.stdout,
 ) -> SweepOutcome:
-    """Run (or resume) a sweep to the end and log its summary to MLflow."""
+    """Run (or resume) a sweep to the end and log its summary to MLflow.
+
+    Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller
+    connected it for this sweep, so it is shut down here as soon as the trials have ended."""
     import ray
     from ray import tune
 
@@ -133,7 +138,10 @@ def run_sweep(
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # hpo-cls prints its own trial table; Ray's new console output prints banners even when silenced.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
+    # Tune forces a snapshot every keep_checkpoints checkpoints of a trial and then warns, in three lines,
+    # that snapshots are frequent; with per-epoch checkpoints that is expected, not a problem.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES) or owns_ray
     print(f"[hpo-cls] sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
           f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}",
           file=out, flush=True)
@@ -160,7 +168,11 @@ def run_sweep(
                   + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else ""),
                   file=out, flush=True)
         print("[hpo-cls] all trials ended; logging checkpoints and the sweep summary to MLflow", file=out, flush=True)
-        outcome = summarize_sweep(spec, sweep_id, experiment_path, results)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results)
+            if started:  # the summary needs only local files: let Ray's processes stop meanwhile
+                ray.shutdown()
+            outcome = summary.result()
     finally:
         if started:
             ray.shutdown()
@@ -296,12 +308,16 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
             best = None
         trials.append(TrialOutcome(trial_id, status, int((result.metrics or {}).get("epoch", 0)), best,
                                    _sampled(result.config), None))
+    # The plots need no run ids: draw them while the writer thread logs the trials' checkpoints.
+    plots_dir = tempfile.mkdtemp(prefix="hpo-cls-plots-")
+    _draw_optuna_plots(spec, trials, plots_dir)
     writer.flush()
     for t in trials:
         t.run_id = writer.run_ids.get(t.trial_id)
     ranked = _ranked(trials, spec.mode)
-    writer.call("parent", _finalize_parent_op(spec, trials, ranked))
+    writer.call("parent", _finalize_parent_op(spec, trials, ranked, plots_dir))
     writer.close(timeout=300)
+    shutil.rmtree(plots_dir, ignore_errors=True)
     if writer.failed_ops:
         print(f"[hpo-cls] warning: {writer.failed_ops} MLflow writes could not be made", file=sys.stderr)
     return SweepOutcome(sweep_id, writer.run_ids.get("parent"), experiment_path, trials)
@@ -355,7 +371,6 @@ def _best_checkpoint_dir(result, spec: SweepSpec) -> str | None:
 
 
 def _finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None):
-    import matplotlib.pyplot as plt
     from mlflow.entities import RunTag
 
     from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, model_bundle, save_checkpoint
@@ -380,7 +395,6 @@ def _finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | No
                     names = [row["class"] for row in evaluation["per_class"]]
                     figure = confusion_matrix_figure(evaluation["confusion"], names)
                     figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
-                    plt.close(figure)
                     client.log_artifacts(run_id, tmp, "evaluation")
         new_tags = [RunTag(STATUS_TAG, status), RunTag("hpo_cls.finalized", "1")]
         if reason:
@@ -391,11 +405,21 @@ def _finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | No
     return op
 
 
-def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome]):
+def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: str) -> None:
     import matplotlib.pyplot as plt
+
+    from hpo_cls.reports import optuna_plots
+
+    for name, figure in optuna_plots(spec, trials).items():
+        figure.savefig(Path(directory, name), dpi=110, bbox_inches="tight")
+        plt.close(figure)
+
+
+def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome], plots_dir: str):
+    """Status, counts and best trial on the parent run; trials.csv and the plots in ``plots_dir``."""
     from mlflow.entities import Metric, RunTag
 
-    from hpo_cls.reports import optuna_plots, trials_frame
+    from hpo_cls.reports import trials_frame
 
     def op(client, run_id):
         now = int(time.time() * 1000)
@@ -406,12 +430,8 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
             tags += [RunTag("hpo_cls.best_trial_id", ranked[0].trial_id),
                      RunTag("hpo_cls.best_run_id", ranked[0].run_id or "")]
         client.log_batch(run_id, metrics=metrics, tags=tags)
-        with tempfile.TemporaryDirectory() as tmp:
-            trials_frame(trials).to_csv(Path(tmp, "trials.csv"), index=False)
-            for name, figure in optuna_plots(spec, trials).items():
-                figure.savefig(Path(tmp, name), dpi=110, bbox_inches="tight")
-                plt.close(figure)
-            client.log_artifacts(run_id, tmp)
+        trials_frame(trials).to_csv(Path(plots_dir, "trials.csv"), index=False)
+        client.log_artifacts(run_id, plots_dir)
         client.set_terminated(run_id, status="FINISHED")
 
     return op
