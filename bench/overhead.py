@@ -13,8 +13,9 @@ from process start to exit. Prints ``overhead = sweep_wall / (sum_compute / slot
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,12 +85,26 @@ def main() -> None:
         result = subprocess.run([sys.executable, "-m", "hpo_cls.cli", "sweep", "spec.yaml"], cwd=tmp, env=env,
                                 capture_output=True, text=True)
         sweep_wall = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
-    waves = math.ceil(args.trials / args.slots)
+        if result.returncode != 0:
+            sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
+        in_sweep = trial_seconds_in_sweep(Path(tmp))
+    # Split the gap: trials running slower inside the sweep (checkpoints, reporting, contention) vs
+    # time when no trial runs (start-up, wrap-up, gaps between trials).
+    in_trial_ratio = statistics.mean(in_sweep) / statistics.mean(compute)
+    outside_trials = sweep_wall - sum(in_sweep) / args.slots
     print(f"trials={args.trials} slots={args.slots} epochs={epochs} trial_compute_s={statistics_line(compute)} "
-          f"ideal_s={ideal:.1f} sweep_wall_s={sweep_wall:.1f} fixed_cost_per_wave_s={(sweep_wall - ideal) / waves:.1f} "
+          f"trial_in_sweep_s={statistics_line(in_sweep)} in_trial_ratio={in_trial_ratio:.3f} "
+          f"outside_trials_s={outside_trials:.1f} ideal_s={ideal:.1f} sweep_wall_s={sweep_wall:.1f} "
           f"overhead={sweep_wall / ideal:.3f}")
+
+
+def trial_seconds_in_sweep(workdir: Path) -> list[float]:
+    """Each trial's own wall time in the sweep (Tune's time_total_s, setup included)."""
+    totals = []
+    for path in sorted(workdir.glob("ray_results/*/*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        totals.append(rows[-1]["time_total_s"])
+    return totals
 
 
 def statistics_line(values: list[float]) -> str:
