@@ -100,6 +100,9 @@ def test_unreachable_tracking_uri_is_one_line(tmp_path, data_root, capsys):
     assert code == 2
     assert [line for line in err.splitlines() if line.strip()] == [line for line in err.splitlines() if "error:" in line]
     assert "tracking.uri: cannot reach an MLflow server" in err
+    import ray
+
+    assert not ray.is_initialized()  # the Ray started alongside the checks is released again
 
 
 def test_the_corpus_is_large_enough():
