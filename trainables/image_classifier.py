@@ -18,6 +18,7 @@ import ray
 import torch
 from ray import tune
 
+from hpo_cls import checkpoint_links
 from hpo_cls.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
 from hpo_cls.config import trial_config_from_dict
 from hpo_cls.engine import NonFiniteLossError
@@ -29,6 +30,7 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     # if the interpreter finalizes while this thread still frees tensors, torch aborts the process.
     atexit.register(threading.current_thread().join, 30)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
+    checkpoint_links.install()  # per-epoch checkpoints reach a local experiment folder by hard link
     cfg = trial_config_from_dict(config, base=setup.fixed)
     run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
     try:
