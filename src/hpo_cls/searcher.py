@@ -32,7 +32,6 @@ def _drop_grid_exhausted_notice(record: logging.LogRecord) -> bool:
     return "Study.stop" not in record.getMessage()
 
 
-
 def build_sampler(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)

@@ -283,7 +283,7 @@ def _versions() -> dict[str, str]:
 def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results) -> SweepOutcome:
     """Log each trial's best checkpoint and final status, and the parent run's summary. Idempotent, so
     a resumed sweep can run it again over trials that ended before the interruption."""
-    from hpo_cls.tracking import MlflowWriter, find_or_create_experiment, open_sweep_run, open_trial_run
+    from hpo_cls.tracking import MlflowWriter, find_or_create_experiment, open_sweep_run, open_trial_run, warn
     from hpo_cls.tune_callbacks import trial_status
 
     writer = MlflowWriter(spec.tracking.uri)
@@ -319,7 +319,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     writer.close(timeout=300)
     shutil.rmtree(plots_dir, ignore_errors=True)
     if writer.failed_ops:
-        print(f"[hpo-cls] warning: {writer.failed_ops} MLflow writes could not be made", file=sys.stderr)
+        warn(f"{writer.failed_ops} MLflow writes could not be made")
     return SweepOutcome(sweep_id, writer.run_ids.get("parent"), experiment_path, trials)
 
 
