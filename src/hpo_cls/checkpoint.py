@@ -6,6 +6,8 @@ Loaded with ``torch.load(weights_only=True)`` so a checkpoint from an untrusted 
 from __future__ import annotations
 
 import contextlib
+import errno
+import mmap
 import os
 import pickle
 import zipfile
@@ -14,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "CHECKPOINT_FILE", "MODEL_FILE", "EVALUATION_FILE", "save_checkpoint", "load_checkpoint", "model_bundle"]
+__all__ = ["CheckpointError", "UncachedFile", "CHECKPOINT_FILE", "MODEL_FILE", "EVALUATION_FILE", "save_checkpoint", "load_checkpoint", "model_bundle"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
@@ -34,9 +36,83 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with _without_crc32():
-        torch.save(state, tmp)
+        try:
+            with UncachedFile(tmp) as file:
+                torch.save(state, file)
+        except OSError:  # no O_DIRECT here (tmpfs, macOS, some network filesystems): the page cache it is
+            torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+class UncachedFile:
+    """A write-only file that bypasses the page cache (``O_DIRECT``), for checkpoints written every epoch
+    and rarely read back.
+
+    Buffered writes make the kernel fill fresh page-cache memory; for a ResNet-18 checkpoint (~90 MB
+    with optimizer state) that cost 0.2-0.35 s of CPU per epoch on ext4 in our runs (a trial's whole
+    core on 2-core machines), against ~0.05 s of mostly I/O wait here. ``O_DIRECT`` needs block-aligned
+    memory, lengths and offsets: data is staged through a page-aligned buffer and written a chunk at a
+    time; the last block is zero-padded, then the file is cut to its true length. Raises ``OSError``
+    where the platform or filesystem refuses ``O_DIRECT``.
+    """
+
+    BLOCK = 4096  # covers the logical block size of every common device
+    CHUNK = 4 << 20
+
+    def __init__(self, path: str | Path, chunk_bytes: int = CHUNK):
+        if not hasattr(os, "O_DIRECT"):
+            raise OSError(errno.EINVAL, "O_DIRECT is not available on this platform", str(path))
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+        self._staging = mmap.mmap(-1, chunk_bytes)  # anonymous mmap: page-aligned, as O_DIRECT requires
+        self._staged = 0
+        self._size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            take = min(len(view) - done, len(self._staging) - self._staged)
+            self._staging[self._staged:self._staged + take] = view[done:done + take]
+            self._staged += take
+            done += take
+            if self._staged == len(self._staging):
+                self._write_staged(self._staged)
+        self._size += done
+        return done
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def flush(self) -> None:
+        """Nothing to do: whole chunks are written as they fill, the tail on close."""
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            if self._staged:
+                padded = -(-self._staged // self.BLOCK) * self.BLOCK
+                self._staging[self._staged:padded] = bytes(padded - self._staged)
+                self._write_staged(padded)
+            os.ftruncate(self._fd, self._size)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+            self._staging.close()
+
+    def _write_staged(self, length: int) -> None:
+        with memoryview(self._staging) as staged:
+            pending = staged[:length]
+            while pending:
+                pending = pending[os.write(self._fd, pending):]
+        self._staged = 0
+
+    def __enter__(self) -> "UncachedFile":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def _without_crc32():
