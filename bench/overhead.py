@@ -4,7 +4,7 @@
     python bench/overhead.py --trial-seconds 3    # short trials: fixed costs dominate
 
 (a) each configuration is trained in this process by the engine (one CPU thread, as a Ray trial with
-cpu: 1 gets), timing the whole trial (model, data, epochs); (b) the same configurations run through
+cpu: 1 gets), timing the whole trial (model, data, epochs), half of them before (b) and half after; (b) the same configurations run through
 `hpo-cls sweep` (grid over them, FIFO, `max_concurrent` = slots, MLflow on) and the whole command is timed,
 from process start to exit. Prints ``overhead = sweep_wall / (sum_compute / slots)`` (target ≤ 1.05 for
 30-s trials, ≤ 1.25 for 3-s trials).
@@ -65,8 +65,10 @@ def main() -> None:
     # Size the epochs so one trial takes about --trial-seconds (setup included).
     setup_s, epoch_s = probe_seconds(data, configs[0])
     epochs = max(1, round((args.trial_seconds - setup_s) / epoch_s))
-    compute = [train_in_process(data, cfg, epochs) for cfg in configs]
-    ideal = sum(compute) / args.slots
+    # Half the in-process trials run before the sweep and half after: this VM's speed drifts by several
+    # percent over minutes, and a baseline taken only before the sweep would fold that drift into the ratio.
+    before, after = configs[0::2], configs[1::2]
+    compute = [train_in_process(data, cfg, epochs) for cfg in before]
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = {
@@ -88,6 +90,8 @@ def main() -> None:
         if result.returncode != 0:
             sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
         in_sweep = trial_seconds_in_sweep(Path(tmp))
+    compute += [train_in_process(data, cfg, epochs) for cfg in after]
+    ideal = sum(compute) / args.slots
     # Split the gap: trials running slower inside the sweep (checkpoints, reporting, contention) vs
     # time when no trial runs (start-up, wrap-up, gaps between trials).
     in_trial_ratio = statistics.mean(in_sweep) / statistics.mean(compute)

@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, model_bundle, save_checkpoint
+from hpo_cls.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
 from hpo_cls.cli import main
 from hpo_cls.config import DataConfig, TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.registry import registered_model_name
@@ -255,13 +255,14 @@ def test_train_on_val_adds_the_val_images_to_the_training_set(tiny_data):
 
 
 def _log_tiny_sweep(uri: str, experiment: str, data_root: Path, workdir: Path) -> dict[str, str]:
-    """Two 1-epoch trials recorded through the sweep's own MLflow callback (SweepTracker), with the
-    checkpoint artifacts a finished sweep attaches to each trial run."""
+    """Two 1-epoch trials recorded through the sweep's own MLflow callback (SweepTracker), which logs each
+    trial's best checkpoint as it ends, as in a sweep."""
     from hpo_cls.training import TrainingRun
     from hpo_cls.tune_callbacks import SweepTracker
 
     data = DataConfig(root=data_root, image_size=16, workers=0)
-    tracker = SweepTracker(uri, experiment, "tiny-20250101-000000", "tiny", fixed=TINY, epochs=1, parent_tags={},
+    tracker = SweepTracker(uri, experiment, "tiny-20250101-000000", "tiny", fixed=TINY, epochs=1, metric="val_acc",
+                           mode="max", parent_tags={},
                            parent_params={"epochs": 1, "data_root": str(data_root), "image_size": 16,
                                           "searched": "backbone,lr"})
     tracker.start()
@@ -272,13 +273,12 @@ def _log_tiny_sweep(uri: str, experiment: str, data_root: Path, workdir: Path) -
         run = TrainingRun(data, cfg, 1)
         trial.last_result = run.run_epoch()
         tracker.on_trial_result(0, [], trial, trial.last_result)
-        tracker.on_trial_complete(0, [], trial)
-        artifacts = workdir / trial_id
-        save_checkpoint(model_bundle(run.state_dict()), artifacts / MODEL_FILE)
+        checkpoint_dir = workdir / trial_id / "checkpoint_000000"  # what the trainable reports each epoch
+        save_checkpoint(run.state_dict(), checkpoint_dir)
         evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
-        (artifacts / EVALUATION_FILE).write_text(json.dumps(evaluation))
-        tracker.writer.call(trial_id, lambda client, run_id, d=artifacts: client.log_artifacts(run_id, str(d),
-                                                                                               "checkpoint"))
+        (checkpoint_dir / EVALUATION_FILE).write_text(json.dumps(evaluation))
+        tracker.on_checkpoint(0, [], trial, SimpleNamespace(path=str(checkpoint_dir)))
+        tracker.on_trial_complete(0, [], trial)
     tracker.writer.close()
     return {t: tracker.writer.run_ids.get(t) for t in ("t0000001", "t0000002")}
 

@@ -249,21 +249,13 @@ def cmd_sweep(args) -> int:
 
 
 def _preflight_and_imports(spec):
-    """The pre-flight checks, then what the sweep needs next: its modules, and the tracking store opened
-    (a new SQLite store creates its tables). Errors of the latter surface where the sweep opens the store."""
+    """The pre-flight checks, then the modules the sweep needs before its trials start. (The MLflow
+    experiment is opened by the sweep's writer thread while the first trials start.)"""
     result = _preflight(spec, check_tracking=True)
-    import optuna.visualization.matplotlib  # noqa: F401 - the summary's plots
+    import mlflow.tracking  # noqa: F401
     import ray.tune  # noqa: F401
-    from mlflow.tracking import MlflowClient
 
-    import hpo_cls.reports  # noqa: F401 - also selects matplotlib's headless backend
     import hpo_cls.sweep  # noqa: F401
-    from hpo_cls.tracking import find_or_create_experiment
-
-    try:
-        find_or_create_experiment(MlflowClient(spec.tracking.uri), spec.tracking.experiment)
-    except Exception:  # noqa: BLE001 - reported (with retries) by the sweep's own MLflow writer
-        pass
     return result
 
 

@@ -116,7 +116,7 @@ def _sweep_spec_yaml(client: MlflowClient, run_id: str) -> dict:
 def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOutcome:
     """Select, retrain, ensemble, evaluate, register and predict; see the module docstring. Members are
     retrained from scratch and continue from their checkpoints when run again with the same ``workdir``."""
-    from hpo_cls.tracking import MlflowWriter, end_run_op, find_or_create_experiment
+    from hpo_cls.tracking import MlflowWriter, end_run_op
 
     say = functools.partial(_say, out)
     client = MlflowClient(options.tracking_uri)
@@ -146,11 +146,10 @@ def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOut
         warn("--train-on-val: members also train on val/, so the validation numbers below are NOT held out")
 
     promote_id = f"{sweep.sweep_id}-promote-{time.strftime('%Y%m%d-%H%M%S')}"
-    writer = MlflowWriter(options.tracking_uri)
-    experiment_id = find_or_create_experiment(writer.client, options.experiment)
+    writer = MlflowWriter(options.tracking_uri, options.experiment)
     common_tags = {SWEEP_ID_TAG: sweep.sweep_id, SWEEP_NAME_TAG: sweep.name,
                    HELD_OUT_TAG: str(not options.train_on_val).lower()}
-    writer.open_run("promote", experiment_id, {PROMOTE_ID_TAG: promote_id, ROLE_TAG: "promote"}, run_name=promote_id,
+    writer.open_run("promote", {PROMOTE_ID_TAG: promote_id, ROLE_TAG: "promote"}, run_name=promote_id,
                     tags={**common_tags, "hpo_cls.sweep_run_id": sweep.run_id},
                     params={"top": options.top, "epochs": epochs, "seeds": options.seeds, "tta": options.tta,
                             "weighted": options.weighted, "train_on_val": options.train_on_val,
@@ -158,7 +157,7 @@ def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOut
                             "data_root": str(root), "image_size": data_cfg.image_size, "workdir": str(workdir),
                             "source_run_ids": ",".join(c.run_id for c in selected)})
     for p in plans:
-        writer.open_run(p.key, experiment_id, {PROMOTE_ID_TAG: promote_id, MEMBER_TAG: p.key},
+        writer.open_run(p.key, {PROMOTE_ID_TAG: promote_id, MEMBER_TAG: p.key},
                         run_name=f"{promote_id}/{p.key}",
                         tags={**common_tags, ROLE_TAG: "promote_member", SOURCE_RUN_TAG: p.source.run_id,
                               TRIAL_ID_TAG: p.source.trial_id},

@@ -217,6 +217,8 @@ def _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interva
         sweep_name=spec.name,
         fixed=spec.fixed,
         epochs=spec.budget.epochs,
+        metric=spec.metric,
+        mode=spec.mode,
         parent_tags={
             "hpo_cls.spec_file": str(spec.source or ""),
             "hpo_cls.git_commit": (_git_commit(spec.source.parent) if spec.source else None) or "none",
@@ -283,12 +285,11 @@ def _versions() -> dict[str, str]:
 def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results) -> SweepOutcome:
     """Log each trial's best checkpoint and final status, and the parent run's summary. Idempotent, so
     a resumed sweep can run it again over trials that ended before the interruption."""
-    from hpo_cls.tracking import MlflowWriter, find_or_create_experiment, open_sweep_run, open_trial_run, warn
-    from hpo_cls.tune_callbacks import trial_status
+    from hpo_cls.tracking import MlflowWriter, open_sweep_run, open_trial_run, warn
+    from hpo_cls.tune_callbacks import finalize_trial_op, trial_status
 
-    writer = MlflowWriter(spec.tracking.uri)
-    experiment_id = find_or_create_experiment(writer.client, spec.tracking.experiment)
-    open_sweep_run(writer, experiment_id, sweep_id)
+    writer = MlflowWriter(spec.tracking.uri, spec.tracking.experiment)
+    open_sweep_run(writer, sweep_id)
     trials: list[TrialOutcome] = []
     for result in results:
         trial_id = _trial_id(result)
@@ -301,9 +302,9 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         if result.error is not None:
             reason = (str(result.error).strip().splitlines() or ["error"])[-1]
         config = flatten_trial_config(trial_config_from_dict(_sampled(result.config), base=spec.fixed))
-        open_trial_run(writer, experiment_id, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs})
+        open_trial_run(writer, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs})
         best_dir = _best_checkpoint_dir(result, spec)
-        writer.call(trial_id, _finalize_trial_op(status, reason, best_dir))
+        writer.call(trial_id, finalize_trial_op(status, reason, best_dir))
         if status == "failed":
             best = None
         trials.append(TrialOutcome(trial_id, status, int((result.metrics or {}).get("epoch", 0)), best,
@@ -370,45 +371,10 @@ def _best_checkpoint_dir(result, spec: SweepSpec) -> str | None:
     return checkpoint.path
 
 
-def _finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None):
-    from mlflow.entities import RunTag
-
-    from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, model_bundle, save_checkpoint
-    from hpo_cls.reports import confusion_matrix_figure, per_class_frame
-    from hpo_cls.tracking import ERROR_TAG, STATUS_TAG
-
-    def op(client, run_id):
-        tags = client.get_run(run_id).data.tags
-        if tags.get("hpo_cls.finalized") == "1":
-            return
-        if checkpoint_dir and Path(checkpoint_dir).is_dir():
-            with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir)), Path(tmp, MODEL_FILE))
-                evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
-                if evaluation_file.is_file():
-                    shutil.copy(evaluation_file, tmp)
-                client.log_artifacts(run_id, tmp, "checkpoint")
-            if status == "completed" and evaluation_file.is_file():
-                evaluation = json.loads(evaluation_file.read_text())
-                with tempfile.TemporaryDirectory() as tmp:
-                    per_class_frame(evaluation["per_class"]).to_csv(Path(tmp, "per_class_report.csv"), index=False)
-                    names = [row["class"] for row in evaluation["per_class"]]
-                    figure = confusion_matrix_figure(evaluation["confusion"], names)
-                    figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
-                    client.log_artifacts(run_id, tmp, "evaluation")
-        new_tags = [RunTag(STATUS_TAG, status), RunTag("hpo_cls.finalized", "1")]
-        if reason:
-            new_tags.append(RunTag(ERROR_TAG, reason[:4000]))
-        client.log_batch(run_id, tags=new_tags)
-        client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
-
-    return op
-
-
 def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: str) -> None:
-    import matplotlib.pyplot as plt
+    from hpo_cls.reports import optuna_plots  # first: it selects matplotlib's headless backend
 
-    from hpo_cls.reports import optuna_plots
+    import matplotlib.pyplot as plt  # noqa: I001
 
     for name, figure in optuna_plots(spec, trials).items():
         figure.savefig(Path(directory, name), dpi=110, bbox_inches="tight")

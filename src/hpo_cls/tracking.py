@@ -98,15 +98,27 @@ class _Op:
 class MlflowWriter:
     """Ordered, retrying, batching MLflow writer on a background thread.
 
-    Runs are addressed by a key (``"parent"`` or a trial id); ``open_run`` binds a key to a run that is
-    found by tags or created, so later ops for that key need no run id from the caller.
+    Runs are addressed by a key (``"parent"`` or a trial id); ``open_run`` binds a key to a run of
+    ``experiment`` that is found by tags or created, so later ops for that key need no run id from the
+    caller. The experiment is looked up (or created: a new SQLite store first builds its tables, ~1 s)
+    on the writer thread at the first write, so a sweep's trials start meanwhile.
     """
 
-    def __init__(self, tracking_uri: str, retry_for_s: float = 600.0, warn: Callable[[str], None] = warn):
+    @property
+    def experiment_id(self) -> str:
+        """Resolved on first use; only the writer thread uses it."""
+        if self._experiment_id is None:
+            self._experiment_id = find_or_create_experiment(self.client, self.experiment)
+        return self._experiment_id
+
+    def __init__(self, tracking_uri: str, experiment: str, retry_for_s: float = 600.0,
+                 warn: Callable[[str], None] = warn):
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
+        self.experiment = experiment
+        self._experiment_id: str | None = None
         self.retry_for_s = retry_for_s
         self.warn = warn
         self.run_ids: dict[str, str] = {}
@@ -119,7 +131,7 @@ class MlflowWriter:
 
     # -- API used by the driver (non-blocking) -------------------------------------------------
 
-    def open_run(self, key: str, experiment_id: str, identity: dict[str, str], run_name: str, *,
+    def open_run(self, key: str, identity: dict[str, str], run_name: str, *,
                  tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
                  parent_key: str | None = None, step_metric: str = "val_acc") -> None:
         """Bind ``key`` to the run carrying the ``identity`` tags, creating it (nested under the run of
@@ -129,12 +141,12 @@ class MlflowWriter:
         def op(client: MlflowClient, _run_id: str | None) -> None:
             from mlflow.entities import Param
 
-            run_id = find_run(client, experiment_id, identity)
+            run_id = find_run(client, self.experiment_id, identity)
             if run_id is None:
                 all_tags = {**identity, **(tags or {})}
                 if parent_key is not None:
                     all_tags[PARENT_TAG] = self.run_ids[parent_key]
-                run_id = client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+                run_id = client.create_run(self.experiment_id, run_name=run_name, tags=all_tags).info.run_id
                 items = [Param(k, param_value(v)) for k, v in (params or {}).items()]
                 for i in range(0, len(items), 100):
                     client.log_batch(run_id, params=items[i : i + 100])
@@ -230,15 +242,14 @@ class MlflowWriter:
                 delay = min(delay * 2, 10.0)
 
 
-def open_sweep_run(writer: MlflowWriter, experiment_id: str, sweep_id: str, **kwargs) -> None:
+def open_sweep_run(writer: MlflowWriter, sweep_id: str, **kwargs) -> None:
     """Bind the writer key ``"parent"`` to the sweep's parent run (found again by its sweep id)."""
-    writer.open_run("parent", experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id, **kwargs)
+    writer.open_run("parent", {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id, **kwargs)
 
 
-def open_trial_run(writer: MlflowWriter, experiment_id: str, sweep_id: str, trial_id: str,
-                   params: dict[str, Any]) -> None:
+def open_trial_run(writer: MlflowWriter, sweep_id: str, trial_id: str, params: dict[str, Any]) -> None:
     """Bind the writer key ``trial_id`` to the trial's run, nested under the sweep's parent run."""
-    writer.open_run(trial_id, experiment_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id},
+    writer.open_run(trial_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id},
                     run_name=f"{sweep_id}/{trial_id}", tags={ROLE_TAG: "trial"}, params=params, parent_key="parent")
 
 

@@ -6,8 +6,13 @@ until ``setup`` (a resumed sweep gets them back and calls ``setup`` again).
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -19,13 +24,13 @@ from hpo_cls.tracking import (
     SWEEP_NAME_TAG,
     MlflowWriter,
     end_run_op,
-    find_or_create_experiment,
     open_sweep_run,
     open_trial_run,
 )
 
-__all__ = ["SweepTracker", "ProgressTable", "trial_status", "METRIC_KEYS"]
+__all__ = ["SweepTracker", "ProgressTable", "trial_status", "finalize_trial_op", "METRIC_KEYS"]
 
+FINALIZED_TAG = "hpo_cls.finalized"
 METRIC_KEYS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s", "best_val_acc",
 )
@@ -42,6 +47,46 @@ def trial_status(last_result: dict | None, epochs: int, errored: bool) -> tuple[
     return "completed", None
 
 
+def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None,
+                      extra_tags: dict[str, str] | None = None):
+    """An :meth:`MlflowWriter.call` op that closes a trial's run with its status and logs its best
+    checkpoint (as a model bundle, for ``promote``), confusion matrix and per-class report. Idempotent:
+    a run already finalized is left alone."""
+    from mlflow.entities import RunTag
+
+    from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, model_bundle, save_checkpoint
+    from hpo_cls.reports import confusion_matrix_figure, per_class_frame
+    from hpo_cls.tracking import ERROR_TAG, STATUS_TAG
+
+    def op(client, run_id):
+        tags = client.get_run(run_id).data.tags
+        if tags.get(FINALIZED_TAG) == "1":
+            return
+        if checkpoint_dir and Path(checkpoint_dir).is_dir():
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir)), Path(tmp, MODEL_FILE))
+                evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
+                if evaluation_file.is_file():
+                    shutil.copy(evaluation_file, tmp)
+                client.log_artifacts(run_id, tmp, "checkpoint")
+            if status == "completed" and evaluation_file.is_file():
+                evaluation = json.loads(evaluation_file.read_text())
+                with tempfile.TemporaryDirectory() as tmp:
+                    per_class_frame(evaluation["per_class"]).to_csv(Path(tmp, "per_class_report.csv"), index=False)
+                    names = [row["class"] for row in evaluation["per_class"]]
+                    figure = confusion_matrix_figure(evaluation["confusion"], names)
+                    figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
+                    client.log_artifacts(run_id, tmp, "evaluation")
+        new_tags = [RunTag(STATUS_TAG, status), RunTag(FINALIZED_TAG, "1")]
+        new_tags += [RunTag(k, v) for k, v in (extra_tags or {}).items()]
+        if reason:
+            new_tags.append(RunTag(ERROR_TAG, reason[:4000]))
+        client.log_batch(run_id, tags=new_tags)
+        client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+
+    return op
+
+
 def _error_text(trial) -> str:
     try:
         with open(trial.error_file) as f:
@@ -55,15 +100,16 @@ class SweepTracker(tune.Callback):
     """One MLflow parent run per sweep and one nested child run per trial, written asynchronously."""
 
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, sweep_name: str, fixed: TrialConfig,
-                 epochs: int, parent_tags: dict[str, str], parent_params: dict[str, Any]):
+                 epochs: int, metric: str, mode: str, parent_tags: dict[str, str], parent_params: dict[str, Any]):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.sweep_id, self.sweep_name = sweep_id, sweep_name
         self.fixed, self.epochs = fixed, epochs
+        self.metric, self.mode = metric, mode
         self.parent_tags, self.parent_params = parent_tags, parent_params
         self.writer: MlflowWriter | None = None
         self._opened: set[str] = set()
         self._nodes: dict[str, str] = {}  # trial id -> Ray node id it last ran on
-        self.experiment_id: str | None = None
+        self._best: dict[str, tuple[float, str]] = {}  # trial id -> (score, path) of its best checkpoint
 
     def __getstate__(self):
         # The writer (a thread) is made again by setup() when a resumed sweep restores this callback.
@@ -76,9 +122,8 @@ class SweepTracker(tune.Callback):
         """Connect and open (or reopen) the parent run; idempotent."""
         if self.writer is not None:
             return
-        self.writer = MlflowWriter(self.tracking_uri)
-        self.experiment_id = find_or_create_experiment(self.writer.client, self.experiment)
-        open_sweep_run(self.writer, self.experiment_id, self.sweep_id,
+        self.writer = MlflowWriter(self.tracking_uri, self.experiment)
+        open_sweep_run(self.writer, self.sweep_id,
                        tags={SWEEP_NAME_TAG: self.sweep_name, **self.parent_tags}, params=self.parent_params)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -89,7 +134,7 @@ class SweepTracker(tune.Callback):
             return
         self._opened.add(trial.trial_id)
         params = flatten_trial_config(trial_config_from_dict(trial.config, base=self.fixed))
-        open_trial_run(self.writer, self.experiment_id, self.sweep_id, trial.trial_id,
+        open_trial_run(self.writer, self.sweep_id, trial.trial_id,
                        {**params, "epochs_budget": self.epochs})
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -101,6 +146,15 @@ class SweepTracker(tune.Callback):
             self._nodes[trial.trial_id] = node
             self.writer.call(trial.trial_id, lambda client, run_id: client.set_tag(run_id, NODE_TAG, node))
 
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # Tune has just processed the result this checkpoint belongs to.
+        score = (trial.last_result or {}).get(self.metric)
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            return
+        best = self._best.get(trial.trial_id)
+        if best is None or (score > best[0] if self.mode == "max" else score < best[0]):
+            self._best[trial.trial_id] = (float(score), checkpoint.path)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         status, reason = trial_status(trial.last_result, self.epochs, errored=False)
         self._end_child(trial, status, reason)
@@ -110,8 +164,14 @@ class SweepTracker(tune.Callback):
 
     def _end_child(self, trial, status: str, reason: str | None) -> None:
         self._open_child(trial)
-        epochs_run = int((trial.last_result or {}).get("epoch", 0))
-        self.writer.call(trial.trial_id, end_run_op(status, reason, {"hpo_cls.epochs_run": str(epochs_run)}))
+        tags = {"hpo_cls.epochs_run": str(int((trial.last_result or {}).get("epoch", 0)))}
+        best = self._best.get(trial.trial_id)
+        if best is not None and Path(best[1]).is_dir():
+            # Its checkpoint and reports reach MLflow now, while other trials train, not all at the end.
+            # Tune keeps a trial's best checkpoint (num_to_keep ranks them by the same metric).
+            self.writer.call(trial.trial_id, finalize_trial_op(status, reason, best[1], tags))
+        else:  # the sweep's summary logs whatever checkpoint Tune reports for it
+            self.writer.call(trial.trial_id, end_run_op(status, reason, tags))
 
     def on_experiment_end(self, trials, **info) -> None:
         self.writer.flush()
@@ -139,6 +199,15 @@ class ProgressTable(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._dirty = True
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # Tune has just processed the result this checkpoint belongs to.
+        score = (trial.last_result or {}).get(self.metric)
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            return
+        best = self._best.get(trial.trial_id)
+        if best is None or (score > best[0] if self.mode == "max" else score < best[0]):
+            self._best[trial.trial_id] = (float(score), checkpoint.path)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         status, reason = trial_status(trial.last_result, self.epochs, errored=False)
