@@ -4,16 +4,21 @@
     python bench/overhead.py --trial-seconds 3    # short trials: fixed costs dominate
 
 (a) each configuration is trained in this process by the engine (one CPU thread, as a Ray trial with
-cpu: 1 gets), timing the whole trial (model, data, epochs), half of them before (b) and half after; (b) the same configurations run through
-`hpo-cls sweep` (grid over them, FIFO, `max_concurrent` = slots, MLflow on) and the whole command is timed,
-from process start to exit. Prints ``overhead = sweep_wall / (sum_compute / slots)`` (target ≤ 1.05 for
-30-s trials, ≤ 1.25 for 3-s trials).
+cpu: 1 gets), timing the whole trial (model, data, epochs); half of them run before (b), half after.
+(b) the same configurations run through `hpo-cls sweep` (grid over them, FIFO, `max_concurrent` = slots,
+MLflow on), and the whole command is timed from process start to exit.
+
+Prints ``overhead = sweep_wall / (sum_compute / slots)`` (target ≤ 1.05 for 30-s trials, ≤ 1.25 for
+3-s trials) and, to read it by: ``in_trial_ratio`` (trials slower inside the sweep), ``outside_trials_s``
+(time with no trial running) and ``contention`` (epoch time of `slots` plain trainings at once over one
+alone, no orchestrator: what sharing the machine costs trials anyway, and part of ``in_trial_ratio``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -49,6 +54,31 @@ def probe_seconds(data: DataConfig, cfg: TrialConfig) -> tuple[float, float]:
     start = time.perf_counter()
     run.run_epoch()
     return setup, time.perf_counter() - start
+
+
+def epoch_seconds_side_by_side(data: DataConfig, cfg: TrialConfig, processes: int) -> float:
+    """Mean epoch time of ``processes`` plain-PyTorch trainings running at once, one thread each, no
+    orchestrator: what trials sharing the machine cost each other (memory bandwidth, caches, SMT)."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_timed_epochs, args=(data, cfg, barrier, results)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    times = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return statistics.mean(times)
+
+
+def _timed_epochs(data: DataConfig, cfg: TrialConfig, barrier, results) -> None:
+    torch.set_num_threads(1)
+    run = TrainingRun(data, cfg, 3)
+    run.run_epoch()  # warm-up
+    barrier.wait()
+    start = time.perf_counter()
+    run.run_epoch()
+    run.run_epoch()
+    results.put((time.perf_counter() - start) / 2)
 
 
 def main() -> None:
@@ -92,13 +122,15 @@ def main() -> None:
         in_sweep = trial_seconds_in_sweep(Path(tmp))
     compute += [train_in_process(data, cfg, epochs) for cfg in after]
     ideal = sum(compute) / args.slots
+    contention = epoch_seconds_side_by_side(data, configs[0], args.slots) / epoch_seconds_side_by_side(data, configs[0], 1)
     # Split the gap: trials running slower inside the sweep (checkpoints, reporting, contention) vs
     # time when no trial runs (start-up, wrap-up, gaps between trials).
     in_trial_ratio = statistics.mean(in_sweep) / statistics.mean(compute)
     outside_trials = sweep_wall - sum(in_sweep) / args.slots
     print(f"trials={args.trials} slots={args.slots} epochs={epochs} trial_compute_s={statistics_line(compute)} "
           f"trial_in_sweep_s={statistics_line(in_sweep)} in_trial_ratio={in_trial_ratio:.3f} "
-          f"outside_trials_s={outside_trials:.1f} ideal_s={ideal:.1f} sweep_wall_s={sweep_wall:.1f} "
+          f"outside_trials_s={outside_trials:.1f} contention={contention:.3f} ideal_s={ideal:.1f} "
+          f"sweep_wall_s={sweep_wall:.1f} "
           f"overhead={sweep_wall / ideal:.3f}")
 
 
