@@ -92,14 +92,18 @@ def test_malformed_spec_gets_one_clear_line(tmp_path, data_root, capsys, text, e
     assert "Traceback" not in err
 
 
-def test_unreachable_tracking_uri_is_one_line(tmp_path, data_root, capsys):
+@pytest.mark.parametrize("uri, expected", [
+    ("http://127.0.0.1:{port}", "tracking.uri: cannot reach an MLflow server"),
+    ("sqlite:///{tmp}/no/such/folder/mlflow.db", "does not exist"),
+])
+def test_unusable_tracking_uri_is_one_line(tmp_path, data_root, capsys, uri, expected):
     spec = tmp_path / "spec.yaml"
     spec.write_text(GOOD.replace("DATA", str(data_root)))
-    code = main(["sweep", str(spec), "--tracking-uri", f"http://127.0.0.1:{_unused_port()}"])
+    code = main(["sweep", str(spec), "--tracking-uri", uri.format(port=_unused_port(), tmp=tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
     assert [line for line in err.splitlines() if line.strip()] == [line for line in err.splitlines() if "error:" in line]
-    assert "tracking.uri: cannot reach an MLflow server" in err
+    assert expected in err
     import ray
 
     assert not ray.is_initialized()  # the Ray started alongside the checks is released again

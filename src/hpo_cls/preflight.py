@@ -82,12 +82,21 @@ def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_er
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
-    """A problem line if an MLflow server at an http(s) URI does not answer its health check."""
+    """A problem line if an MLflow server at an http(s) URI does not answer its health check, or if a
+    SQLite store cannot be created where its URI points (the store itself is opened in the background)."""
+    import os
     import urllib.error
     import urllib.request
 
     from hpo_cls.tracking import redact_uri
 
+    if uri.startswith("sqlite:///"):
+        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):])) or "."
+        if not os.path.isdir(folder):
+            return f"tracking.uri: {uri}: folder {folder} does not exist"
+        if not os.access(folder, os.W_OK):
+            return f"tracking.uri: {uri}: folder {folder} is not writable"
+        return None
     if not uri.startswith(("http://", "https://")):
         return None
     try:

@@ -100,9 +100,18 @@ class MlflowWriter:
 
     Runs are addressed by a key (``"parent"`` or a trial id); ``open_run`` binds a key to a run of
     ``experiment`` that is found by tags or created, so later ops for that key need no run id from the
-    caller. The experiment is looked up (or created: a new SQLite store first builds its tables, ~1 s)
-    on the writer thread at the first write, so a sweep's trials start meanwhile.
+    caller. The client and the experiment are made on the writer thread at the first write (a new SQLite
+    store first builds its tables, 1-2 s), so a sweep's trials start meanwhile.
     """
+
+    @property
+    def client(self) -> MlflowClient:
+        """Made on first use; only the writer thread uses it."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
 
     @property
     def experiment_id(self) -> str:
@@ -113,11 +122,9 @@ class MlflowWriter:
 
     def __init__(self, tracking_uri: str, experiment: str, retry_for_s: float = 600.0,
                  warn: Callable[[str], None] = warn):
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
         self.experiment = experiment
+        self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
         self.retry_for_s = retry_for_s
         self.warn = warn
