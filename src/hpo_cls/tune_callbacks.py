@@ -200,15 +200,6 @@ class ProgressTable(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._dirty = True
 
-    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
-        # Tune has just processed the result this checkpoint belongs to.
-        score = (trial.last_result or {}).get(self.metric)
-        if not isinstance(score, (int, float)) or not math.isfinite(score):
-            return
-        best = self._best.get(trial.trial_id)
-        if best is None or (score > best[0] if self.mode == "max" else score < best[0]):
-            self._best[trial.trial_id] = (float(score), checkpoint.path)
-
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         status, reason = trial_status(trial.last_result, self.epochs, errored=False)
         self._line(trial, status + (f" ({reason})" if reason else ""))
