@@ -50,6 +50,7 @@ def test_quickstart_sweep_records_every_trial_in_mlflow(tmp_path):
         assert steps == list(range(1, epochs_run + 1)), "one val_acc point per epoch run"
         status = run.data.tags["hpo_cls.status"]
         statuses.append((status, epochs_run))
+        assert run.info.status == ("FAILED" if status == "failed" else "FINISHED")
         if status != "failed":
             assert any(a.path == "checkpoint" for a in client.list_artifacts(run.info.run_id))
         if status == "completed":

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, save_checkpoint
 from hpo_cls.config import TrialConfig
 from hpo_cls.engine import per_class_report
-from hpo_cls.tune_callbacks import SweepTracker
+from hpo_cls.tracking import MlflowWriter, open_sweep_run, open_trial_run
+from hpo_cls.tune_callbacks import SweepTracker, finalize_trial_op
 
 CLASSES = ["cat", "dog"]
 
@@ -68,3 +69,30 @@ def test_a_trial_without_a_checkpoint_is_closed_for_the_summary_to_finish(tmp_pa
     run = MlflowClient(tracker.tracking_uri).get_run(tracker.writer.run_ids["t1"])
     assert run.data.tags["hpo_cls.status"] == "early_stopped"
     assert "hpo_cls.finalized" not in run.data.tags  # the sweep's summary still logs what Tune kept
+
+
+def test_the_sweep_summary_leaves_a_finalized_run_finished(tmp_path):
+    """The summary binds every trial's run again to finalize what is left; runs done at trial end stay done."""
+    tracker = tracker_for(tmp_path, "max")
+    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
+    report_epochs(tracker, trial, tmp_path, [0.3, 0.5, 0.4])
+    tracker.on_trial_complete(0, [], trial)
+    tracker.writer.close()
+
+    summary = MlflowWriter(tracker.tracking_uri, tracker.experiment)
+    open_sweep_run(summary, "s-1")
+    open_trial_run(summary, "s-1", "t1", {}, resume=False)
+    summary.call("t1", finalize_trial_op("completed", None, None))
+    summary.close()
+    run = MlflowClient(tracker.tracking_uri).get_run(tracker.writer.run_ids["t1"])
+    assert run.info.status == "FINISHED" and run.data.tags["hpo_cls.finalized"] == "1"
+    assert {a.path for a in MlflowClient(tracker.tracking_uri).list_artifacts(run.info.run_id)} == {
+        "checkpoint", "evaluation"}
+
+    # A trial that runs again (a resumed sweep retrying it) reopens its run, to be finalized anew.
+    resumed = MlflowWriter(tracker.tracking_uri, tracker.experiment)
+    open_sweep_run(resumed, "s-1")
+    open_trial_run(resumed, "s-1", "t1", {})
+    resumed.close()
+    run = MlflowClient(tracker.tracking_uri).get_run(run.info.run_id)
+    assert run.info.status == "RUNNING" and "hpo_cls.finalized" not in run.data.tags

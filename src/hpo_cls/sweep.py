@@ -301,7 +301,8 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         if result.error is not None:
             reason = (str(result.error).strip().splitlines() or ["error"])[-1]
         config = flatten_trial_config(trial_config_from_dict(_sampled(result.config), base=spec.fixed))
-        open_trial_run(writer, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs})
+        # Bound only: a run finalized when its trial ended keeps its state; the op below skips it.
+        open_trial_run(writer, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs}, resume=False)
         best_dir = _best_checkpoint_dir(result, spec)
         writer.call(trial_id, finalize_trial_op(status, reason, best_dir))
         if status == "failed":

@@ -45,6 +45,7 @@ SWEEP_NAME_TAG = "hpo_cls.sweep"
 TRIAL_ID_TAG = "hpo_cls.trial_id"
 STATUS_TAG = "hpo_cls.status"
 ERROR_TAG = "hpo_cls.error"
+FINALIZED_TAG = "hpo_cls.finalized"  # the run's checkpoint and reports are logged, its status final
 ROLE_TAG = "hpo_cls.role"
 NODE_TAG = "hpo_cls.node_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -140,10 +141,11 @@ class MlflowWriter:
 
     def open_run(self, key: str, identity: dict[str, str], run_name: str, *,
                  tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
-                 parent_key: str | None = None, step_metric: str = "val_acc") -> None:
+                 parent_key: str | None = None, step_metric: str = "val_acc", resume: bool = True) -> None:
         """Bind ``key`` to the run carrying the ``identity`` tags, creating it (nested under the run of
-        ``parent_key``, with ``tags`` and ``params``) if none exists yet. Metric steps up to the last one
-        of ``step_metric`` already in a found run are not logged again."""
+        ``parent_key``, with ``tags`` and ``params``) if none exists yet. With ``resume`` a found run is
+        running again (and no longer finalized), and metric steps up to the last one of ``step_metric``
+        already in it are not logged again; without, it is only bound, its state left as it is."""
 
         def op(client: MlflowClient, _run_id: str | None) -> None:
             from mlflow.entities import Param
@@ -157,8 +159,10 @@ class MlflowWriter:
                 items = [Param(k, param_value(v)) for k, v in (params or {}).items()]
                 for i in range(0, len(items), 100):
                     client.log_batch(run_id, params=items[i : i + 100])
-            else:
+            elif resume:
                 client.update_run(run_id, status="RUNNING")
+                if FINALIZED_TAG in client.get_run(run_id).data.tags:  # e.g. a failed trial retried on resume
+                    client.delete_tag(run_id, FINALIZED_TAG)
                 # A resumed trial may report epochs again that were logged before the interruption.
                 self.logged_steps[key] = max((m.step for m in client.get_metric_history(run_id, step_metric)),
                                              default=-1)
@@ -254,10 +258,11 @@ def open_sweep_run(writer: MlflowWriter, sweep_id: str, **kwargs) -> None:
     writer.open_run("parent", {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id, **kwargs)
 
 
-def open_trial_run(writer: MlflowWriter, sweep_id: str, trial_id: str, params: dict[str, Any]) -> None:
+def open_trial_run(writer: MlflowWriter, sweep_id: str, trial_id: str, params: dict[str, Any],
+                   resume: bool = True) -> None:
     """Bind the writer key ``trial_id`` to the trial's run, nested under the sweep's parent run."""
-    writer.open_run(trial_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id},
-                    run_name=f"{sweep_id}/{trial_id}", tags={ROLE_TAG: "trial"}, params=params, parent_key="parent")
+    writer.open_run(trial_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id}, run_name=f"{sweep_id}/{trial_id}",
+                    tags={ROLE_TAG: "trial"}, params=params, parent_key="parent", resume=resume)
 
 
 def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str] | None = None):

@@ -20,6 +20,7 @@ from ray import tune
 from hpo_cls.config import TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.reports import format_cell, format_table
 from hpo_cls.tracking import (
+    FINALIZED_TAG,
     NODE_TAG,
     SWEEP_NAME_TAG,
     MlflowWriter,
@@ -30,7 +31,6 @@ from hpo_cls.tracking import (
 
 __all__ = ["SweepTracker", "ProgressTable", "trial_status", "finalize_trial_op", "METRIC_KEYS"]
 
-FINALIZED_TAG = "hpo_cls.finalized"
 METRIC_KEYS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s", "best_val_acc",
 )
