@@ -249,10 +249,9 @@ def cmd_sweep(args) -> int:
 
 
 def _preflight_and_imports(spec):
-    """The pre-flight checks, then the modules the sweep needs before its trials start. (The MLflow
-    experiment is opened by the sweep's writer thread while the first trials start.)"""
+    """The pre-flight checks, then the modules the sweep needs before its trials start. (mlflow is
+    imported, and the store opened, by the sweep's writer thread while the first trials start.)"""
     result = _preflight(spec, check_tracking=True)
-    import mlflow.tracking  # noqa: F401
     import ray.tune  # noqa: F401
 
     import hpo_cls.sweep  # noqa: F401

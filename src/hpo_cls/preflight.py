@@ -91,7 +91,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
     from hpo_cls.tracking import redact_uri
 
     if uri.startswith("sqlite:///"):
-        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):])) or "."
+        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
         if not os.path.isdir(folder):
             return f"tracking.uri: {uri}: folder {folder} does not exist"
         if not os.access(folder, os.W_OK):

@@ -105,22 +105,6 @@ class MlflowWriter:
     store first builds its tables, 1-2 s), so a sweep's trials start meanwhile.
     """
 
-    @property
-    def client(self) -> MlflowClient:
-        """Made on first use; only the writer thread uses it."""
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
-
-    @property
-    def experiment_id(self) -> str:
-        """Resolved on first use; only the writer thread uses it."""
-        if self._experiment_id is None:
-            self._experiment_id = find_or_create_experiment(self.client, self.experiment)
-        return self._experiment_id
-
     def __init__(self, tracking_uri: str, experiment: str, retry_for_s: float = 600.0,
                  warn: Callable[[str], None] = warn):
         self.tracking_uri = tracking_uri
@@ -136,6 +120,22 @@ class MlflowWriter:
         self._lookahead: deque[_Op | None] = deque()  # taken off the queue while batching, not yet run
         self._thread = threading.Thread(target=self._work, name="mlflow-writer", daemon=True)
         self._thread.start()
+
+    @property
+    def client(self) -> MlflowClient:
+        """Made on first use; only the writer thread uses it."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        """Resolved on first use; only the writer thread uses it."""
+        if self._experiment_id is None:
+            self._experiment_id = find_or_create_experiment(self.client, self.experiment)
+        return self._experiment_id
 
     # -- API used by the driver (non-blocking) -------------------------------------------------
 
