@@ -7,11 +7,15 @@
 cpu: 1 gets), timing the whole trial (model, data, epochs); half of them run before (b), half after.
 (b) the same configurations run through `hpo-cls sweep` (grid over them, FIFO, `max_concurrent` = slots,
 MLflow on), and the whole command is timed from process start to exit.
+(c) the same configurations run by ``bench/tune_floor.py``: a bare `tune.Tuner` script with none of
+hpo-cls around it (no checkpoints, MLflow, searcher or pre-flight), timed the same way.
 
 Prints ``overhead = sweep_wall / (sum_compute / slots)`` (target ≤ 1.05 for 30-s trials, ≤ 1.25 for
 3-s trials) and, to read it by: ``in_trial_ratio`` (trials slower inside the sweep), ``outside_trials_s``
 (time with no trial running) and ``contention`` (epoch time of `slots` plain trainings at once over one
-alone, no orchestrator: what sharing the machine costs trials anyway, and part of ``in_trial_ratio``).
+alone, no orchestrator: what sharing the machine costs trials anyway, and part of ``in_trial_ratio``), and
+``tune_floor`` (the wall time of (c) over the same ideal: what Ray Tune itself costs on this machine, the
+floor for any orchestrator built on it).
 """
 
 from __future__ import annotations
@@ -113,13 +117,13 @@ def main() -> None:
         }
         Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-        start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "hpo_cls.cli", "sweep", "spec.yaml"], cwd=tmp, env=env,
-                                capture_output=True, text=True)
-        sweep_wall = time.perf_counter() - start
-        if result.returncode != 0:
-            sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
+        sweep_wall = timed_command([sys.executable, "-m", "hpo_cls.cli", "sweep", "spec.yaml"], Path(tmp), env)
         in_sweep = trial_seconds_in_sweep(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        floor_wall = timed_command([sys.executable, str(REPO / "bench" / "tune_floor.py"), "--epochs", str(epochs),
+                                    "--lrs", ",".join(map(str, LRS[: args.trials])), "--slots", str(args.slots),
+                                    "--backbone", args.backbone], Path(tmp), env)
+        in_floor = trial_seconds_in_sweep(Path(tmp))
     compute += [train_in_process(data, cfg, epochs) for cfg in after]
     ideal = sum(compute) / args.slots
     contention = epoch_seconds_side_by_side(data, configs[0], args.slots) / epoch_seconds_side_by_side(data, configs[0], 1)
@@ -127,15 +131,28 @@ def main() -> None:
     # time when no trial runs (start-up, wrap-up, gaps between trials).
     in_trial_ratio = statistics.mean(in_sweep) / statistics.mean(compute)
     outside_trials = sweep_wall - sum(in_sweep) / args.slots
+    floor_in_trial_ratio = statistics.mean(in_floor) / statistics.mean(compute)
+    floor_outside_trials = floor_wall - sum(in_floor) / args.slots
     print(f"trials={args.trials} slots={args.slots} epochs={epochs} trial_compute_s={statistics_line(compute)} "
           f"trial_in_sweep_s={statistics_line(in_sweep)} in_trial_ratio={in_trial_ratio:.3f} "
           f"outside_trials_s={outside_trials:.1f} contention={contention:.3f} ideal_s={ideal:.1f} "
-          f"sweep_wall_s={sweep_wall:.1f} "
+          f"sweep_wall_s={sweep_wall:.1f} tune_floor_in_trial_ratio={floor_in_trial_ratio:.3f} "
+          f"tune_floor_outside_trials_s={floor_outside_trials:.1f} tune_floor={floor_wall / ideal:.3f} "
           f"overhead={sweep_wall / ideal:.3f}")
 
 
+def timed_command(command: list[str], workdir: Path, env: dict) -> float:
+    """Wall seconds of ``command`` from process start to exit; exits the bench if it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command[1:3])} failed:\n{result.stderr[-3000:]}")
+    return wall
+
+
 def trial_seconds_in_sweep(workdir: Path) -> list[float]:
-    """Each trial's own wall time in the sweep (Tune's time_total_s, setup included)."""
+    """Each trial's own wall time in a Tune run under ``workdir`` (time_total_s, setup included)."""
     totals = []
     for path in sorted(workdir.glob("ray_results/*/*/result.json")):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
