@@ -47,16 +47,50 @@ class RefusedAtOpen(UncachedFile):
         raise OSError(errno.EINVAL, "Invalid argument", str(path))
 
 
-class RefusedMidWrite(UncachedFile):
-    """Opens fine, then the filesystem rejects the first direct write (seen on some FUSE mounts)."""
+class SmallChunks(UncachedFile):
+    """Flushes every 8 KiB, so direct writes happen while torch.save is still serializing."""
 
-    def _write_staged(self, length):
-        raise OSError(errno.EINVAL, "Invalid argument")
+    def __init__(self, path, **kwargs):
+        super().__init__(path, chunk_bytes=8192)
 
 
-@pytest.mark.parametrize("writer", [RefusedAtOpen, RefusedMidWrite])
-def test_checkpoint_falls_back_to_buffered_writes(tmp_path, monkeypatch, writer):
-    monkeypatch.setattr(checkpoint, "UncachedFile", writer)
+class WritesFailWith:
+    """Stands in for the ``os`` module inside hpo_cls.checkpoint: every ``os.write`` fails with ``code``."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+    def write(self, fd, data):
+        raise OSError(self.code, os.strerror(self.code))
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+
+def test_checkpoint_falls_back_to_buffered_writes_when_refused_at_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "UncachedFile", RefusedAtOpen)
     path = save_checkpoint(STATE, tmp_path / "ckpt.pt")
     assert torch.equal(load_checkpoint(path)["model"]["w"], STATE["model"]["w"])
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+
+
+def test_checkpoint_falls_back_to_buffered_writes_when_refused_mid_save(tmp_path, monkeypatch):
+    """Some FUSE mounts open with O_DIRECT and then reject the writes."""
+    uncached_or_skip(tmp_path / "probe").close()
+    (tmp_path / "probe").unlink()
+    monkeypatch.setattr(checkpoint, "UncachedFile", SmallChunks)
+    monkeypatch.setattr(checkpoint, "os", WritesFailWith(errno.EINVAL))
+    path = save_checkpoint(STATE, tmp_path / "ckpt.pt")
+    assert torch.equal(load_checkpoint(path)["model"]["w"], STATE["model"]["w"])
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_a_full_disk_fails_the_save_with_its_os_error_and_leaves_nothing(tmp_path, monkeypatch):
+    uncached_or_skip(tmp_path / "probe").close()
+    (tmp_path / "probe").unlink()
+    monkeypatch.setattr(checkpoint, "UncachedFile", SmallChunks)
+    monkeypatch.setattr(checkpoint, "os", WritesFailWith(errno.ENOSPC))
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(STATE, tmp_path / "ckpt.pt")
+    assert raised.value.errno == errno.ENOSPC  # not torch's RuntimeError, not a BufferError from the mmap
+    assert list(tmp_path.iterdir()) == []

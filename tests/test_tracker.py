@@ -1,8 +1,11 @@
-"""The sweep's MLflow callback logs each trial's best checkpoint and reports as soon as the trial ends."""
+"""The sweep's MLflow callback logs each trial's best checkpoint and reports as soon as the trial ends; its
+writer retries failed writes for as long as the kind of store makes worth it."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, save_checkpoint
 from hpo_cls.config import TrialConfig
 from hpo_cls.engine import per_class_report
-from hpo_cls.tracking import MlflowWriter, open_sweep_run, open_trial_run
+from hpo_cls.tracking import MlflowWriter, default_retry_seconds, open_sweep_run, open_trial_run
 from hpo_cls.tune_callbacks import SweepTracker, finalize_trial_op
 
 CLASSES = ["cat", "dog"]
@@ -96,3 +99,26 @@ def test_the_sweep_summary_leaves_a_finalized_run_finished(tmp_path):
     resumed.close()
     run = MlflowClient(tracker.tracking_uri).get_run(run.info.run_id)
     assert run.info.status == "RUNNING" and "hpo_cls.finalized" not in run.data.tags
+
+
+@pytest.mark.parametrize("uri, seconds", [
+    ("sqlite:///mlflow.db", 30), ("file:///tmp/mlruns", 30), ("./mlruns", 30),
+    ("http://127.0.0.1:5000", 600), ("https://mlflow.example.org", 600), ("databricks", 600),
+    ("postgresql://db/mlflow", 600),
+])
+def test_writes_to_a_server_are_retried_longer_than_writes_to_a_local_store(uri, seconds):
+    assert default_retry_seconds(uri) == seconds
+
+
+def test_a_write_that_keeps_failing_is_given_up_with_a_warning_not_waited_for_forever(tmp_path):
+    warnings = []
+    writer = MlflowWriter(f"sqlite:///{tmp_path}/mlflow.db", "give-up", retry_for_s=1.0, warn=warnings.append)
+
+    def disk_full(client, run_id):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    writer.call(None, disk_full)
+    assert writer.flush(timeout=30), "the writer still retries a write it should have given up"
+    assert writer.failed_ops == 1
+    assert "No space left on device" in warnings[0] and "gave up" in warnings[-1]
+    writer.close()

@@ -29,6 +29,7 @@ __all__ = [
     "TRIAL_ID_TAG",
     "STATUS_TAG",
     "MlflowWriter",
+    "default_retry_seconds",
     "find_or_create_experiment",
     "find_run",
     "open_sweep_run",
@@ -96,6 +97,15 @@ class _Op:
     done: threading.Event | None = None
 
 
+def default_retry_seconds(tracking_uri: str) -> float:
+    """How long a failing write is retried: a tracking server may be restarting or briefly unreachable
+    (10 minutes); a local store that keeps failing (a full disk, a locked or read-only file) rarely
+    recovers by itself, and the end of a sweep waits for its writes (30 s)."""
+    scheme = tracking_uri.split("://", 1)[0].lower() if "://" in tracking_uri else ""
+    local = scheme in ("sqlite", "file") or (not scheme and not tracking_uri.startswith("databricks"))
+    return 30.0 if local else 600.0
+
+
 class MlflowWriter:
     """Ordered, retrying, batching MLflow writer on a background thread.
 
@@ -105,13 +115,13 @@ class MlflowWriter:
     store first builds its tables, 1-2 s), so a sweep's trials start meanwhile.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, retry_for_s: float = 600.0,
+    def __init__(self, tracking_uri: str, experiment: str, retry_for_s: float | None = None,
                  warn: Callable[[str], None] = warn):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
-        self.retry_for_s = retry_for_s
+        self.retry_for_s = default_retry_seconds(tracking_uri) if retry_for_s is None else retry_for_s
         self.warn = warn
         self.run_ids: dict[str, str] = {}
         self.logged_steps: dict[str, int] = {}  # run key -> highest metric step written
