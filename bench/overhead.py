@@ -118,12 +118,12 @@ def main() -> None:
         Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
         sweep_wall = timed_command([sys.executable, "-m", "hpo_cls.cli", "sweep", "spec.yaml"], Path(tmp), env)
-        in_sweep = trial_seconds_in_sweep(Path(tmp))
+        in_sweep = trial_seconds(Path(tmp))
     with tempfile.TemporaryDirectory() as tmp:
         floor_wall = timed_command([sys.executable, str(REPO / "bench" / "tune_floor.py"), "--epochs", str(epochs),
                                     "--lrs", ",".join(map(str, LRS[: args.trials])), "--slots", str(args.slots),
                                     "--backbone", args.backbone], Path(tmp), env)
-        in_floor = trial_seconds_in_sweep(Path(tmp))
+        in_floor = trial_seconds(Path(tmp))
     compute += [train_in_process(data, cfg, epochs) for cfg in after]
     ideal = sum(compute) / args.slots
     contention = epoch_seconds_side_by_side(data, configs[0], args.slots) / epoch_seconds_side_by_side(data, configs[0], 1)
@@ -151,7 +151,7 @@ def timed_command(command: list[str], workdir: Path, env: dict) -> float:
     return wall
 
 
-def trial_seconds_in_sweep(workdir: Path) -> list[float]:
+def trial_seconds(workdir: Path) -> list[float]:
     """Each trial's own wall time in a Tune run under ``workdir`` (time_total_s, setup included)."""
     totals = []
     for path in sorted(workdir.glob("ray_results/*/*/result.json")):

@@ -52,11 +52,10 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
     """An :meth:`MlflowWriter.call` op that closes a trial's run with its status and logs its best
     checkpoint (as a model bundle, for ``promote``), confusion matrix and per-class report. Idempotent:
     a run already finalized is left alone."""
-    from mlflow.entities import RunTag
-
     from hpo_cls.checkpoint import EVALUATION_FILE, MODEL_FILE, load_checkpoint, model_bundle, save_checkpoint
     from hpo_cls.reports import confusion_matrix_figure, per_class_frame
-    from hpo_cls.tracking import ERROR_TAG, STATUS_TAG
+
+    end_run = end_run_op(status, reason, {FINALIZED_TAG: "1", **(extra_tags or {})})
 
     def op(client, run_id):
         tags = client.get_run(run_id).data.tags
@@ -77,12 +76,7 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
                     figure = confusion_matrix_figure(evaluation["confusion"], names)
                     figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
                     client.log_artifacts(run_id, tmp, "evaluation")
-        new_tags = [RunTag(STATUS_TAG, status), RunTag(FINALIZED_TAG, "1")]
-        new_tags += [RunTag(k, v) for k, v in (extra_tags or {}).items()]
-        if reason:
-            new_tags.append(RunTag(ERROR_TAG, reason[:4000]))
-        client.log_batch(run_id, tags=new_tags)
-        client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+        end_run(client, run_id)
 
     return op
 
