@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from hpo_cls.config import DataConfig, TrialConfig
-from hpo_cls.training import TrainingRun
+from hpo_cls.spec import DataConfig, TrialConfig
+from hpo_cls.train.run import TrainingRun
 
 REPO = Path(__file__).resolve().parents[1]
 LRS = [0.02, 0.03, 0.05, 0.08, 0.1, 0.13, 0.16, 0.2]

@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hpo_cls.config import DataConfig, TrialConfig
-from hpo_cls.data import build_loaders
-from hpo_cls.engine import build_optimizer, resolve_precision, train_one_epoch, use_channels_last
-from hpo_cls.models import build_model
+from hpo_cls.data.loaders import build_loaders
+from hpo_cls.models.classifier import build_model
+from hpo_cls.spec import DataConfig, TrialConfig
+from hpo_cls.train.engine import resolve_precision, train_one_epoch, use_channels_last
+from hpo_cls.train.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ray import tune
 
-from hpo_cls.config import DataConfig, TrialConfig
-from hpo_cls.training import TrainingRun
+from hpo_cls.spec import DataConfig, TrialConfig
+from hpo_cls.train.run import TrainingRun
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -51,7 +51,7 @@ def tiny_spec(tmp_path, tiny_image_folder):
     return write
 
 
-# The fault-injection suite (tests/test_faults.py) reports its figures in pytest's closing summary.
+# The fault-injection suite (tests/sweep/test_faults.py) reports its figures in pytest's closing summary.
 _FAULT_LEDGER = {"trials": 0, "faults_injected": 0, "runs_lost": 0, "duplicates": 0}
 
 

@@ -1,6 +1,6 @@
 """The default Tune trainable: build from config, train epoch by epoch, report + checkpoint each epoch.
 
-Thin on purpose: everything it calls is plain torch code in ``hpo_cls.training``, shared with
+Thin on purpose: everything it calls is plain torch code in ``hpo_cls.train.run``, shared with
 ``hpo-cls train`` and ``hpo-cls promote``.
 """
 
@@ -18,11 +18,11 @@ import ray
 import torch
 from ray import tune
 
-from hpo_cls import checkpoint_links
-from hpo_cls.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
-from hpo_cls.config import trial_config_from_dict
-from hpo_cls.engine import NonFiniteLossError
-from hpo_cls.training import TrainingRun, TrialSetup
+from hpo_cls.errors import NonFiniteLossError
+from hpo_cls.spec import trial_config_from_dict
+from hpo_cls.sweep import ray_links
+from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
+from hpo_cls.train.run import TrainingRun, TrialSetup
 
 
 def trainable(config: dict, setup: TrialSetup) -> None:
@@ -30,7 +30,7 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     # if the interpreter finalizes while this thread still frees tensors, torch aborts the process.
     atexit.register(threading.current_thread().join, 30)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
-    checkpoint_links.install()  # per-epoch checkpoints reach a local experiment folder by hard link
+    ray_links.install()  # per-epoch checkpoints reach a local experiment folder by hard link
     cfg = trial_config_from_dict(config, base=setup.fixed)
     run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
     try:

@@ -12,8 +12,8 @@ import random
 
 from ray import tune
 
-from hpo_cls.config import TrialConfig, trial_config_from_dict
-from hpo_cls.training import TrialSetup
+from hpo_cls.spec import TrialConfig, trial_config_from_dict
+from hpo_cls.train.run import TrialSetup
 
 
 def ceiling(cfg: TrialConfig) -> float:

@@ -1,3 +1,3 @@
 """hpo-cls: hyperparameter sweeps for ResNet-family image classifiers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,4 +1,8 @@
-"""``hpo-cls`` command line: parse arguments and dispatch. Errors in user input exit 2 with one line each."""
+"""``hpo-cls`` command line: parse arguments and dispatch. Bad input exits 2 with one ``error:`` line each.
+
+The commands' work lives in the packages (``train.standalone``, ``sweep.tuner``, ``promote.pipeline``,
+``promote.predict``); this module only turns flags into calls and errors into lines.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,19 @@ import time
 from pathlib import Path
 
 from hpo_cls import __version__
-from hpo_cls.config import SpecError, load_spec
+from hpo_cls.errors import HpoClsError, SpecError
+from hpo_cls.spec import SweepSpec, load_spec
 
 EXIT_BAD_INPUT = 2
 
 
 class CommandError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+    """A user-facing error of the command line itself: printed as one line, exit status 2."""
+
+
+def flag(option: str) -> str:
+    """The command-line flag of a library option name: ``include_early_stopped`` -> ``--include-early-stopped``."""
+    return "--" + option.replace("_", "-")
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +35,9 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="override a spec value, e.g. --set budget.num_samples=4 (repeatable)")
 
 
-def _add_tracking_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's tracking.uri)")
+def _add_tracking_arg(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    help_text = f"MLflow tracking URI (default: {default or 'the spec' + chr(39) + 's tracking.uri'})"
+    parser.add_argument("--tracking-uri", default=default, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,19 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hpo-cls {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict):
+        add(commands)
+    return parser
 
+
+def _add_validate(commands) -> None:
     p = commands.add_parser("validate", help="check a spec, its data folder and model sizes without training",
                             description="Parse the spec, scan the data folder for unreadable images, count "
                                         "the parameters of every backbone choice, and print the search space.")
     _add_spec_args(p)
     p.add_argument("--no-scan", action="store_true", help="skip decoding every image (faster)")
 
+
+def _add_train(commands) -> None:
     p = commands.add_parser("train", help="train one configuration (the spec's fixed values) without Ray",
                             description="Train the spec's fixed configuration (plus --set) once, printing "
                                         "progress per epoch; writes checkpoint.pt and metrics.csv.")
     _add_spec_args(p)
     p.add_argument("--out", type=Path, help="output folder (default: runs/<name>-<time>)")
 
+
+def _add_sweep(commands) -> None:
     p = commands.add_parser("sweep", help="run a hyperparameter sweep with Ray Tune, Optuna and ASHA",
                             description="Run a sweep: Optuna proposes trials, ASHA stops weak ones, every "
                                         "trial is checkpointed each epoch and recorded in MLflow.")
@@ -58,11 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
 
+
+def _add_ui(commands) -> None:
     p = commands.add_parser("ui", help="open the MLflow UI on the sweep's tracking store (127.0.0.1)",
                             description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store.")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI (default: %(default)s)")
+    _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--port", type=int, default=5000)
 
+
+def _add_promote(commands) -> None:
+    # One flag per PromoteOptions field, in the same order; argparse's declarative list is long by nature.
     p = commands.add_parser("promote", help="retrain a sweep's top runs, ensemble, register and predict",
                             description="Pick the top runs of a sweep from MLflow, retrain each from scratch for "
                                         "the full budget as Ray tasks, ensemble them (mean softmax), evaluate, "
@@ -70,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, required=True, metavar="K", help="number of runs to promote")
     p.add_argument("--sweep", help="sweep id or spec name (newest sweep of that name); default: the newest sweep")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI (default: %(default)s)")
+    _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--epochs", type=int, help="epochs per retrain (default: the sweep's epoch budget)")
     p.add_argument("--seeds", type=int, default=1, metavar="S", help="members per run: seed, seed+1, ... (default: 1)")
     p.add_argument("--train-on-val", action="store_true",
@@ -92,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="evaluation and prediction batch size (default: 64)")
     p.add_argument("--address", help="join an existing Ray cluster instead of starting a local one")
 
+
+def _add_predict(commands) -> None:
     p = commands.add_parser("predict", help="predict a folder of images with a registered model (no Ray needed)",
                             description="Load an MLflow model (e.g. models:/quickstart-ensemble@champion) and write "
                                         "image_name,pred_label rows for every image in DIR.")
@@ -99,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, metavar="DIR", help="folder of images")
     p.add_argument("--out", type=Path, default=Path("prediction.csv"), help="prediction CSV (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI (default: %(default)s)")
-    return parser
+    _add_tracking_arg(p, "sqlite:///mlflow.db")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,18 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args) or 0
     except SpecError as exc:
-        for line in exc.problems:
+        for line in exc.render_lines(flag):
             print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except HpoClsError as exc:
+        print(f"error: {exc.render(flag)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ConnectionError as exc:
+        print(f"error: cannot connect to the Ray cluster at {getattr(args, 'address', None)}: {exc}",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
-def _load(args) -> "SweepSpec":  # noqa: F821
+def _load(args) -> SweepSpec:
     spec = load_spec(args.spec, args.overrides)
     if getattr(args, "tracking_uri", None):
         import dataclasses
@@ -134,27 +167,12 @@ def _load(args) -> "SweepSpec":  # noqa: F821
     return spec
 
 
-def _preflight(spec, scan: bool = True, check_tracking: bool = False, fixed_only: bool = False):
-    from hpo_cls.preflight import check_tracking_uri, run_preflight
-
-    result = run_preflight(spec, scan_images=scan, fixed_only=fixed_only)
-    problems = list(result.problems)
-    if check_tracking:
-        problem = check_tracking_uri(spec.tracking.uri)
-        if problem:
-            problems.append(f"{spec.source}: {problem}")
-    if problems:
-        raise SpecError(problems)
-    return result
-
-
 def cmd_validate(args) -> int:
-    from hpo_cls.search_space import describe_space
+    from hpo_cls.search.space import describe_space
+    from hpo_cls.sweep.preflight import run_preflight
 
     spec = _load(args)
     print(f"spec {args.spec}: name {spec.name!r}, data {spec.data.root}")
-    from hpo_cls.preflight import run_preflight
-
     result = run_preflight(spec, scan_images=not args.no_scan)
     if result.summary is not None:
         print(result.summary.report())
@@ -174,53 +192,24 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import csv
-    import json
-
-    from hpo_cls.checkpoint import save_checkpoint
-    from hpo_cls.engine import NonFiniteLossError
-    from hpo_cls.reports import confusion_matrix_figure, per_class_frame
-    from hpo_cls.training import TrainingRun
+    from hpo_cls.sweep.preflight import checked
+    from hpo_cls.train.standalone import train_fixed
 
     spec = _load(args)
-    _preflight(spec, fixed_only=True)  # train uses the fixed configuration only
-    out = args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    run = TrainingRun(spec.data, spec.fixed, spec.budget.epochs)
-    print(f"training {spec.fixed.backbone} on {spec.data.root} ({run.num_classes} classes, "
-          f"{len(run.loaders.train.dataset)} train / {len(run.loaders.val.dataset)} val images) "
-          f"for {spec.budget.epochs} epochs on {run.device.type}", flush=True)
-    rows = []
-    while run.epoch < spec.budget.epochs:
-        try:
-            metrics = run.run_epoch()
-        except NonFiniteLossError as exc:
-            raise CommandError(f"training diverged: {exc}; lower fixed.lr or enable fixed.grad_clip") from None
-        rows.append(metrics)
-        print(f"epoch {metrics['epoch']}/{spec.budget.epochs}  train_loss {metrics['train_loss']:.4f}  "
-              f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
-              f"val_acc {metrics['val_acc']:.4f}  lr {metrics['lr']:.3g}  "
-              f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_time_s']:.1f}s", flush=True)
-        save_checkpoint(run.state_dict(), out)
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    report = run.class_report(run.last_eval)
-    per_class_frame(report).to_csv(out / "per_class_report.csv", index=False)
-    names = [row["class"] for row in report]
-    confusion_matrix_figure(run.last_eval.confusion.tolist(), names).savefig(out / "confusion_matrix.png", dpi=110)
-    (out / "config.json").write_text(json.dumps(run.state_dict()["config"], indent=2))
-    print(f"best val_acc {run.best_val_acc:.4f} at epoch {run.best_epoch}; wrote {out}/checkpoint.pt, metrics.csv, "
-          "per_class_report.csv, confusion_matrix.png")
+    checked(spec, fixed_only=True)  # train uses the fixed configuration only
+    train_fixed(spec, args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return 0
 
 
 def cmd_sweep(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from hpo_cls.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray, shutdown_ray
-    from hpo_cls.tracking import redact_uri
+    from hpo_cls.sweep.cluster import (
+        SWEEP_OBJECT_STORE_BYTES,
+        connect_ray,
+        shutdown_ray,
+    )
+    from hpo_cls.tracking.uri import redact_uri
 
     spec = _load(args)
     print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
@@ -233,28 +222,25 @@ def cmd_sweep(args) -> int:
             checks = pool.submit(_preflight_and_imports, spec)
             started = connect_ray(args.address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
             result = checks.result()
-        from hpo_cls.sweep import SweepError, run_sweep
+        from hpo_cls.sweep.tuner import run_sweep
 
-        try:
-            run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
-                      resume=args.resume, owns_ray=started)
-        except SweepError as exc:
-            raise CommandError(str(exc)) from None
-    except ConnectionError as exc:
-        raise CommandError(f"cannot connect to the Ray cluster at {args.address}: {exc}") from None
+        run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
+                  resume=args.resume, owns_ray=started)
     finally:
         if started:
             shutdown_ray()
     return 0
 
 
-def _preflight_and_imports(spec):
+def _preflight_and_imports(spec: SweepSpec):
     """The pre-flight checks, then the modules the sweep needs before its trials start. (mlflow is
     imported, and the store opened, by the sweep's writer thread while the first trials start.)"""
-    result = _preflight(spec, check_tracking=True)
+    from hpo_cls.sweep.preflight import checked
+
+    result = checked(spec, check_tracking=True)
     import ray.tune  # noqa: F401
 
-    import hpo_cls.sweep  # noqa: F401
+    import hpo_cls.sweep.tuner  # noqa: F401
     return result
 
 
@@ -267,9 +253,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from hpo_cls.checkpoint import CheckpointError
-    from hpo_cls.data import DataError
-    from hpo_cls.promote import PromoteError, PromoteOptions, run_promote
+    from hpo_cls.promote.pipeline import PromoteOptions, run_promote
 
     options = PromoteOptions(
         top=args.top, sweep=args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri,
@@ -278,27 +262,18 @@ def cmd_promote(args) -> int:
         register_as=args.register_as, overrides=args.overrides, address=args.address, workdir=args.workdir,
         batch_size=args.batch_size,
     )
-    try:
-        run_promote(options)
-    except (PromoteError, CheckpointError, DataError) as exc:
-        raise CommandError(str(exc)) from None
-    except ConnectionError as exc:
-        raise CommandError(f"cannot connect to the Ray cluster at {args.address}: {exc}") from None
+    run_promote(options)
     return 0
 
 
 def cmd_predict(args) -> int:
     from mlflow.exceptions import MlflowException
 
-    from hpo_cls.checkpoint import CheckpointError
-    from hpo_cls.data import DataError
-    from hpo_cls.predict import predict_folder
+    from hpo_cls.promote.predict import predict_folder
 
     try:
         outcome = predict_folder(args.model_uri, args.dir, args.out, batch_size=args.batch_size,
                                  tracking_uri=args.tracking_uri)
-    except (CheckpointError, DataError) as exc:
-        raise CommandError(str(exc)) from None
     except MlflowException as exc:
         raise CommandError(f"{args.model_uri}: {str(exc).splitlines()[0]}") from None
     counts = ", ".join(f"{label}: {n}" for label, n in sorted(outcome.label_counts.items()))

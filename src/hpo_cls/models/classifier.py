@@ -9,13 +9,18 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ..config import TrialConfig
+from hpo_cls.spec import TrialConfig
+
+from . import resnet, wrn  # noqa: F401  (importing them registers the backbones)
 from .attention import CBAM, SqueezeExcitation
 from .head import build_head
+from .names import ATTENTION_KINDS
 from .registry import create_backbone
 from .wrn import PreActBlock
 
 _ATTENTION = {"none": None, "se": SqueezeExcitation, "cbam": CBAM}
+if set(_ATTENTION) != set(ATTENTION_KINDS):  # a kind named in names.py without a module, or the reverse
+    raise ImportError(f"attention modules {sorted(_ATTENTION)} differ from names.ATTENTION_KINDS")
 # the last layer of each block's residual branch: attention wraps it, so it acts right before the addition
 _BRANCH_END = {BasicBlock: "bn2", Bottleneck: "bn3", PreActBlock: "conv2"}
 

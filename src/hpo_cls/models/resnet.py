@@ -11,14 +11,10 @@ import torch
 from torch import nn
 from torchvision import models
 
-from hpo_cls.config import TORCHVISION_BACKBONES
+from hpo_cls.errors import PretrainedWeightsUnavailable
 
+from .names import TORCHVISION_BACKBONES
 from .registry import Backbone, register_model
-
-
-
-class PretrainedWeightsUnavailable(RuntimeError):
-    """ImageNet weights were asked for but are neither in torch hub's cache nor downloadable."""
 
 
 def _load_torchvision(name: str, pretrained: bool) -> models.ResNet:

@@ -7,9 +7,8 @@ import functools
 from torch import nn
 from torch.nn import functional as F
 
+from .names import WRN_BACKBONES
 from .registry import Backbone, register_model
-
-WRN_BACKBONES = {"wrn16_4": (16, 4), "wrn16_8": (16, 8), "wrn28_2": (28, 2), "wrn28_10": (28, 10), "wrn40_2": (40, 2)}
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

@@ -1,0 +1,147 @@
+"""The data folder: class mapping, image listing, and a full decode scan of every file (torch-free).
+
+Layout: ``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``, optional flat ``root/test/*.jpg``.
+Class folders named by integers are ordered numerically, so folder ``"10"`` never lands before ``"2"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from hpo_cls.errors import DataError
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "default_threads", "class_mapping", "list_images", "list_test_images", "scan_images",
+    "DatasetSummary", "describe_dataset",
+]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def default_threads() -> int:
+    return min(8, len(os.sched_getaffinity(0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# folders
+
+
+def _visible(entries) -> list[Path]:
+    return sorted(p for p in entries if not p.name.startswith("."))
+
+
+def class_mapping(train_dir: Path) -> dict[str, int]:
+    """Class folder name -> index: numeric order if every name is an integer, else alphabetical."""
+    train_dir = Path(train_dir)
+    if not train_dir.is_dir():
+        raise DataError(f"{train_dir}: no such folder (expected train/<class>/ image folders)")
+    names = [p.name for p in _visible(train_dir.iterdir()) if p.is_dir()]
+    if not names:
+        raise DataError(f"{train_dir}: no class folders (expected train/<class>/ image folders)")
+    if all(n.isascii() and n.isdigit() for n in names):
+        names.sort(key=lambda n: (int(n), n))
+    return {name: i for i, name in enumerate(names)}
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return [p for p in _visible(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def list_images(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[Path, int]]:
+    """(path, class index) of every image in ``split_dir/<class>/``, in class then file-name order."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: no such folder")
+    folders = [p for p in _visible(split_dir.iterdir()) if p.is_dir()]
+    unknown = [p.name for p in folders if p.name not in class_to_idx]
+    if unknown:
+        raise DataError(f"{split_dir}: class folder(s) not in train/: {', '.join(unknown)}")
+    folders.sort(key=lambda p: class_to_idx[p.name])
+    return [(path, class_to_idx[folder.name]) for folder in folders for path in _image_files(folder)]
+
+
+def list_test_images(test_dir: Path) -> list[Path]:
+    """Images of the flat, unlabelled test folder, sorted by name."""
+    test_dir = Path(test_dir)
+    if not test_dir.is_dir():
+        raise DataError(f"{test_dir}: no such folder")
+    return _image_files(test_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# checking images
+
+
+def _problem(path: Path) -> str | None:
+    """Why ``path`` cannot be decoded, or None. Relies on PIL's LOAD_TRUNCATED_IMAGES being False."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return "not an image"
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+        message = str(exc) or type(exc).__name__
+        return "truncated" if "truncated" in message else f"corrupt: {message[:80]}"
+    return None
+
+
+def scan_images(paths: Sequence[Path], workers: int | None = None) -> list[tuple[Path, str]]:
+    """Fully decode every image (in a thread pool); return ``(path, reason)`` for the bad ones."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images would pass the scan")
+    paths = [Path(p) for p in paths]
+    with ThreadPoolExecutor(workers or default_threads()) as pool:
+        problems = list(pool.map(_problem, paths))
+    return [(p, reason) for p, reason in zip(paths, problems) if reason is not None]
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """Images per class and split, test image count, and the files that fail to decode."""
+
+    root: Path
+    class_to_idx: dict[str, int]
+    train_counts: dict[str, int]
+    val_counts: dict[str, int]
+    num_test: int
+    bad_files: list[tuple[Path, str]] = field(default_factory=list)
+
+    def report(self) -> str:
+        """Readable multi-line report, as printed by ``validate``."""
+        lines = [f"{self.root}: {len(self.class_to_idx)} classes"]
+        for split, counts in (("train", self.train_counts), ("val", self.val_counts)):
+            values = list(counts.values())
+            lines.append(f"  {split}: {sum(values)} images, {min(values)}-{max(values)} per class")
+            empty = [name for name, n in counts.items() if n == 0]
+            if empty:
+                lines.append(f"    classes without images: {', '.join(empty)}")
+        lines.append(f"  test: {self.num_test} images")
+        lines.append(f"  bad files: {len(self.bad_files)}")
+        lines += [f"    {path}: {reason}" for path, reason in self.bad_files]
+        return "\n".join(lines)
+
+
+def describe_dataset(root: Path, *, scan: bool = True, workers: int | None = None) -> DatasetSummary:
+    """Summarise ``root`` (train/, val/, optional test/); with ``scan`` every image is decoded."""
+    root = Path(root)
+    class_to_idx = class_mapping(root / "train")
+    train = list_images(root / "train", class_to_idx)
+    val = list_images(root / "val", class_to_idx)
+    test = list_test_images(root / "test") if (root / "test").is_dir() else []
+
+    def counts(samples):
+        per_index = Counter(y for _, y in samples)
+        return {name: per_index[i] for name, i in class_to_idx.items()}
+
+    paths = [p for p, _ in train] + [p for p, _ in val] + test
+    bad = scan_images(paths, workers) if scan else []
+    return DatasetSummary(root, class_to_idx, counts(train), counts(val), len(test), bad)

@@ -1,0 +1,75 @@
+"""Every error hpo-cls reports to a user, in one place.
+
+Each is shown as one ``error:`` line (exit status 2), never a traceback. Library messages name options
+by their parameter name in braces, ``{top}``; ``str(error)`` shows the bare name and the CLI renders
+its flag (``--top``) with :meth:`HpoClsError.render`, so no library module knows the command line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+__all__ = [
+    "HpoClsError",
+    "SpecError",
+    "DataError",
+    "CheckpointError",
+    "PretrainedWeightsUnavailable",
+    "NonFiniteLossError",
+    "SweepError",
+    "PromoteError",
+]
+
+
+# Only a lone lower-case identifier in braces names an option: a quoted mapping such as
+# "{mix: [cutmix, both]}" in a message stays as it is.
+_OPTION = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+class HpoClsError(Exception):
+    """Base of the user-facing errors; ``message`` may name options as ``{option_name}``."""
+
+    def __init__(self, message: str):
+        self.template = message
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with each ``{option}`` written as ``name_of(option)`` (e.g. ``--option``)."""
+        return _OPTION.sub(lambda match: name_of(match.group(1)), self.template)
+
+
+class SpecError(HpoClsError):
+    """A sweep spec (or an override) is invalid; ``problems`` holds one readable line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = self.render_lines(lambda name: name)
+
+    def render_lines(self, name_of: Callable[[str], str]) -> list[str]:
+        """One rendered line per problem (see :meth:`HpoClsError.render`)."""
+        return self.render(name_of).split("\n")
+
+
+class DataError(HpoClsError, ValueError):
+    """The data folder does not have the expected layout, or an image cannot be used."""
+
+
+class CheckpointError(HpoClsError):
+    """A checkpoint or model bundle cannot be read or does not fit."""
+
+
+class PretrainedWeightsUnavailable(HpoClsError, RuntimeError):
+    """ImageNet weights were asked for but are neither in torch hub's cache nor downloadable."""
+
+
+class NonFiniteLossError(HpoClsError, RuntimeError):
+    """The training loss became NaN or infinite; continuing would only waste compute."""
+
+
+class SweepError(HpoClsError):
+    """A sweep cannot start or continue."""
+
+
+class PromoteError(HpoClsError):
+    """Promote cannot go on (unknown sweep, too few runs, over the parameter budget, ...)."""

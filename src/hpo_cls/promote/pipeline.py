@@ -1,0 +1,282 @@
+"""``hpo-cls promote``: the sweep's best runs (read from MLflow) -> final retrains (Ray tasks) -> ensemble
+-> evaluation -> registered MLflow model with alias ``champion`` -> ``prediction.csv``.
+
+This module only runs the steps in order and records them in MLflow; each step lives in its own
+module: :mod:`hpo_cls.promote.select`, :mod:`hpo_cls.promote.retrain`, :mod:`hpo_cls.promote.evaluate` and
+:mod:`hpo_cls.promote.register`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from mlflow.tracking import MlflowClient
+
+from hpo_cls.console import say, warn
+from hpo_cls.errors import PromoteError
+from hpo_cls.promote.register import (
+    CHAMPION_ALIAS,
+    HELD_OUT_TAG,
+    register_ensemble,
+    registered_model_name,
+)
+from hpo_cls.promote.retrain import (
+    MemberPlan,
+    MemberResult,
+    plan_members,
+    retrain_members,
+)
+from hpo_cls.promote.select import (
+    Candidate,
+    SweepRecord,
+    find_sweep,
+    format_selection,
+    load_candidates,
+    select_top_runs,
+)
+from hpo_cls.promote.settings import promote_settings
+from hpo_cls.spec import (
+    DataConfig,
+    ResourcesConfig,
+    TrackingConfig,
+    TrialConfig,
+    flatten_trial_config,
+)
+from hpo_cls.tracking.runs import (
+    ROLE_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_NAME_TAG,
+    TRIAL_ID_TAG,
+    end_run_op,
+)
+from hpo_cls.tracking.writer import MlflowWriter
+
+__all__ = ["PromoteOptions", "PromoteOutcome", "run_promote"]
+
+PROMOTE_ID_TAG = "hpo_cls.promote_id"
+MEMBER_TAG = "hpo_cls.member"
+SOURCE_RUN_TAG = "hpo_cls.source_run_id"
+
+
+@dataclass
+class PromoteOptions:
+    top: int
+    sweep: str | None = None
+    experiment: str = TrackingConfig().experiment
+    tracking_uri: str = TrackingConfig().uri
+    epochs: int | None = None
+    seeds: int = 1
+    train_on_val: bool = False
+    tta: bool = False
+    weighted: bool = False
+    include_early_stopped: bool = False
+    dedupe: bool = False
+    predict: Path | None = None
+    out: Path = Path("prediction.csv")
+    register_as: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    address: str | None = None
+    workdir: Path | None = None
+    batch_size: int = 64
+
+
+@dataclass
+class PromoteOutcome:
+    promote_run_id: str
+    model_name: str
+    model_version: str
+    model_uri: str
+    members: list[MemberResult]
+    val_report: dict
+    test_report: dict | None
+    prediction_csv: Path | None
+
+
+def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOutcome:
+    """Select, retrain, ensemble, evaluate, register and predict; see the module docstring. Members are
+    retrained from scratch and continue from their checkpoints when run again with the same ``workdir``."""
+    plan = _plan(options, MlflowClient(options.tracking_uri), out)
+    writer = MlflowWriter(options.tracking_uri, options.experiment)
+    _open_runs(writer, plan, options)
+    finished: set[str] = set()
+    try:
+        results = _retrain(plan, options, writer, finished, out)
+        outcome = _evaluate_register_predict(options, plan, results, writer, out)
+        writer.call("promote", end_run_op("completed"))
+        writer.close(timeout=300)
+        return outcome
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        for p in plan.members:
+            if p.key not in finished:
+                writer.call(p.key, end_run_op("failed", reason))
+        writer.call("promote", end_run_op("failed", reason))
+        writer.close(timeout=60)
+        raise
+
+
+@dataclass
+class _Plan:
+    """What promote will do, settled before anything trains."""
+
+    sweep: SweepRecord
+    selected: list[Candidate]
+    searched: list[str]
+    members: list[MemberPlan]
+    data_cfg: DataConfig
+    resources: ResourcesConfig
+    epochs: int
+    workdir: Path
+    predict_dir: Path | None
+    promote_id: str
+
+
+def _plan(options: PromoteOptions, client: MlflowClient, out: TextIO) -> _Plan:
+    """Find the sweep, choose its runs and check every option before any retraining starts."""
+    sweep = find_sweep(client, options.experiment, options.sweep)
+    data_cfg, resources, fixed = promote_settings(client, sweep, options.overrides)
+    candidates = load_candidates(client, sweep, warn)
+    selected = select_top_runs(candidates, options.top, include_early_stopped=options.include_early_stopped,
+                               dedupe=options.dedupe)
+    searched = [n for n in sweep.params.get("searched", "").split(",") if n in TrialConfig.__dataclass_fields__]
+    say(f"sweep {sweep.sweep_id}: {len(candidates)} finished run(s); promoting the top {len(selected)}:", out)
+    print(format_selection(selected, searched), file=out, flush=True)
+    if options.epochs is not None and options.epochs < 1:
+        raise PromoteError(f"{{epochs}} must be >= 1, got {options.epochs}")
+    epochs = options.epochs or int(float(sweep.params.get("epochs", 0)))
+    if epochs < 1:
+        raise PromoteError("the sweep records no epoch budget; pass {epochs} N")
+    root = Path(data_cfg.root)
+    if not (root / "train").is_dir():
+        raise PromoteError(f"{root}/train: no such folder on this machine; pass {{set}} data.root=DIR")
+    if options.predict is not None and not Path(options.predict).is_dir():
+        raise PromoteError(f"{{predict}} {options.predict}: no such folder")
+    if options.train_on_val:
+        warn("members also train on val/, so the validation numbers below are NOT held out")
+    return _Plan(
+        sweep=sweep, selected=selected, searched=searched, members=plan_members(selected, options.seeds, fixed),
+        data_cfg=data_cfg, resources=resources, epochs=epochs,
+        workdir=Path(options.workdir or Path("promote_runs") / sweep.sweep_id).resolve(),
+        predict_dir=options.predict or (root / "test" if (root / "test").is_dir() else None),
+        promote_id=f"{sweep.sweep_id}-promote-{time.strftime('%Y%m%d-%H%M%S')}",
+    )
+
+
+def _open_runs(writer: MlflowWriter, plan: _Plan, options: PromoteOptions) -> None:
+    """The promote run and one nested run per member."""
+    sweep = plan.sweep
+    common_tags = {SWEEP_ID_TAG: sweep.sweep_id, SWEEP_NAME_TAG: sweep.name,
+                   HELD_OUT_TAG: str(not options.train_on_val).lower()}
+    writer.open_run("promote", {PROMOTE_ID_TAG: plan.promote_id, ROLE_TAG: "promote"}, run_name=plan.promote_id,
+                    tags={**common_tags, "hpo_cls.sweep_run_id": sweep.run_id},
+                    params={"top": options.top, "epochs": plan.epochs, "seeds": options.seeds, "tta": options.tta,
+                            "weighted": options.weighted, "train_on_val": options.train_on_val,
+                            "include_early_stopped": options.include_early_stopped, "dedupe": options.dedupe,
+                            "data_root": str(plan.data_cfg.root), "image_size": plan.data_cfg.image_size,
+                            "workdir": str(plan.workdir),
+                            "source_run_ids": ",".join(c.run_id for c in plan.selected)})
+    for p in plan.members:
+        writer.open_run(p.key, {PROMOTE_ID_TAG: plan.promote_id, MEMBER_TAG: p.key},
+                        run_name=f"{plan.promote_id}/{p.key}",
+                        tags={**common_tags, ROLE_TAG: "promote_member", SOURCE_RUN_TAG: p.source.run_id,
+                              TRIAL_ID_TAG: p.source.trial_id},
+                        params={**flatten_trial_config(p.config), "epochs_budget": plan.epochs,
+                                "train_on_val": options.train_on_val}, parent_key="promote")
+
+
+def _retrain(plan: _Plan, options: PromoteOptions, writer: MlflowWriter, finished: set[str],
+             out: TextIO) -> list[MemberResult]:
+    """Retrain every member (Ray tasks), each epoch logged to its run; ``finished`` collects the done ones."""
+    star = "*" if options.train_on_val else ""
+
+    def on_epoch(key: str, metrics: dict) -> None:
+        writer.log_metrics(key, {k: v for k, v in metrics.items() if k != "epoch"}, step=int(metrics["epoch"]))
+        say(f"{key} epoch {metrics['epoch']}/{plan.epochs}  train_loss {metrics['train_loss']:.4f}  "
+            f"val_acc{star} {metrics['val_acc']:.4f}  {metrics['epoch_time_s']:.1f}s", out)
+
+    resources = plan.resources
+    say(f"retraining {len(plan.members)} member(s) for {plan.epochs} epoch(s) each on {plan.data_cfg.root} "
+        f"({resources.cpu:g} CPU{f', {resources.gpu:g} GPU' if resources.gpu else ''} per member); "
+        f"checkpoints in {plan.workdir}", out)
+    results = retrain_members(plan.members, plan.data_cfg, plan.epochs, plan.workdir,
+                              train_on_val=options.train_on_val, cpus=resources.cpu, gpus=resources.gpu,
+                              address=options.address, on_epoch=on_epoch)
+    for r in results:
+        if r.resumed_from_epoch:
+            say(f"{r.key}: continued from the checkpoint of epoch {r.resumed_from_epoch}", out)
+        writer.call(r.key, end_run_op("completed"))
+        finished.add(r.key)
+    return results
+
+
+def _evaluate_register_predict(options: PromoteOptions, plan: _Plan, results: list[MemberResult],
+                               writer: MlflowWriter, out: TextIO) -> PromoteOutcome:
+    from hpo_cls.promote.ensemble import load_ensemble, normalize_weights
+
+    weights = normalize_weights([p.source.score for p in plan.members] if options.weighted else None,
+                                len(plan.members))
+    loaded = load_ensemble([r.bundle_path for r in results], weights, options.tta)
+    val_report, test_report = _evaluate(options, plan, loaded, writer, out)
+    promote_run_id = writer.run_ids["promote"]
+    name = registered_model_name(options.register_as or f"{plan.sweep.name}-ensemble")
+    info, version = register_ensemble(options.tracking_uri, promote_run_id, name, plan.sweep, plan.members, results,
+                                      weights, loaded.class_names, val_report, plan.searched, tta=options.tta,
+                                      weighted=options.weighted, train_on_val=options.train_on_val)
+    say(f"registered {name} version {version.version} with alias @{CHAMPION_ALIAS} ({info.model_uri})", out)
+    csv_path = _predict(options, plan, loaded, name, writer, out)
+    return PromoteOutcome(promote_run_id, name, str(version.version), f"models:/{name}@{CHAMPION_ALIAS}", results,
+                          val_report, test_report, csv_path)
+
+
+def _evaluate(options: PromoteOptions, plan: _Plan, loaded, writer: MlflowWriter, out: TextIO):
+    """Members and ensemble on val (and on labelled test images, for reporting only)."""
+    from hpo_cls.data import list_images
+    from hpo_cls.promote.evaluate import (
+        evaluate_split,
+        labelled_test_samples,
+        log_split_op,
+        print_split_report,
+    )
+
+    keys = [p.key for p in plan.members]
+    root, workers = Path(plan.data_cfg.root), plan.data_cfg.workers
+    val_report = evaluate_split("val", loaded, keys, list_images(root / "val", loaded.class_to_idx),
+                                options.batch_size, workers)
+    print_split_report(val_report, not options.train_on_val, out)
+    writer.call("promote", log_split_op(val_report))
+    test_report = None
+    test_samples = labelled_test_samples(Path(plan.predict_dir), loaded.class_to_idx, warn) if plan.predict_dir else None
+    if test_samples:
+        test_report = evaluate_split("test", loaded, keys, test_samples, options.batch_size, workers)
+        print_split_report(test_report, True, out)
+        say("test numbers are for reporting only: nothing was selected or weighted on them", out)
+        writer.call("promote", log_split_op(test_report))
+    writer.flush()
+    return val_report, test_report
+
+
+def _predict(options: PromoteOptions, plan: _Plan, loaded, name: str, writer: MlflowWriter,
+             out: TextIO) -> Path | None:
+    from hpo_cls.data import list_test_images
+    from hpo_cls.promote.predict import (
+        predict_probabilities,
+        prediction_frame,
+        write_prediction_csv,
+    )
+
+    if plan.predict_dir is None:
+        say(f"no test folder in {plan.data_cfg.root} and no folder to predict was given: prediction.csv not written", out)
+        return None
+    paths = list_test_images(Path(plan.predict_dir))
+    probabilities = predict_probabilities(loaded.model, paths, loaded.image_size, options.batch_size)
+    labels = prediction_frame(probabilities, loaded.class_names)["pred_label"].tolist()
+    csv_path = write_prediction_csv(options.out, paths, labels)
+    writer.call("promote", lambda client, run_id: client.log_artifact(run_id, str(csv_path)))
+    say(f"wrote {csv_path} ({len(paths)} images from {plan.predict_dir})", out)
+    say(f"same predictions later: hpo-cls predict models:/{name}@{CHAMPION_ALIAS} {plan.predict_dir} "
+        f"--tracking-uri {options.tracking_uri}", out)
+    return csv_path

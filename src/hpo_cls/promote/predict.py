@@ -1,0 +1,127 @@
+"""Predicting with an ensemble: images -> class probabilities -> ``prediction.csv``.
+
+One code path for ``hpo-cls promote`` (in-memory ensemble) and ``hpo-cls predict`` (the registered
+MLflow model, whose pyfunc calls the same functions), so both give the same rows for the same folder.
+No Ray here: predicting needs torch, MLflow and the model only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from hpo_cls.data import list_test_images
+from hpo_cls.data.loaders import ImageDataset
+from hpo_cls.data.transforms import build_eval_transform
+from hpo_cls.errors import DataError
+
+__all__ = [
+    "PREDICTION_HEADER",
+    "PROBABILITY_PREFIX",
+    "image_sources",
+    "predict_probabilities",
+    "prediction_frame",
+    "write_prediction_csv",
+    "PredictOutcome",
+    "predict_folder",
+]
+
+PREDICTION_HEADER = ("image_name", "pred_label")
+PROBABILITY_PREFIX = "prob_"
+DEFAULT_BATCH_SIZE = 64
+
+
+def image_sources(frame: pd.DataFrame) -> list[Path | io.BytesIO]:
+    """The images of a pyfunc input frame: column ``image_path`` (file paths) or ``image`` (encoded bytes)."""
+    if "image_path" in frame.columns and frame["image_path"].notna().all():
+        return [Path(p) for p in frame["image_path"]]
+    if "image" in frame.columns and frame["image"].notna().all():
+        return [io.BytesIO(bytes(b)) for b in frame["image"]]
+    raise ValueError("input needs a column 'image_path' (paths to image files) or 'image' (encoded image bytes), "
+                     f"with a value in every row; got columns {list(frame.columns)}")
+
+
+@torch.inference_mode()
+def predict_probabilities(model: nn.Module, sources: Sequence[Path | io.BytesIO], image_size: int,
+                          batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None) -> torch.Tensor:
+    """Class probabilities ``[N, C]`` of ``model`` (an :class:`~hpo_cls.ensemble.EnsembleModel`) for the
+    images, in the given order; decoded and transformed exactly like the validation images."""
+    if not sources:
+        raise DataError("no images to predict")
+    device = device or next(model.parameters()).device
+    dataset = ImageDataset([(source, i) for i, source in enumerate(sources)], build_eval_transform(image_size))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    model.eval()
+    batches = [model.probabilities(images.to(device)).float().cpu() for images, _ in loader]
+    return torch.cat(batches)
+
+
+def prediction_frame(probabilities: torch.Tensor, class_names: Sequence[str]) -> pd.DataFrame:
+    """``pred_label`` (class folder name), ``pred_index`` and one ``prob_<class>`` column per class."""
+    index = probabilities.argmax(dim=1)
+    frame = pd.DataFrame({
+        "pred_label": [class_names[i] for i in index.tolist()],
+        "pred_index": index.numpy().astype("int64"),
+    })
+    probs = pd.DataFrame(probabilities.numpy(), columns=[f"{PROBABILITY_PREFIX}{c}" for c in class_names])
+    return pd.concat([frame, probs], axis=1)
+
+
+def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequence[str]) -> Path:
+    """``image_name,pred_label`` rows (file name without extension), sorted by image name."""
+    if len(image_paths) != len(labels):
+        raise ValueError(f"{len(image_paths)} images but {len(labels)} labels")
+    rows = sorted(zip((Path(p).stem for p in image_paths), labels))
+    names = [name for name, _ in rows]
+    clashes = sorted({a for a, b in zip(names, names[1:]) if a == b})
+    if clashes:
+        raise DataError(f"images share a name without extension, so prediction.csv would be ambiguous: "
+                        f"{', '.join(clashes[:5])}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(PREDICTION_HEADER)
+        writer.writerows(rows)
+    return path
+
+
+@dataclass(frozen=True)
+class PredictOutcome:
+    path: Path
+    num_images: int
+    seconds: float
+    label_counts: dict[str, int]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.num_images / self.seconds if self.seconds > 0 else float("inf")
+
+
+def predict_folder(model_uri: str, folder: Path, out: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                   tracking_uri: str | None = None) -> PredictOutcome:
+    """Load an MLflow model (e.g. ``models:/name@champion``), predict every image of ``folder``, write ``out``."""
+    import mlflow
+
+    paths = list_test_images(folder)
+    if not paths:
+        raise DataError(f"{folder}: no images")
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(model_uri)
+    start = time.perf_counter()
+    frame = model.predict(pd.DataFrame({"image_path": [str(p) for p in paths]}), params={"batch_size": batch_size})
+    seconds = time.perf_counter() - start
+    labels = [str(label) for label in frame["pred_label"]]
+    write_prediction_csv(out, paths, labels)
+    counts = pd.Series(labels).value_counts().to_dict()
+    return PredictOutcome(Path(out), len(paths), seconds, {str(k): int(v) for k, v in counts.items()})

@@ -1,0 +1,62 @@
+"""What promote's retrains train with: the sweep's data and resources (its parent params and logged
+spec.yaml), with ``data.*``, ``resources.*`` and ``fixed.*`` overrides applied and validated like a spec."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from hpo_cls.errors import SpecError
+from hpo_cls.promote.select import SweepRecord
+from hpo_cls.spec import DataConfig, ResourcesConfig, parse_overrides, parse_spec
+
+__all__ = ["promote_settings"]
+
+_SET_SECTIONS = ("data", "resources", "fixed")
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def promote_settings(client: MlflowClient, sweep: SweepRecord,
+                     overrides: Sequence[str]) -> tuple[DataConfig, ResourcesConfig, dict[str, Any]]:
+    """``(data, resources, fixed overrides)``: data and resources of the sweep (parent params, its
+    spec.yaml), with ``data.*|resources.*|fixed.*`` overrides applied and validated like a spec."""
+    parsed = parse_overrides(list(overrides))
+    bad = [".".join(keys) for keys, _ in parsed if keys[0] not in _SET_SECTIONS or len(keys) != 2]
+    if bad:
+        raise SpecError([f"{{set}} {k}: promote takes data.<key>, resources.<key> or fixed.<key>" for k in bad])
+    spec_raw = _sweep_spec_yaml(client, sweep.run_id)
+    data = dict(spec_raw.get("data") or {}) if isinstance(spec_raw.get("data"), dict) else {}
+    if "data_root" in sweep.params:
+        data["root"] = sweep.params["data_root"]
+    if "image_size" in sweep.params:
+        data["image_size"] = int(sweep.params["image_size"])
+    resources = spec_raw.get("resources") if isinstance(spec_raw.get("resources"), dict) else {}
+    spec = parse_spec({"name": "promote", "data": data, "resources": resources}, "--set", list(overrides))
+    fixed = {keys[1]: value for keys, value in parsed if keys[0] == "fixed"}  # validated by parse_spec
+    return spec.data, spec.resources, fixed
+
+
+def _sweep_spec_yaml(client: MlflowClient, run_id: str) -> dict:
+    """The sweep's logged spec.yaml as a dict; ``{}`` for a sweep without one (its params suffice)."""
+    if not any(a.path == "spec.yaml" for a in client.list_artifacts(run_id)):
+        return {}
+    previous = os.environ.get(_PROGRESS_BAR_ENV)
+    os.environ[_PROGRESS_BAR_ENV] = "false"  # one small file: MLflow's progress bar would only clutter stderr
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            text = Path(client.download_artifacts(run_id, "spec.yaml", tmp)).read_text()
+    finally:
+        if previous is None:
+            os.environ.pop(_PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[_PROGRESS_BAR_ENV] = previous
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return raw if isinstance(raw, dict) else {}

@@ -1,0 +1,56 @@
+"""The samplers a spec can name (``search.sampler``): one table, name -> builder.
+
+Torch- and Optuna-free at import (the spec checker reads the names); each builder imports Optuna.
+Adding a sampler is one entry in :data:`SAMPLERS`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo_cls.spec import SearchConfig
+
+__all__ = ["SAMPLERS", "build_sampler"]
+
+
+def _random(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=search.seed)
+
+
+def _grid(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    from hpo_cls.search.space import grid_of
+
+    return optuna.samplers.GridSampler(grid_of(search.space), seed=search.seed)
+
+
+def _tpe(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    # A short random warm-up, then TPE; small sweeps would otherwise never leave the warm-up.
+    # group=True models conditional parameters jointly with the parameters that activate them.
+    startup = min(10, max(2, num_samples // 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=search.seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True,
+        )
+
+
+SAMPLERS: dict[str, Callable[[SearchConfig, int], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": _random,
+    "grid": _grid,
+}
+
+
+def build_sampler(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``search.sampler`` names, seeded with ``search.seed``."""
+    return SAMPLERS[search.sampler](search, num_samples)

@@ -1,0 +1,84 @@
+"""The spec's search space as an Optuna define-by-run function.
+
+Parameters are suggested in the order they are listed; a parameter whose ``when`` condition does not
+hold is not suggested at all, so Optuna's study only holds the parameters that were really active
+(conditional spaces stay honest for TPE and for parameter-importance plots).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import optuna
+
+from hpo_cls.spec import Param, TrialConfig, format_value
+
+__all__ = ["DefineByRun", "is_active", "describe_space", "grid_of", "distribution_of"]
+
+
+def is_active(param: Param, values: Mapping[str, Any]) -> bool:
+    """Whether every ``when`` condition of ``param`` holds for the values chosen so far."""
+    return all(values[parent] in allowed for parent, allowed in param.when.items())
+
+
+def distribution_of(param: Param) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution a parameter is suggested from."""
+    if param.kind == "choice":
+        return optuna.distributions.CategoricalDistribution([format_value(c) for c in param.choices])
+    if param.kind == "int":
+        return optuna.distributions.IntDistribution(int(param.low), int(param.high), step=int(param.step or 1), log=param.log)
+    if param.kind == "quniform":
+        return optuna.distributions.FloatDistribution(param.low, param.high, step=param.step)
+    return optuna.distributions.FloatDistribution(param.low, param.high, log=param.log)
+
+
+def suggest(trial: optuna.Trial, param: Param) -> Any:
+    """Suggest ``param`` through the trial's public API, from :func:`distribution_of`."""
+    d = distribution_of(param)
+    if isinstance(d, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(param.name, list(d.choices))
+    if isinstance(d, optuna.distributions.IntDistribution):
+        return trial.suggest_int(param.name, d.low, d.high, step=d.step, log=d.log)
+    return trial.suggest_float(param.name, d.low, d.high, step=d.step, log=d.log)
+
+
+class DefineByRun:
+    """Callable ``trial -> None`` for ``OptunaSearch(space=...)``; picklable so searcher state saves.
+
+    Values of inactive parameters come from ``fixed``; the trial's config holds only suggested values.
+    """
+
+    def __init__(self, space: tuple[Param, ...], fixed: TrialConfig):
+        self.space = space
+        self.fixed = fixed
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        values = {name: getattr(self.fixed, name) for name in TrialConfig.__dataclass_fields__}
+        for param in self.space:
+            if is_active(param, values):
+                value = suggest(trial, param)
+                if param.kind == "choice":  # back from its Optuna form ("[1024, 512]") for `when` checks
+                    value = param.choices[[format_value(c) for c in param.choices].index(value)]
+                values[param.name] = value
+        return None
+
+
+def grid_of(space: tuple[Param, ...]) -> dict[str, list]:
+    """Search space for Optuna's GridSampler (all parameters are ``choice``, checked at load time)."""
+    return {p.name: [format_value(c) for c in p.choices] for p in space}  # the values suggest() uses
+
+
+def describe_space(space: tuple[Param, ...]) -> list[str]:
+    """One readable line per parameter, for ``hpo-cls validate``."""
+    lines = []
+    for p in space:
+        if p.kind == "choice":
+            body = "choice " + ", ".join(map(str, p.choices))
+        elif p.kind == "quniform":
+            body = f"quniform [{p.low:g}, {p.high:g}] step {p.step:g}"
+        else:
+            body = f"{p.kind} [{p.low:g}, {p.high:g}]" + (" log" if p.log and p.kind == "int" else "")
+        if p.when:
+            body += "   when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when.items())
+        lines.append(f"{p.name:<22} {body}")
+    return lines

@@ -1,0 +1,192 @@
+"""The typed spec: frozen dataclasses a reader reads, one per YAML section.
+
+The checker that builds them from YAML is :mod:`hpo_cls.spec.validate`; the search-space grammar is
+:mod:`hpo_cls.spec.space`; reading a file with ``--set`` overrides is :mod:`hpo_cls.spec.load`.
+Every key of a section is a field here, with its default, its bounds and a one-line doc.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hpo_cls.models.names import ATTENTION_KINDS, ATTENTION_PLACEMENTS, BACKBONES
+from hpo_cls.search.samplers import SAMPLERS
+from hpo_cls.train.optim import LR_SCHEDULERS, OPTIMIZERS
+
+__all__ = [
+    "TrialConfig",
+    "DataConfig",
+    "BudgetConfig",
+    "ResourcesConfig",
+    "SchedulerConfig",
+    "SearchConfig",
+    "Param",
+    "TrackingConfig",
+    "FaultToleranceConfig",
+    "SweepSpec",
+    "METRIC_MODES",
+    "format_value",
+    "flatten_trial_config",
+]
+
+
+def _opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, doc=""):
+    return field(default=default, metadata=dict(choices=choices, ge=ge, gt=gt, le=le, lt=lt, doc=doc))
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial trains with: the keys of ``fixed`` and ``search.space``.
+
+    Flat on purpose: one dict is logged with every MLflow run, and every key can be searched.
+    """
+
+    # model
+    backbone: str = _opt("resnet18", choices=BACKBONES, doc="model architecture")
+    pretrained: bool = _opt(False, doc="start from torchvision's ImageNet weights")
+    small_input: bool = _opt(False, doc="CIFAR stem (3x3 conv, no max-pool) for ~32px images")
+    attention: str = _opt("none", choices=ATTENTION_KINDS, doc="attention module")
+    attention_placement: str = _opt(
+        "after_layer4",
+        choices=ATTENTION_PLACEMENTS,
+        doc="where the attention module goes",
+    )
+    attention_reduction: int = _opt(16, ge=1, doc="channel reduction ratio r of SE/CBAM")
+    dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout before the classifier (and in head_hidden)")
+    dropout_l3_l4: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout between layer3 and layer4")
+    head_hidden: tuple[int, ...] = _opt((), ge=1, doc="extra FC layers (BatchNorm1d + SiLU + dropout)")
+    freeze_stages: int = _opt(0, ge=0, le=4, doc="freeze the stem and the first N stages")
+    # optimisation
+    optimizer: str = _opt("sgd", choices=tuple(OPTIMIZERS))
+    lr: float = _opt(0.05, gt=0.0)
+    momentum: float = _opt(0.9, ge=0.0, lt=1.0, doc="SGD momentum")
+    weight_decay: float = _opt(5e-4, ge=0.0, doc="not applied to norm and bias parameters")
+    batch_size: int = _opt(64, ge=1)
+    lr_scheduler: str = _opt("cosine", choices=tuple(LR_SCHEDULERS))
+    warmup_epochs: int = _opt(0, ge=0, doc="linear warm-up before the cosine schedule")
+    milestones: tuple[float, ...] = _opt((0.5, 0.75), gt=0.0, le=1.0, doc="multistep: fractions of the epoch budget")
+    gamma: float = _opt(0.1, gt=0.0, lt=1.0, doc="multistep / plateau decay factor")
+    plateau_patience: int = _opt(2, ge=0)
+    label_smoothing: float = _opt(0.0, ge=0.0, lt=1.0)
+    grad_clip: float = _opt(0.0, ge=0.0, doc="max gradient norm; 0 = off")
+    ema_decay: float = _opt(0.0, ge=0.0, lt=1.0, doc="EMA of weights, evaluated instead; 0 = off")
+    # augmentation
+    mix: str = _opt("none", choices=("none", "mixup", "cutmix", "both"))
+    mixup_alpha: float = _opt(0.2, gt=0.0)
+    cutmix_alpha: float = _opt(1.0, gt=0.0)
+    mix_prob: float = _opt(1.0, ge=0.0, le=1.0, doc="probability that a batch is mixed")
+    trivial_augment: bool = _opt(False)
+    rotation: float = _opt(0.0, ge=0.0, le=180.0, doc="max random rotation in degrees")
+    color_jitter: float = _opt(0.0, ge=0.0, le=1.0)
+    random_erasing: float = _opt(0.0, ge=0.0, le=1.0, doc="probability")
+    # runtime
+    seed: int = _opt(0, ge=0)
+    amp: bool = _opt(True, doc="bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = _opt(True, doc="channels_last memory format on CUDA (ignored on CPU)")
+    compile: bool = _opt(False, doc="torch.compile the model")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: Path = _opt(Path("data"), doc="folder with train/<class_id>/, val/<class_id>/, optional test/")
+    image_size: int = _opt(224, ge=8)
+    workers: int = _opt(2, ge=0, doc="DataLoader worker processes per trial")
+    balanced_sampling: bool = _opt(False, doc="WeightedRandomSampler by inverse class frequency")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    epochs: int = _opt(10, ge=1, doc="epochs of a trial that is not stopped early")
+    num_samples: int = _opt(8, ge=1, doc="number of trials")
+    max_concurrent: int = _opt(2, ge=1, doc="trials running at once (TPE sees results between)")
+    time_budget_s: float | None = _opt(None, gt=0.0, doc="stop starting trials after this many seconds")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpu: float = _opt(1.0, gt=0.0)
+    gpu: float = _opt(0.0, ge=0.0, doc="fractional values share a GPU between trials")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    type: str = _opt("asha", choices=("asha", "fifo"))
+    grace_period: int = _opt(1, ge=1, doc="epochs every trial gets before it can be stopped")
+    reduction_factor: float = _opt(3.0, gt=1.0)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One search-space entry. ``when`` maps parameter names to the values that activate this one."""
+
+    name: str
+    kind: str  # choice | uniform | loguniform | int | quniform
+    choices: tuple = ()
+    low: float = 0.0
+    high: float = 0.0
+    step: float | None = None
+    log: bool = False
+    when: Mapping[str, tuple] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    sampler: str = _opt("tpe", choices=tuple(SAMPLERS))
+    seed: int = _opt(0, ge=0)
+    space: tuple[Param, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = _opt("sqlite:///mlflow.db", doc="MLflow tracking URI")
+    experiment: str = _opt("hpo-cls", doc="MLflow experiment name")
+
+
+@dataclass(frozen=True)
+class FaultToleranceConfig:
+    max_failures: int = _opt(2, ge=0, doc="retries of a crashed trial, from its last checkpoint")
+    keep_checkpoints: int = _opt(2, ge=1, doc="best checkpoints kept per trial")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    data: DataConfig = DataConfig()
+    trainable: str = "trainables.image_classifier"
+    metric: str = "val_acc"
+    mode: str = "max"
+    budget: BudgetConfig = BudgetConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    search: SearchConfig = SearchConfig()
+    fixed: TrialConfig = TrialConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    fault_tolerance: FaultToleranceConfig = FaultToleranceConfig()
+    max_params: int = 100_000_000
+    storage_path: Path = Path("ray_results")
+    source: Path | None = None  # the YAML file this spec was read from
+
+    @property
+    def trial_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(TrialConfig))
+
+
+
+
+METRIC_MODES = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min"}
+
+
+def format_value(value: Any) -> Any:
+    """Lists as ``"[a, b]"`` strings (Optuna categoricals and MLflow params take scalars only)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return value
+
+
+def flatten_trial_config(cfg: TrialConfig) -> dict[str, Any]:
+    """Plain dict of the trial config, lists for tuples (YAML- and JSON-friendly)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+

@@ -1,0 +1,191 @@
+"""The search-space grammar: ``search.space`` entries (choice, uniform, loguniform, int, quniform, with
+``when`` conditions) parsed into :class:`~hpo_cls.spec.schema.Param` tuples, every problem reported."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from hpo_cls.spec.schema import Param, TrialConfig
+from hpo_cls.spec.validate import check_value, coerce_scalar, field_types
+
+__all__ = ["PARAM_KINDS", "parse_space"]
+
+PARAM_KINDS = ("choice", "uniform", "loguniform", "int", "quniform")
+
+
+def parse_space(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -> tuple[Param, ...]:
+    path = "search.space"
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: {path}: expected a mapping of parameter names, got {raw!r}")
+        return ()
+    fields = {f.name: f for f in dataclasses.fields(TrialConfig)}
+    params: list[Param] = []
+    seen: dict[str, Param] = {}
+    for name, entry in raw.items():
+        key = f"{path}.{name}"
+        if name not in fields:
+            problems.append(f"{where}: {key}: unknown parameter (known: {', '.join(fields)})")
+            continue
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where}: {key}: expected a mapping like {{choice: [...]}} or {{uniform: [low, high]}}")
+            continue
+        kinds = [k for k in entry if k in PARAM_KINDS]
+        extra = [k for k in entry if k not in PARAM_KINDS and k not in ("when", "log", "step")]
+        if extra:
+            problems.append(f"{where}: {key}.{extra[0]}: unknown key (known: {', '.join(PARAM_KINDS)}, when, log, step)")
+            continue
+        if len(kinds) != 1:
+            problems.append(f"{where}: {key}: give exactly one of {', '.join(PARAM_KINDS)}")
+            continue
+        kind = kinds[0]
+        param = _parse_param(name, kind, entry, fields[name], key, problems, where)
+        if param is None:
+            continue
+        when = _parse_when(entry.get("when"), name, seen, fixed, fields, f"{key}.when", problems, where)
+        if when is None:
+            continue
+        param = dataclasses.replace(param, when=when)
+        seen[name] = param
+        params.append(param)
+    return tuple(params)
+
+
+def _parse_param(name, kind, entry, f, key, problems, where) -> Param | None:
+    spec = entry[kind]
+    field_type = field_types(TrialConfig)[name]
+    for option, kinds in (("step", ("int",)), ("log", ("uniform", "int"))):
+        if option in entry and kind not in kinds:  # would be silently ignored
+            problems.append(f"{where}: {key}.{option}: only with {' or '.join(kinds)}, not with {kind}")
+            return None
+    if kind == "choice":
+        return _parse_choice(name, spec, f, field_type, f"{key}.{kind}", problems, where)
+    return _parse_range(name, kind, entry, f, field_type, key, problems, where)
+
+
+def _parse_choice(name, spec, f, field_type, key, problems, where) -> Param | None:
+    if not isinstance(spec, list) or not spec:
+        problems.append(f"{where}: {key}: expected a non-empty list of values")
+        return None
+    choices = []
+    for i, value in enumerate(spec):
+        try:
+            choices.append(check_value(f, value, field_type))
+        except ValueError as exc:
+            problems.append(f"{where}: {key}[{i}]: {exc}")
+            return None
+    if len(set(map(repr, choices))) != len(choices):
+        problems.append(f"{where}: {key}: duplicate values")
+        return None
+    return Param(name, "choice", choices=tuple(choices))
+
+
+class _Problem(ValueError):
+    """One problem line (``<key>: <message>``) of a range parameter."""
+
+
+def _parse_range(name, kind, entry, f, field_type, key, problems, where) -> Param | None:
+    try:
+        low, high = _bounds(name, kind, entry[kind], f, field_type, f"{key}.{kind}")
+        step = _step(kind, entry, low, high, key)
+        log = kind == "loguniform" or _flag(entry, "log", f"{key}.log")
+        # Optuna only rejects these when the first trial is sampled, i.e. minutes into a sweep.
+        if log and low <= 0:
+            raise _Problem(f"{key}.{kind}: low must be > 0 when log is true")
+        if log and step not in (None, 1) and kind == "int":
+            raise _Problem(f"{key}.step: cannot be combined with log (Optuna's log-scaled ints use step 1)")
+    except _Problem as problem:
+        problems.append(f"{where}: {problem}")
+        return None
+    return Param(name, kind, low=low, high=high, step=step, log=log)
+
+
+def _bounds(name, kind, spec, f, field_type, key) -> tuple[float, float]:
+    if not isinstance(spec, list) or len(spec) != (3 if kind == "quniform" else 2):
+        raise _Problem(f"{key}: expected {'[low, high, q]' if kind == 'quniform' else '[low, high]'}")
+    if field_type not in (int, float):
+        raise _Problem(f"{key}: {name} is not numeric; use choice")
+    if field_type is int and kind not in ("int", "quniform"):
+        raise _Problem(f"{key}: {name} is an integer parameter; use int or quniform")
+    try:
+        low, high = (coerce_scalar(int if kind == "int" else float, v) for v in spec[:2])
+    except ValueError as exc:
+        raise _Problem(f"{key}: {exc}") from None
+    if not low < high:
+        raise _Problem(f"{key}: low must be < high, got [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        raise _Problem(f"{key}: low must be > 0")
+    for bound in (low, high):
+        try:
+            check_value(f, int(bound) if field_type is int else bound, field_type)
+        except ValueError as exc:
+            raise _Problem(f"{key}: bound {bound}: {exc}") from None
+    return low, high
+
+
+def _step(kind, entry, low, high, key) -> float | int | None:
+    """quniform's q (third value of its list) or an int parameter's ``step``; None otherwise."""
+    step = None
+    if kind == "quniform":
+        try:
+            step = coerce_scalar(float, entry[kind][2])
+        except ValueError as exc:
+            raise _Problem(f"{key}.{kind}: q: {exc}") from None
+        if step <= 0 or step > high - low:
+            raise _Problem(f"{key}.{kind}: q must be > 0 and <= high - low")
+    if "step" in entry:
+        try:
+            step = coerce_scalar(int, entry["step"])
+        except ValueError as exc:
+            raise _Problem(f"{key}.step: {exc}") from None
+        if not 1 <= step <= high - low:
+            raise _Problem(f"{key}.step: must be >= 1 and <= high - low ({high - low}), got {step}")
+    return step
+
+
+def _flag(entry, name, key) -> bool:
+    try:
+        return coerce_scalar(bool, entry.get(name, False))
+    except ValueError as exc:
+        raise _Problem(f"{key}: {exc}") from None
+
+
+def _parse_when(raw, name, seen, fixed, fields, key, problems, where) -> dict | None:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not raw:
+        problems.append(f"{where}: {key}: expected a mapping like {{mix: [cutmix, both]}}")
+        return None
+    when = {}
+    for parent, values in raw.items():
+        if parent not in fields:
+            problems.append(f"{where}: {key}.{parent}: unknown parameter")
+            return None
+        if parent == name:
+            problems.append(f"{where}: {key}.{parent}: a parameter cannot depend on itself")
+            return None
+        values = values if isinstance(values, list) else [values]
+        try:
+            values = tuple(check_value(fields[parent], v, field_types(TrialConfig)[parent]) for v in values)
+        except ValueError as exc:
+            problems.append(f"{where}: {key}.{parent}: {exc}")
+            return None
+        if parent in seen:
+            possible = seen[parent].choices if seen[parent].kind == "choice" else None
+            if possible is not None and not set(values) & set(possible):
+                problems.append(
+                    f"{where}: {key}.{parent}: can never hold: {parent} is searched over "
+                    f"{list(possible)}, none of {list(values)}"
+                )
+                return None
+        elif getattr(fixed, parent) not in values:
+            problems.append(
+                f"{where}: {key}.{parent}: can never hold: {parent} is fixed to "
+                f"{getattr(fixed, parent)!r} (conditions may only name fixed values or parameters listed above)"
+            )
+            return None
+        when[parent] = values
+    return when
+

@@ -1,0 +1,112 @@
+"""The Tune callback that records a sweep in MLflow: one parent run, one nested run per trial.
+
+It runs in the driver and are pickled into Tune's experiment state, so they hold only plain data
+until ``setup`` (a resumed sweep gets them back and calls ``setup`` again).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from hpo_cls.spec import TrialConfig, flatten_trial_config, trial_config_from_dict
+from hpo_cls.sweep.outcome import error_text, trial_status
+from hpo_cls.tracking.runs import (
+    NODE_TAG,
+    SWEEP_NAME_TAG,
+    end_run_op,
+    finalize_trial_op,
+    open_sweep_run,
+    open_trial_run,
+)
+from hpo_cls.tracking.writer import MlflowWriter
+
+__all__ = ["SweepTracker", "METRIC_KEYS"]
+
+METRIC_KEYS = (
+    "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s", "best_val_acc",
+)
+
+
+class SweepTracker(tune.Callback):
+    """One MLflow parent run per sweep and one nested child run per trial, written asynchronously."""
+
+    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, sweep_name: str, fixed: TrialConfig,
+                 epochs: int, metric: str, mode: str, parent_tags: dict[str, str], parent_params: dict[str, Any]):
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.sweep_id, self.sweep_name = sweep_id, sweep_name
+        self.fixed, self.epochs = fixed, epochs
+        self.metric, self.mode = metric, mode
+        self.parent_tags, self.parent_params = parent_tags, parent_params
+        self.writer: MlflowWriter | None = None
+        self._opened: set[str] = set()
+        self._nodes: dict[str, str] = {}  # trial id -> Ray node id it last ran on
+        self._best: dict[str, tuple[float, str]] = {}  # trial id -> (score, path) of its best checkpoint
+
+    def __getstate__(self):
+        # The writer (a thread) is made again by setup() when a resumed sweep restores this callback.
+        return {**self.__dict__, "writer": None, "_opened": set()}
+
+    def setup(self, **info) -> None:
+        self.start()
+
+    def start(self) -> None:
+        """Connect and open (or reopen) the parent run; idempotent."""
+        if self.writer is not None:
+            return
+        self.writer = MlflowWriter(self.tracking_uri, self.experiment)
+        open_sweep_run(self.writer, self.sweep_id,
+                       tags={SWEEP_NAME_TAG: self.sweep_name, **self.parent_tags}, params=self.parent_params)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._open_child(trial)
+
+    def _open_child(self, trial) -> None:
+        if trial.trial_id in self._opened:
+            return
+        self._opened.add(trial.trial_id)
+        params = flatten_trial_config(trial_config_from_dict(trial.config, base=self.fixed))
+        open_trial_run(self.writer, self.sweep_id, trial.trial_id,
+                       {**params, "epochs_budget": self.epochs})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._open_child(trial)
+        metrics = {k: result[k] for k in METRIC_KEYS if isinstance(result.get(k), (int, float))}
+        self.writer.log_metrics(trial.trial_id, metrics, step=int(result.get("epoch", 0)))
+        node = result.get("node_id")
+        if node and self._nodes.get(trial.trial_id) != node:
+            self._nodes[trial.trial_id] = node
+            self.writer.call(trial.trial_id, lambda client, run_id: client.set_tag(run_id, NODE_TAG, node))
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # Tune has just processed the result this checkpoint belongs to.
+        score = (trial.last_result or {}).get(self.metric)
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            return
+        best = self._best.get(trial.trial_id)
+        if best is None or (score > best[0] if self.mode == "max" else score < best[0]):
+            self._best[trial.trial_id] = (float(score), checkpoint.path)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        status, reason = trial_status(trial.last_result, self.epochs, errored=False)
+        self._end_child(trial, status, reason)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._end_child(trial, "failed", error_text(trial))
+
+    def _end_child(self, trial, status: str, reason: str | None) -> None:
+        self._open_child(trial)
+        tags = {"hpo_cls.epochs_run": str(int((trial.last_result or {}).get("epoch", 0)))}
+        best = self._best.get(trial.trial_id)
+        if best is not None and Path(best[1]).is_dir():
+            # Its checkpoint and reports reach MLflow now, while other trials train, not all at the end.
+            # Tune keeps a trial's best checkpoint (num_to_keep ranks them by the same metric).
+            self.writer.call(trial.trial_id, finalize_trial_op(status, reason, best[1], tags))
+        else:  # the sweep's summary logs whatever checkpoint Tune reports for it
+            self.writer.call(trial.trial_id, end_run_op(status, reason, tags))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.writer.flush()

@@ -1,0 +1,126 @@
+"""Checks made before any training: the data folder and the parameter budget.
+
+Shared by ``validate``, ``train`` and ``sweep`` so that a bad dataset or an oversized model is reported
+in seconds, not hours into a sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo_cls.data import DatasetSummary, describe_dataset
+from hpo_cls.errors import DataError, SpecError
+from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
+
+__all__ = ["ParameterBudget", "Preflight", "run_preflight", "check_tracking_uri", "checked"]
+
+# TrialConfig fields that change the parameter count; everything else shares one cache entry.
+_MODEL_FIELDS = ("backbone", "small_input", "attention", "attention_placement", "attention_reduction",
+                 "head_hidden")
+
+
+class ParameterBudget:
+    """``config -> parameter count`` of the model a (partial) trial config builds; cached, picklable."""
+
+    def __init__(self, fixed: TrialConfig, num_classes: int):
+        self.fixed, self.num_classes = fixed, num_classes
+        self._cache: dict[tuple, int] = {}
+
+    def __call__(self, config: dict[str, Any] | TrialConfig) -> int:
+        from hpo_cls.models.classifier import count_parameters
+
+        cfg = config if isinstance(config, TrialConfig) else trial_config_from_dict(config, base=self.fixed)
+        key = tuple(getattr(cfg, name) for name in _MODEL_FIELDS)
+        if key not in self._cache:
+            self._cache[key] = count_parameters(dataclasses.replace(cfg, pretrained=False), self.num_classes)
+        return self._cache[key]
+
+
+@dataclass
+class Preflight:
+    summary: DatasetSummary | None
+    problems: list[str] = field(default_factory=list)
+    parameter_counts: dict[str, int] = field(default_factory=dict)  # backbone -> count with fixed values
+
+
+def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_errors: bool = True,
+                  fixed_only: bool = False) -> Preflight:
+    """Check the data folder (class folders, unreadable images) and every backbone against max_params.
+
+    Backbones checked: the search-space choices, plus ``fixed.backbone`` when a trial can use it (it is
+    not searched, or only under a ``when``). ``fixed_only`` (``train``): just ``fixed.backbone``.
+    """
+    where = str(spec.source or "<spec>")
+    try:
+        summary = describe_dataset(spec.data.root, scan=scan_images)
+    except DataError as exc:
+        return Preflight(None, [f"{where}: data.root: {exc}"])
+    problems = []
+    if bad_files_are_errors and summary.bad_files:
+        shown = ", ".join(f"{path} ({reason})" for path, reason in summary.bad_files[:5])
+        more = f" and {len(summary.bad_files) - 5} more" if len(summary.bad_files) > 5 else ""
+        problems.append(f"{where}: data.root: {len(summary.bad_files)} unreadable image(s): {shown}{more}; "
+                        "remove or replace them")
+    budget = ParameterBudget(spec.fixed, len(summary.class_to_idx))
+    counts = {}
+    searched = [] if fixed_only else [p for p in spec.search.space if p.name == "backbone"]
+    if not searched or searched[0].when:  # else every trial takes its backbone from the choices
+        fixed_count = budget(spec.fixed)
+        counts[spec.fixed.backbone] = fixed_count
+        if fixed_count > spec.max_params:
+            problems.append(f"{where}: fixed.backbone: {spec.fixed.backbone} has {fixed_count:,} parameters, "
+                            f"over max_params {spec.max_params:,}")
+    for param in searched:
+        for i, backbone in enumerate(param.choices):
+            count = budget(dataclasses.replace(spec.fixed, backbone=backbone))
+            counts[backbone] = count
+            if count > spec.max_params:
+                problems.append(f"{where}: search.space.backbone.choice[{i}]: {backbone} has {count:,} "
+                                f"parameters, over max_params {spec.max_params:,}")
+    return Preflight(summary, problems, counts)
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
+    """A problem line if an MLflow server at an http(s) URI does not answer its health check, or if a
+    SQLite store cannot be created where its URI points (the store itself is opened in the background)."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from hpo_cls.tracking.uri import redact_uri
+
+    if uri.startswith("sqlite:///"):
+        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
+        if not os.path.isdir(folder):
+            return f"tracking.uri: {uri}: folder {folder} does not exist"
+        if not os.access(folder, os.W_OK):
+            return f"tracking.uri: {uri}: folder {folder} is not writable"
+        return None
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            if response.status == 200:
+                return None
+            return f"tracking.uri: MLflow server at {redact_uri(uri)} answered {response.status} to its health check"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return (f"tracking.uri: cannot reach an MLflow server at {redact_uri(uri)} ({reason}); "
+                "start it or fix {tracking_uri}")
+
+
+def checked(spec: SweepSpec, *, scan: bool = True, check_tracking: bool = False,
+            fixed_only: bool = False) -> Preflight:
+    """:func:`run_preflight` (plus the tracking URI with ``check_tracking``); raises SpecError with every
+    problem found, or returns the result when the spec is usable."""
+    result = run_preflight(spec, scan_images=scan, fixed_only=fixed_only)
+    problems = list(result.problems)
+    if check_tracking:
+        problem = check_tracking_uri(spec.tracking.uri)
+        if problem:
+            problems.append(f"{spec.source}: {problem}")
+    if problems:
+        raise SpecError(problems)
+    return result

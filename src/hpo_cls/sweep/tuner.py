@@ -1,0 +1,207 @@
+"""``hpo-cls sweep``: the Tuner wiring (searcher, scheduler, callbacks, run config) and its run to the end."""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TextIO
+
+from hpo_cls.console import say
+from hpo_cls.search.space import DefineByRun
+from hpo_cls.spec import SweepSpec
+from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
+from hpo_cls.sweep.experiment import (
+    git_commit,
+    resolve_trainable,
+    sweep_directory,
+    trial_dirname,
+    versions,
+)
+from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
+from hpo_cls.sweep.preflight import ParameterBudget
+from hpo_cls.train.run import TrialSetup
+
+__all__ = ["run_sweep"]
+
+# Snapshot Tune's experiment state every few seconds (default: adaptive, often much rarer), so a killed
+# driver loses as little as possible. MLflow is the record: Tune's CSV and TensorBoard loggers would only
+# add driver work per result (result.json stays: the ResultGrid reads the history from it). hpo-cls
+# prints its own trial table; Ray's new console output prints banners even when silenced. With
+# per-epoch checkpoints Tune's warning that snapshots are frequent is expected, not a problem.
+_TUNE_ENVIRONMENT = {
+    "TUNE_GLOBAL_CHECKPOINT_S": "5",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+
+
+def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, name: str | None = None,
+              resume: bool = False, progress_interval_s: float = 15.0, owns_ray: bool = False,
+              out: TextIO = sys.stdout) -> SweepOutcome:
+    """Run (or resume) a sweep to the end and log its summary to MLflow.
+
+    Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller
+    connected it for this sweep, so it is shut down here as soon as the trials have ended."""
+    import ray
+
+    from hpo_cls.tracking.summary import summarize_sweep
+
+    storage = str(spec.storage_path if isinstance(spec.storage_path, str)
+                  else Path(spec.storage_path).expanduser().resolve())
+    sweep_id, experiment_path = sweep_directory(storage, spec.name, name, resume)
+    trainable = _trainable(spec)
+    for key, value in _TUNE_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES) or owns_ray
+    _announce(spec, sweep_id, out)
+    try:
+        if resume:
+            tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, out), None
+        else:
+            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s)
+        results = tuner.fit()
+        if searcher is not None and searcher.suggestions:
+            say(f"searcher: {searcher.suggestions} proposals, "
+                f"{1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms each"
+                + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else ""),
+                out)
+        say("all trials ended; logging checkpoints and the sweep summary to MLflow", out)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results)
+            if started:  # the summary needs only local files: let Ray's processes stop meanwhile
+                ray.shutdown()
+            outcome = summary.result()
+    finally:
+        if started:
+            ray.shutdown()
+    print_summary(spec, outcome, out)
+    return outcome
+
+
+def _trainable(spec: SweepSpec):
+    """The spec's trainable with the sweep-wide setup bound and each trial's resources attached."""
+    from ray import tune
+
+    setup = TrialSetup(data=spec.data, fixed=spec.fixed, epochs=spec.budget.epochs, gpu_share=spec.resources.gpu)
+    return tune.with_resources(tune.with_parameters(resolve_trainable(spec.trainable), setup=setup),
+                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _announce(spec: SweepSpec, sweep_id: str, out: TextIO) -> None:
+    import ray
+
+    say(f"sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
+        f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}", out)
+    resources = ray.cluster_resources()
+    say(f"Ray: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
+        f"each trial takes {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU", out)
+
+
+def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, trainable, out: TextIO):
+    """Tune's own restore, after dropping MLflow runs of trials Tune's last snapshot does not know."""
+    from ray import tune
+
+    from hpo_cls.tracking.runs import discard_unknown_trial_runs
+
+    say(f"resuming from {experiment_path}", out)
+    tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
+    known = {trial_id_of(result) for result in tuner.get_results()}
+    discarded = discard_unknown_trial_runs(spec.tracking.uri, spec.tracking.experiment, sweep_id, known)
+    if discarded:
+        say(f"discarded {discarded} MLflow run(s) of trials that started after Tune's last experiment snapshot; "
+            "the searcher, restored to that snapshot, proposes them again", out)
+    return tuner
+
+
+def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_classes: int,
+               progress_interval_s: float):
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+    from ray.tune.search import ConcurrencyLimiter
+
+    from hpo_cls.sweep.progress import ProgressTable
+
+    searcher = _searcher(spec, num_classes)
+    progress = ProgressTable([p.name for p in spec.search.space], spec.budget.epochs, spec.metric,
+                             interval_s=progress_interval_s)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.budget.max_concurrent),
+            scheduler=_scheduler(spec),
+            num_samples=spec.budget.num_samples,
+            time_budget_s=spec.budget.time_budget_s,
+            trial_dirname_creator=trial_dirname,
+            # A new trial takes over a finished trial's worker process instead of starting one (and
+            # importing torch) again; trials share resources, so every actor fits every trial.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_id,
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=spec.fault_tolerance.keep_checkpoints,
+                checkpoint_score_attribute=spec.metric,
+                checkpoint_score_order=spec.mode,
+            ),
+            callbacks=[JsonLoggerCallback(), _tracker(spec, sweep_id), progress],
+            verbose=0,
+        ),
+    )
+    return tuner, searcher
+
+
+def _searcher(spec: SweepSpec, num_classes: int):
+    from hpo_cls.search.samplers import build_sampler
+    from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+
+    return BudgetAwareOptunaSearch(
+        DefineByRun(spec.search.space, spec.fixed),
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=build_sampler(spec.search, spec.budget.num_samples),
+        max_epochs=spec.budget.epochs,
+        param_count=ParameterBudget(spec.fixed, num_classes),
+        max_params=spec.max_params,
+    )
+
+
+def _scheduler(spec: SweepSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=spec.budget.epochs, grace_period=spec.scheduler.grace_period,
+                         reduction_factor=spec.scheduler.reduction_factor)
+
+
+def _tracker(spec: SweepSpec, sweep_id: str):
+    """The MLflow callback, its parent run opened (with the spec as ``spec.yaml``) before trials start."""
+    from hpo_cls.sweep.callbacks import SweepTracker
+
+    tracker = SweepTracker(
+        tracking_uri=spec.tracking.uri, experiment=spec.tracking.experiment, sweep_id=sweep_id,
+        sweep_name=spec.name, fixed=spec.fixed, epochs=spec.budget.epochs, metric=spec.metric, mode=spec.mode,
+        parent_tags={
+            "hpo_cls.spec_file": str(spec.source or ""),
+            "hpo_cls.git_commit": (git_commit(spec.source.parent) if spec.source else None) or "none",
+            **{f"hpo_cls.version.{k}": v for k, v in versions().items()},
+        },
+        parent_params={
+            "sampler": spec.search.sampler, "scheduler": spec.scheduler.type, "num_samples": spec.budget.num_samples,
+            "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
+            "data_root": str(spec.data.root), "image_size": spec.data.image_size,
+            "searched": ",".join(p.name for p in spec.search.space),
+        },
+    )
+    tracker.start()
+    spec_text = spec.source.read_text() if spec.source and spec.source.is_file() else ""
+    if spec_text:
+        tracker.writer.call("parent", lambda client, run_id: client.log_text(run_id, spec_text, "spec.yaml"))
+    return tracker

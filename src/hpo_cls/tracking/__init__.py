@@ -1,0 +1,1 @@
+"""MLflow tracking: the writer thread, the runs and their tags, sweep summaries and plots."""

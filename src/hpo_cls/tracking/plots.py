@@ -1,0 +1,100 @@
+"""Tables and plots that go into MLflow: per-class report, confusion matrix, trials table, Optuna plots."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: servers and CI have no display
+
+import pandas as pd  # noqa: E402
+
+__all__ = ["per_class_frame", "confusion_matrix_figure", "trials_frame", "optuna_plots", "build_study"]
+
+log = logging.getLogger(__name__)
+
+
+def per_class_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"])
+
+
+def confusion_matrix_figure(confusion: list[list[int]], class_names: list[str]):
+    """A matplotlib Figure outside pyplot's global figure list: safe to draw in a background thread
+    (the sweep's MLflow writer) while another thread uses pyplot; nothing to close."""
+    from matplotlib.figure import Figure
+
+    n = len(class_names)
+    size = min(4 + 0.35 * n, 30)
+    figure = Figure(figsize=(size, size))
+    axes = figure.subplots()
+    image = axes.imshow(confusion, cmap="Blues")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    step = max(1, n // 40)  # label every class up to 40, then thin out so labels stay readable
+    ticks = list(range(0, n, step))
+    axes.set_xticks(ticks, [class_names[i] for i in ticks], rotation=90)
+    axes.set_yticks(ticks, [class_names[i] for i in ticks])
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if confusion[i][j]:
+                    axes.text(j, i, confusion[i][j], ha="center", va="center", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def trials_frame(trials) -> pd.DataFrame:
+    """One row per trial: id, status, epochs run, best score, MLflow run id and sampled values."""
+    rows = [
+        {"trial_id": t.trial_id, "status": t.status, "epochs_run": t.epochs_run, "best_score": t.best_score,
+         "mlflow_run_id": t.run_id, **t.config}
+        for t in trials
+    ]
+    return pd.DataFrame(rows)
+
+
+def build_study(spec, trials):
+    """An Optuna study of the sweep's trials (best score each, early-stopped included) for plotting;
+    independent of Tune's searcher state, so it also works after ``--resume``."""
+    import optuna
+
+    from hpo_cls.search.space import distribution_of
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
+    params_by_name = {p.name: p for p in spec.search.space}
+    for t in trials:
+        if t.best_score is None:
+            continue
+        params = {k: v for k, v in t.config.items() if k in params_by_name}
+        distributions = {k: distribution_of(params_by_name[k]) for k in params}
+        try:
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=t.best_score))
+        except ValueError as exc:  # a value outside its distribution (e.g. the spec changed)
+            log.warning("trial %s left out of the Optuna plots: %s", t.trial_id, exc)
+    return study
+
+
+def optuna_plots(spec, trials) -> dict[str, Any]:
+    """File name -> matplotlib figure; plots that need more trials than there are are skipped."""
+    from optuna.visualization import matplotlib as optuna_mpl
+
+    study = build_study(spec, trials)
+    figures: dict[str, Any] = {}
+    if len(study.trials) < 2 or not spec.search.space:
+        return figures
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+        for name, plot in (("parallel_coordinate.png", optuna_mpl.plot_parallel_coordinate),
+                           ("param_importances.png", optuna_mpl.plot_param_importances),
+                           ("optimization_history.png", optuna_mpl.plot_optimization_history)):
+            try:
+                axes = plot(study)
+                figures[name] = (axes if hasattr(axes, "figure") else axes.flat[0]).figure
+            except Exception as exc:  # noqa: BLE001 - a plot is a nicety; never fail the sweep over it
+                log.warning("skipped %s: %s", name, exc)
+    return figures

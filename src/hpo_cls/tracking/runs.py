@@ -1,0 +1,142 @@
+"""The MLflow runs of hpo-cls: the tags that identify them, and the ops that find, open and close them.
+
+A sweep has one parent run and one nested child run per trial; runs are found again by tags (sweep id,
+trial id), so a retried trial or a resumed sweep reuses its run. Every op here is a function
+``(client, run_id)`` for :meth:`hpo_cls.tracking.writer.MlflowWriter.call`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo_cls.spec import format_value
+
+if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should not cost a second
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.tracking.writer import MlflowWriter
+
+__all__ = [
+    "SWEEP_ID_TAG", "SWEEP_NAME_TAG", "TRIAL_ID_TAG", "STATUS_TAG", "ERROR_TAG", "FINALIZED_TAG", "ROLE_TAG",
+    "NODE_TAG", "PARENT_TAG", "param_value", "find_or_create_experiment", "find_run", "open_sweep_run",
+    "open_trial_run", "end_run_op", "finalize_trial_op", "discard_unknown_trial_runs",
+]
+
+SWEEP_ID_TAG = "hpo_cls.sweep_id"
+SWEEP_NAME_TAG = "hpo_cls.sweep.tuner"
+TRIAL_ID_TAG = "hpo_cls.trial_id"
+STATUS_TAG = "hpo_cls.status"
+ERROR_TAG = "hpo_cls.error"
+FINALIZED_TAG = "hpo_cls.finalized"  # the run's checkpoint and reports are logged, its status final
+ROLE_TAG = "hpo_cls.role"
+NODE_TAG = "hpo_cls.node_id"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def param_value(value: Any) -> str:
+    """MLflow params are strings; numbers stay parseable so the UI plots them on numeric axes."""
+    return str(format_value(value))
+
+
+def find_or_create_experiment(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
+    """Id of the oldest run in the experiment carrying all ``tags``, or None."""
+    filters = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=filters, order_by=["attributes.start_time ASC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def open_sweep_run(writer: MlflowWriter, sweep_id: str, **kwargs) -> None:
+    """Bind the writer key ``"parent"`` to the sweep's parent run (found again by its sweep id)."""
+    writer.open_run("parent", {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id, **kwargs)
+
+
+def open_trial_run(writer: MlflowWriter, sweep_id: str, trial_id: str, params: dict[str, Any],
+                   resume: bool = True) -> None:
+    """Bind the writer key ``trial_id`` to the trial's run, nested under the sweep's parent run."""
+    writer.open_run(trial_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id}, run_name=f"{sweep_id}/{trial_id}",
+                    tags={ROLE_TAG: "trial"}, params=params, parent_key="parent", resume=resume)
+
+
+def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str] | None = None):
+    """An op for :meth:`MlflowWriter.call` that tags the final status and closes the run."""
+
+    def op(client: MlflowClient, run_id: str | None) -> None:
+        from mlflow.entities import RunTag
+
+        tags = {STATUS_TAG: status, **(extra_tags or {})}
+        if error:
+            tags[ERROR_TAG] = error[:4000]
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+
+    return op
+
+
+def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None,
+                      extra_tags: dict[str, str] | None = None):
+    """An :meth:`MlflowWriter.call` op that closes a trial's run with its status and logs its best
+    checkpoint (as a model bundle, for ``promote``), confusion matrix and per-class report. Idempotent:
+    a run already finalized is left alone."""
+    from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
+    from hpo_cls.train.checkpoint import (
+        EVALUATION_FILE,
+        MODEL_FILE,
+        load_checkpoint,
+        model_bundle,
+        save_checkpoint,
+    )
+
+    end_run = end_run_op(status, reason, {FINALIZED_TAG: "1", **(extra_tags or {})})
+
+    def op(client, run_id):
+        tags = client.get_run(run_id).data.tags
+        if tags.get(FINALIZED_TAG) == "1":
+            return
+        if checkpoint_dir and Path(checkpoint_dir).is_dir():
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir)), Path(tmp, MODEL_FILE))
+                evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
+                if evaluation_file.is_file():
+                    shutil.copy(evaluation_file, tmp)
+                client.log_artifacts(run_id, tmp, "checkpoint")
+            if status == "completed" and evaluation_file.is_file():
+                evaluation = json.loads(evaluation_file.read_text())
+                with tempfile.TemporaryDirectory() as tmp:
+                    per_class_frame(evaluation["per_class"]).to_csv(Path(tmp, "per_class_report.csv"), index=False)
+                    names = [row["class"] for row in evaluation["per_class"]]
+                    figure = confusion_matrix_figure(evaluation["confusion"], names)
+                    figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
+                    client.log_artifacts(run_id, tmp, "evaluation")
+        end_run(client, run_id)
+
+    return op
+
+
+def discard_unknown_trial_runs(tracking_uri: str, experiment: str, sweep_id: str, known: set[str]) -> int:
+    """Delete the sweep's trial runs whose trial Tune does not know after a restore (it started after the
+    last experiment snapshot), so the sweep keeps exactly one MLflow run per trial."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_obj = client.get_experiment_by_name(experiment)
+    if experiment_obj is None:
+        return 0
+    runs = client.search_runs([experiment_obj.experiment_id], max_results=10_000,
+                              filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'trial'")
+    unknown = [r for r in runs if r.data.tags.get(TRIAL_ID_TAG) not in known]
+    for run in unknown:
+        client.delete_run(run.info.run_id)
+    return len(unknown)

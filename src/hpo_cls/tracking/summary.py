@@ -1,0 +1,108 @@
+"""After the trials: each trial's best checkpoint and final status, and the sweep's parent run summary
+(counts, best trial, trials.csv, Optuna plots) in MLflow."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from hpo_cls.console import warn
+from hpo_cls.spec import SweepSpec, flatten_trial_config, trial_config_from_dict
+from hpo_cls.sweep.outcome import (
+    SweepOutcome,
+    TrialOutcome,
+    ranked,
+    sampled,
+    status_counts,
+    trial_id_of,
+    trial_status,
+)
+from hpo_cls.tracking.runs import finalize_trial_op, open_sweep_run, open_trial_run
+from hpo_cls.tracking.writer import MlflowWriter
+
+__all__ = ["summarize_sweep"]
+
+
+def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results) -> SweepOutcome:
+    """Log each trial's best checkpoint and final status, and the parent run's summary. Idempotent, so
+    a resumed sweep can run it again over trials that ended before the interruption."""
+    writer = MlflowWriter(spec.tracking.uri, spec.tracking.experiment)
+    open_sweep_run(writer, sweep_id)
+    trials: list[TrialOutcome] = []
+    for result in results:
+        trial_id = trial_id_of(result)
+        history = result.metrics_dataframe
+        scores = history[spec.metric].dropna() if history is not None and spec.metric in history else None
+        best = None
+        if scores is not None and len(scores):
+            best = float(scores.max() if spec.mode == "max" else scores.min())
+        status, reason = trial_status(result.metrics, spec.budget.epochs, errored=result.error is not None)
+        if result.error is not None:
+            reason = (str(result.error).strip().splitlines() or ["error"])[-1]
+        config = flatten_trial_config(trial_config_from_dict(sampled(result.config), base=spec.fixed))
+        # Bound only: a run finalized when its trial ended keeps its state; the op below skips it.
+        open_trial_run(writer, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs}, resume=False)
+        best_dir = _best_checkpoint_dir(result, spec)
+        writer.call(trial_id, finalize_trial_op(status, reason, best_dir))
+        if status == "failed":
+            best = None
+        trials.append(TrialOutcome(trial_id, status, int((result.metrics or {}).get("epoch", 0)), best,
+                                   sampled(result.config), None))
+    # The plots need no run ids: draw them while the writer thread logs the trials' checkpoints.
+    plots_dir = tempfile.mkdtemp(prefix="hpo-cls-plots-")
+    _draw_optuna_plots(spec, trials, plots_dir)
+    writer.flush()
+    for t in trials:
+        t.run_id = writer.run_ids.get(t.trial_id)
+    best_first = ranked(trials, spec.mode)
+    writer.call("parent", _finalize_parent_op(spec, trials, best_first, plots_dir))
+    writer.close(timeout=300)
+    shutil.rmtree(plots_dir, ignore_errors=True)
+    if writer.failed_ops:
+        warn(f"{writer.failed_ops} MLflow writes could not be made")
+    return SweepOutcome(sweep_id, writer.run_ids.get("parent"), experiment_path, trials)
+
+
+def _best_checkpoint_dir(result, spec: SweepSpec) -> str | None:
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if spec.metric in m]
+    if not candidates:
+        return result.checkpoint.path if result.checkpoint is not None else None
+    pick = max if spec.mode == "max" else min
+    checkpoint, _ = pick(candidates, key=lambda cm: cm[1][spec.metric])
+    return checkpoint.path
+
+
+def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: str) -> None:
+    import matplotlib.pyplot as plt  # noqa: I001
+
+    from hpo_cls.tracking.plots import (
+        optuna_plots,  # first: it selects matplotlib's headless backend
+    )
+
+    for name, figure in optuna_plots(spec, trials).items():
+        figure.savefig(Path(directory, name), dpi=110, bbox_inches="tight")
+        plt.close(figure)
+
+
+def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome], plots_dir: str):
+    """Status, counts and best trial on the parent run; trials.csv and the plots in ``plots_dir``."""
+    from mlflow.entities import Metric, RunTag
+
+    from hpo_cls.tracking.plots import trials_frame
+
+    def op(client, run_id):
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"n_{k}", v, now, 0) for k, v in status_counts(trials).items()]
+        tags = [RunTag("hpo_cls.status", "completed"), RunTag("hpo_cls.n_trials", str(len(trials)))]
+        if ranked:
+            metrics.append(Metric(f"best_{spec.metric}", ranked[0].best_score, now, 0))
+            tags += [RunTag("hpo_cls.best_trial_id", ranked[0].trial_id),
+                     RunTag("hpo_cls.best_run_id", ranked[0].run_id or "")]
+        client.log_batch(run_id, metrics=metrics, tags=tags)
+        trials_frame(trials).to_csv(Path(plots_dir, "trials.csv"), index=False)
+        client.log_artifacts(run_id, plots_dir)
+        client.set_terminated(run_id, status="FINISHED")
+
+    return op

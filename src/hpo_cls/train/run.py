@@ -1,0 +1,195 @@
+"""One trial's training, one epoch at a time: used by ``hpo-cls train``, the Tune trainable and promote.
+
+Pure torch like the engine: it assembles model, data, optimizer and schedule from the configs and owns
+the state a checkpoint must capture. Randomness is re-seeded from (seed, epoch) at the start of every
+epoch, so a run resumed from a checkpoint continues exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpo_cls.data.loaders import Loaders, build_loaders
+from hpo_cls.models.classifier import build_model
+from hpo_cls.spec import DataConfig, TrialConfig, flatten_trial_config
+from hpo_cls.train.engine import (
+    EvalResult,
+    build_ema,
+    evaluate,
+    per_class_report,
+    resolve_device,
+    resolve_precision,
+    train_one_epoch,
+    use_channels_last,
+)
+from hpo_cls.train.optim import build_optimizer, build_scheduler
+
+__all__ = ["TrainingRun", "TrialSetup", "seed_everything"]
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What a trial needs besides its hyperparameters; the same for every trial of a sweep."""
+
+    data: DataConfig
+    fixed: TrialConfig
+    epochs: int
+    gpu_share: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # numpy is optional for torch
+        pass
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % 2**63
+
+
+class TrainingRun:
+    """Model, data and optimisation state of one trial, stepped with :meth:`run_epoch`."""
+
+    def __init__(
+        self,
+        data_cfg: DataConfig,
+        cfg: TrialConfig,
+        epochs: int,
+        *,
+        gpu_share: float = 0.0,
+        loaders: Loaders | None = None,
+    ):
+        self.data_cfg, self.cfg, self.epochs = data_cfg, cfg, epochs
+        seed_everything(cfg.seed)
+        self.device = resolve_device(gpu_share)
+        self.precision = resolve_precision(
+            self.device.type, cfg.amp, self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        )
+        self.channels_last = use_channels_last(self.device.type, cfg.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.loaders = loaders or build_loaders(
+            data_cfg, cfg, device_is_cuda=self.device.type == "cuda", seed=cfg.seed
+        )
+        self.class_to_idx = self.loaders.class_to_idx
+        self.num_classes = self.loaders.num_classes
+        model = build_model(cfg, self.num_classes).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.forward_model = torch.compile(model) if cfg.compile else model
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, epochs)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.use_grad_scaler else None
+        self.ema = build_ema(model, cfg.ema_decay)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.eval_criterion = nn.CrossEntropyLoss()
+        self.epoch = 0  # epochs completed
+        self.best_val_acc = -math.inf
+        self.best_epoch = 0
+        self.last_eval: EvalResult | None = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated, checkpointed for prediction, and ensembled: EMA if enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, evaluate on the validation set, step the LR schedule; return the metrics."""
+        seed = _epoch_seed(self.cfg.seed, self.epoch)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        generator = getattr(self.loaders.train, "generator", None)
+        if generator is not None:
+            generator.manual_seed(seed)
+        lr = self.optimizer.param_groups[0]["lr"]
+        metrics = train_one_epoch(
+            self.forward_model,
+            self.loaders.train,
+            self.optimizer,
+            self.criterion,
+            self.device,
+            precision=self.precision,
+            scaler=self.scaler,
+            channels_last=self.channels_last,
+            grad_clip=self.cfg.grad_clip,
+            ema=self.ema,
+        )
+        result = self.last_eval = self.evaluate()
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(result.accuracy)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        self.epoch += 1
+        if result.accuracy > self.best_val_acc:
+            self.best_val_acc, self.best_epoch = result.accuracy, self.epoch
+        return {
+            "epoch": self.epoch,
+            **metrics,
+            "val_loss": result.loss,
+            "val_acc": result.accuracy,
+            "lr": lr,
+            "best_val_acc": self.best_val_acc,
+        }
+
+    def evaluate(self, keep_probabilities: bool = False) -> EvalResult:
+        return evaluate(
+            self.eval_model,
+            self.loaders.val,
+            self.eval_criterion,
+            self.device,
+            self.num_classes,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            keep_probabilities=keep_probabilities,
+        )
+
+    def class_report(self, result: EvalResult | None = None) -> list[dict]:
+        result = result or self.evaluate()
+        names = sorted(self.class_to_idx, key=self.class_to_idx.get)
+        return per_class_report(result.confusion, names)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint bundle: resumes exactly, and carries config + class mapping for prediction."""
+        return {
+            "format": "hpo-cls/1",
+            "model": self.eval_model.state_dict(),
+            "train_model": self.model.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "config": flatten_trial_config(self.cfg),
+            "image_size": self.data_cfg.image_size,
+            "class_to_idx": dict(self.class_to_idx),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["class_to_idx"] != self.class_to_idx:
+            raise ValueError("checkpoint was trained on a different set of classes than the data folder holds")
+        self.model.load_state_dict(state["train_model"] if state.get("train_model") is not None else state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch = state["epoch"]
+        self.best_val_acc = state["best_val_acc"]
+        self.best_epoch = state["best_epoch"]

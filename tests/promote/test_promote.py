@@ -1,0 +1,354 @@
+"""hpo_cls.promote.pipeline: selecting runs from a real MLflow store, rebuilding configs from params, resumable
+retrains, and `hpo-cls promote` + `hpo-cls predict` end to end."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from hpo_cls.cli import flag, main
+from hpo_cls.errors import PromoteError
+from hpo_cls.promote.register import registered_model_name
+from hpo_cls.promote.retrain import plan_members, train_member
+from hpo_cls.promote.select import (
+    Candidate,
+    find_sweep,
+    load_candidates,
+    select_top_runs,
+    typed_params,
+)
+from hpo_cls.spec import (
+    DataConfig,
+    TrialConfig,
+    flatten_trial_config,
+    trial_config_from_dict,
+)
+from hpo_cls.tracking.runs import (
+    PARENT_TAG,
+    ROLE_TAG,
+    STATUS_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_NAME_TAG,
+    TRIAL_ID_TAG,
+    param_value,
+)
+from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
+
+T0 = 1_700_000_000_000  # ms; explicit start times keep "newest sweep" unambiguous
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    return SimpleNamespace(uri=uri, client=MlflowClient(uri), artifacts=(root / "mlruns").as_uri())
+
+
+@pytest.fixture
+def experiment(store, request):
+    """A fresh experiment per test in the module's store: ``(name, id)``."""
+    name = request.node.name
+    return name, store.client.create_experiment(name, artifact_location=f"{store.artifacts}/{name}")
+
+
+def log_sweep(client, experiment_id, sweep_id, name, trials, *, start=T0, epochs=2, searched="lr,backbone"):
+    """Parent + child runs tagged, parametrised and scored the way a sweep records them.
+
+    ``trials``: ``(trial_id, status, val_acc history, config overrides, log best_val_acc)``.
+    """
+    parent = client.create_run(experiment_id, start_time=start, run_name=sweep_id,
+                               tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep", SWEEP_NAME_TAG: name}).info.run_id
+    client.log_batch(parent, params=[Param(k, param_value(v)) for k, v in
+                                     {"epochs": epochs, "data_root": "/nowhere", "image_size": 16,
+                                      "searched": searched}.items()])
+    ids = {}
+    for i, (trial_id, status, history, overrides, with_best) in enumerate(trials, 1):
+        tags = {SWEEP_ID_TAG: sweep_id, TRIAL_ID_TAG: trial_id, ROLE_TAG: "trial", PARENT_TAG: parent}
+        if status is not None:
+            tags[STATUS_TAG] = status
+        run_id = client.create_run(experiment_id, start_time=start + i, tags=tags).info.run_id
+        params = {**flatten_trial_config(TrialConfig(**overrides)), "epochs_budget": epochs}
+        metrics = [Metric("val_acc", v, start + i, step) for step, v in enumerate(history, 1)]
+        if with_best:
+            metrics += [Metric("best_val_acc", max(history[:step]), start + i, step)
+                        for step in range(1, len(history) + 1)]
+        client.log_batch(run_id, metrics=metrics, params=[Param(k, param_value(v)) for k, v in params.items()])
+        ids[trial_id] = run_id
+    return ids
+
+
+TRIALS = [
+    ("a", "completed", [0.3, 0.5], {"lr": 0.1}, True),
+    ("b", "completed", [0.6, 0.7], {"lr": 0.2}, True),
+    ("c", "early_stopped", [0.9], {"lr": 0.3}, True),
+    ("d", "failed", [0.95], {"lr": 0.4}, True),
+    ("e", "completed", [0.2, 0.8, 0.6], {"lr": 0.5}, False),  # scored from its val_acc history: 0.8
+    ("f", None, [0.99], {"lr": 0.6}, True),  # still running: no final status
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# selection
+
+
+def test_selection_ranks_finished_runs_by_best_val_acc(store, experiment):
+    _, exp_id = experiment
+    ids = log_sweep(store.client, exp_id, "s1", "alpha", TRIALS)
+    sweep = find_sweep(store.client, experiment[0], "s1")
+    candidates = load_candidates(store.client, sweep)
+    assert {c.trial_id for c in candidates} == {"a", "b", "c", "e"}  # failed and unfinished runs never qualify
+    top = select_top_runs(candidates, 3)
+    assert [(c.trial_id, c.score) for c in top] == [("e", 0.8), ("b", 0.7), ("a", 0.5)]
+    assert top[0].run_id == ids["e"] and top[0].config.lr == 0.5
+    with_early = select_top_runs(candidates, 2, include_early_stopped=True)
+    assert [c.trial_id for c in with_early] == ["c", "e"]
+
+
+def test_too_few_qualifying_runs_is_a_clear_error(store, experiment):
+    log_sweep(store.client, experiment[1], "s1", "alpha", TRIALS)
+    candidates = load_candidates(store.client, find_sweep(store.client, experiment[0]))
+    with pytest.raises(PromoteError) as info:
+        select_top_runs(candidates, 4)
+    message = info.value.render(flag)  # as the command line prints it
+    assert "only 3 completed run(s)" in message
+    assert "--include-early-stopped (1 early-stopped run(s) available)" in message and "lower --top" in message
+    assert len(select_top_runs(candidates, 4, include_early_stopped=True)) == 4
+
+
+def test_cli_reports_too_few_runs_and_unknown_sweeps_without_traceback(store, experiment, capsys):
+    name, exp_id = experiment
+    log_sweep(store.client, exp_id, "alpha-1", "alpha", TRIALS, start=T0)
+    log_sweep(store.client, exp_id, "beta-1", "beta", TRIALS[:1], start=T0 + 100)
+    common = ["--tracking-uri", store.uri, "--experiment", name]
+
+    assert main(["promote", "--top", "2", *common]) == 2  # newest sweep (beta-1) has one completed run
+    err = capsys.readouterr().err
+    assert err.startswith("error: --top 2: only 1 completed run(s)") and "Traceback" not in err
+
+    assert main(["promote", "--top", "1", "--sweep", "gamma", *common]) == 2
+    err = capsys.readouterr().err
+    assert "no sweep 'gamma'" in err and "beta-1 (beta), alpha-1 (alpha)" in err and len(err.splitlines()) == 1
+
+    assert main(["promote", "--top", "1", "--experiment", "no-such-experiment", "--tracking-uri", store.uri]) == 2
+    assert "no MLflow experiment 'no-such-experiment'" in capsys.readouterr().err
+
+
+def test_sweep_is_found_by_id_by_newest_of_a_name_or_newest_overall(store, experiment):
+    name, exp_id = experiment
+    log_sweep(store.client, exp_id, "alpha-old", "alpha", TRIALS[:1], start=T0)
+    log_sweep(store.client, exp_id, "alpha-new", "alpha", TRIALS[:1], start=T0 + 100)
+    log_sweep(store.client, exp_id, "beta-1", "beta", TRIALS[:1], start=T0 + 200)
+    assert find_sweep(store.client, name).sweep_id == "beta-1"
+    assert find_sweep(store.client, name, "alpha").sweep_id == "alpha-new"
+    assert find_sweep(store.client, name, "alpha-old").sweep_id == "alpha-old"
+    assert find_sweep(store.client, name, "alpha-old").params["image_size"] == "16"
+
+
+def _candidate(trial_id, score, **overrides):
+    return Candidate(f"run-{trial_id}", trial_id, "completed", score, TrialConfig(**overrides), 0)
+
+
+def test_dedupe_keeps_the_best_of_near_identical_configs():
+    candidates = [
+        _candidate("best", 0.9, lr=0.100, dropout=0.2, seed=0),
+        _candidate("near", 0.8, lr=0.104, dropout=0.2, seed=7),  # lr within 5%, other seed: a duplicate
+        _candidate("far", 0.7, lr=0.120, dropout=0.2),  # lr 20% away
+        _candidate("other", 0.6, lr=0.100, dropout=0.2, attention="se"),  # another categorical value
+    ]
+    assert [c.trial_id for c in select_top_runs(candidates, 3, dedupe=True)] == ["best", "far", "other"]
+    assert [c.trial_id for c in select_top_runs(candidates, 3)] == ["best", "near", "far"]
+    with pytest.raises(PromoteError, match="1 near-duplicate config"):
+        select_top_runs(candidates, 4, dedupe=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# configs from MLflow params
+
+
+@pytest.mark.parametrize("cfg", [
+    TrialConfig(),
+    TrialConfig(backbone="wrn16_4", head_hidden=(128, 64), milestones=(0.3, 0.6, 0.9), lr=1e-4, dropout=0.123456789,
+                trivial_augment=True, amp=False, attention="cbam", attention_reduction=8, mix="both"),
+], ids=["defaults", "everything-changed"])
+def test_params_round_trip_through_mlflow_strings(cfg):
+    as_strings = {k: param_value(v) for k, v in flatten_trial_config(cfg).items()} | {"epochs_budget": "4"}
+    typed = typed_params(as_strings)
+    assert typed["trivial_augment"] is cfg.trivial_augment and isinstance(typed["batch_size"], int)
+    assert "epochs_budget" not in typed
+    assert trial_config_from_dict(typed) == cfg
+
+
+def test_plan_members_gives_each_run_consecutive_seeds_and_applies_fixed_overrides():
+    plans = plan_members([_candidate("t1", 0.9, seed=3), _candidate("t2", 0.8)], seeds=2, overrides={"amp": False})
+    assert [(p.key, p.config.seed) for p in plans] == [
+        ("t1-seed3", 3), ("t1-seed4", 4), ("t2-seed0", 0), ("t2-seed1", 1)]
+    assert all(p.config.amp is False for p in plans)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("quickstart", "quickstart"), ("my sweep/v2", "my-sweep-v2"), ("//", "ensemble")])
+def test_registered_model_name_is_sanitized(raw, expected):
+    assert registered_model_name(raw) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# retraining: resumable and exact
+
+
+def _write_image(path: Path, rng, tint) -> None:
+    pixels = np.clip(rng.normal(tint, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """16px images, 3 classes (0, 1, 2): train 6 / val 3 per class, flat test/ with test_labels.csv."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    tints = {"0": (200, 40, 40), "1": (40, 200, 40), "2": (40, 40, 200)}
+    for label, tint in tints.items():
+        for split, n in (("train", 6), ("val", 3)):
+            for i in range(n):
+                _write_image(root / split / label / f"{i}.png", rng, tint)
+    rows = []
+    for i, label in enumerate(["2", "0", "1", "1", "0", "2", "0"]):
+        name = f"img{i:02d}"
+        _write_image(root / "test" / f"{name}.png", rng, tints[label])
+        rows.append((name, label))
+    with open(root / "test_labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("image_name", "label"), *rows])
+    return root
+
+
+TINY = TrialConfig(backbone="wrn16_4", small_input=True, batch_size=6, lr=0.05, seed=0)
+
+
+def test_interrupted_member_resumes_from_its_checkpoint_exactly(tiny_data, tmp_path):
+    data = DataConfig(root=tiny_data, image_size=16, workers=0)
+    straight = train_member(data, TINY, 2, tmp_path / "straight")
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(metrics):
+        if metrics["epoch"] == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_member(data, TINY, 2, tmp_path / "resumed", report=crash_after_first_epoch)
+    seen = []
+    resumed = train_member(data, TINY, 2, tmp_path / "resumed", report=lambda m: seen.append(m["epoch"]))
+    assert resumed.resumed_from_epoch == 1 and seen == [1, 2]  # the restored epoch is reported again
+    assert [m["val_acc"] for m in resumed.history] == [m["val_acc"] for m in straight.history]
+    a, b = load_checkpoint(straight.bundle_path)["model"], load_checkpoint(resumed.bundle_path)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    again = train_member(data, TINY, 1, tmp_path / "resumed")  # other settings: starts over, not from epoch 2
+    assert again.resumed_from_epoch == 0 and len(again.history) == 1
+
+
+def test_train_on_val_adds_the_val_images_to_the_training_set(tiny_data):
+    from hpo_cls.data.loaders import build_loaders
+
+    data = DataConfig(root=tiny_data, image_size=16, workers=0)
+    held_out, merged = (build_loaders(data, TINY, cache=False, train_on_val=flag) for flag in (False, True))
+    assert len(held_out.train.dataset) == 18 and len(merged.train.dataset) == 18 + 9
+    assert merged.val.dataset.samples == held_out.val.dataset.samples
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: sweep-like runs -> hpo-cls promote -> hpo-cls predict
+
+
+def _log_tiny_sweep(uri: str, experiment: str, data_root: Path, workdir: Path) -> dict[str, str]:
+    """Two 1-epoch trials recorded through the sweep's own MLflow callback (SweepTracker), which logs each
+    trial's best checkpoint as it ends, as in a sweep."""
+    from hpo_cls.sweep.callbacks import SweepTracker
+    from hpo_cls.train.run import TrainingRun
+
+    data = DataConfig(root=data_root, image_size=16, workers=0)
+    tracker = SweepTracker(uri, experiment, "tiny-20250101-000000", "tiny", fixed=TINY, epochs=1, metric="val_acc",
+                           mode="max", parent_tags={},
+                           parent_params={"epochs": 1, "data_root": str(data_root), "image_size": 16,
+                                          "searched": "backbone,lr"})
+    tracker.start()
+    spec_text = f"name: tiny\ndata: {{root: {data_root}, image_size: 16, workers: 0}}\nresources: {{cpu: 1}}\n"
+    tracker.writer.call("parent", lambda client, run_id: client.log_text(run_id, spec_text, "spec.yaml"))
+    for trial_id, cfg in (("t0000001", TINY), ("t0000002", dataclasses.replace(TINY, backbone="resnet18", lr=0.02))):
+        trial = SimpleNamespace(trial_id=trial_id, config={"backbone": cfg.backbone, "lr": cfg.lr}, last_result=None)
+        run = TrainingRun(data, cfg, 1)
+        trial.last_result = run.run_epoch()
+        tracker.on_trial_result(0, [], trial, trial.last_result)
+        checkpoint_dir = workdir / trial_id / "checkpoint_000000"  # what the trainable reports each epoch
+        save_checkpoint(run.state_dict(), checkpoint_dir)
+        evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
+        (checkpoint_dir / EVALUATION_FILE).write_text(json.dumps(evaluation))
+        tracker.on_checkpoint(0, [], trial, SimpleNamespace(path=str(checkpoint_dir)))
+        tracker.on_trial_complete(0, [], trial)
+    tracker.writer.close()
+    return {t: tracker.writer.run_ids.get(t) for t in ("t0000001", "t0000002")}
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.mark.ray
+def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_experiment("e2e", artifact_location=(tmp_path / "mlruns").as_uri())
+    source_ids = _log_tiny_sweep(uri, "e2e", tiny_data, tmp_path / "trials")
+
+    command = [sys.executable, "-m", "hpo_cls.cli", "promote", "--top", "2", "--epochs", "1", "--sweep", "tiny",
+               "--experiment", "e2e", "--tracking-uri", uri, "--workdir", str(tmp_path / "work"),
+               "--out", str(tmp_path / "promote.csv"), "--tta", "--weighted"]
+    start = time.monotonic()
+    promote = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert promote.returncode == 0, promote.stdout[-2000:] + "\n--- stderr ---\n" + promote.stderr[-6000:]
+    assert "evaluation on val" in promote.stdout and "evaluation on test" in promote.stdout
+    assert "registered tiny-ensemble version 1 with alias @champion" in promote.stdout
+    print(f"promote took {time.monotonic() - start:.1f}s")
+
+    # Predicting needs no Ray: the registered model loads through mlflow.pyfunc only.
+    script = ("import sys; from hpo_cls.cli import main; rc = main(sys.argv[1:]); "
+              "assert 'ray' not in sys.modules, 'predict imported ray'; sys.exit(rc)")
+    predict = subprocess.run(
+        [sys.executable, "-c", script, "predict", "models:/tiny-ensemble@champion", str(tiny_data / "test"),
+         "--out", str(tmp_path / "predict.csv"), "--tracking-uri", uri],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-3000:]
+    assert "images/s" in predict.stdout
+
+    rows = _read_csv(tmp_path / "promote.csv")
+    assert rows == _read_csv(tmp_path / "predict.csv")
+    assert rows[0] == ["image_name", "pred_label"]
+    assert [r[0] for r in rows[1:]] == [f"img{i:02d}" for i in range(7)]
+    assert {r[1] for r in rows[1:]} <= {"0", "1", "2"}
+
+    version = client.get_model_version_by_alias("tiny-ensemble", "champion")
+    assert set(version.tags["hpo_cls.source_run_ids"].split(",")) == set(source_ids.values())
+    assert json.loads(version.tags["hpo_cls.member.t0000002-seed0.config"])["backbone"] == "resnet18"
+    promote_run = client.get_run(version.run_id)
+    assert promote_run.data.tags[ROLE_TAG] == "promote" and promote_run.data.tags[STATUS_TAG] == "completed"
+    assert {"val_acc", "val_gain_over_best_member", "test_acc"} <= set(promote_run.data.metrics)
+    members = client.search_runs([promote_run.info.experiment_id],
+                                 filter_string=f"tags.`{PARENT_TAG}` = '{promote_run.info.run_id}'")
+    assert {m.data.tags["hpo_cls.source_run_id"] for m in members} == set(source_ids.values())
+    assert all(m.data.tags[ROLE_TAG] == "promote_member" for m in members)
+    assert all(len(client.get_metric_history(m.info.run_id, "val_acc")) == 1 for m in members)

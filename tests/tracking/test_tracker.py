@@ -1,0 +1,131 @@
+"""The sweep's MLflow callback logs each trial's best checkpoint and reports as soon as the trial ends; its
+writer retries failed writes for as long as the kind of store makes worth it."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from hpo_cls.spec import TrialConfig
+from hpo_cls.sweep.callbacks import SweepTracker
+from hpo_cls.tracking.runs import finalize_trial_op, open_sweep_run, open_trial_run
+from hpo_cls.tracking.uri import default_retry_seconds
+from hpo_cls.tracking.writer import MlflowWriter
+from hpo_cls.train.checkpoint import (
+    EVALUATION_FILE,
+    MODEL_FILE,
+    load_checkpoint,
+    save_checkpoint,
+)
+from hpo_cls.train.engine import per_class_report
+
+CLASSES = ["cat", "dog"]
+
+
+def tracker_for(tmp_path, mode: str) -> SweepTracker:
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "tracker-test", "s-1", "s", fixed=TrialConfig(),
+                           epochs=3, metric="val_loss" if mode == "min" else "val_acc", mode=mode, parent_tags={},
+                           parent_params={})
+    tracker.start()
+    return tracker
+
+
+def report_epochs(tracker: SweepTracker, trial, tmp_path, scores: list[float]) -> None:
+    """What Tune does for a trial reporting a checkpoint every epoch."""
+    for epoch, score in enumerate(scores, start=1):
+        trial.last_result = {"epoch": epoch, tracker.metric: score}
+        tracker.on_trial_result(0, [], trial, trial.last_result)
+        directory = tmp_path / trial.trial_id / f"checkpoint_{epoch:06d}"
+        save_checkpoint({"model": {"w": torch.full((3,), float(epoch))}, "epoch": epoch,
+                         "class_to_idx": {c: i for i, c in enumerate(CLASSES)}}, directory)
+        confusion = [[epoch, 1], [0, 2]]
+        (directory / EVALUATION_FILE).write_text(json.dumps(
+            {"confusion": confusion, "per_class": per_class_report(torch.tensor(confusion), CLASSES)}))
+        tracker.on_checkpoint(0, [], trial, SimpleNamespace(path=str(directory)))
+
+
+@pytest.mark.parametrize("mode, scores, best_epoch", [("max", [0.3, 0.5, 0.4], 2), ("min", [0.9, 0.7, 0.8], 2)])
+def test_a_finished_trial_gets_its_best_checkpoint_and_reports(tmp_path, mode, scores, best_epoch):
+    tracker = tracker_for(tmp_path, mode)
+    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
+    report_epochs(tracker, trial, tmp_path, scores)
+    tracker.on_trial_complete(0, [], trial)
+    tracker.writer.close()
+
+    client = MlflowClient(tracker.tracking_uri)
+    run = client.get_run(tracker.writer.run_ids["t1"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["hpo_cls.status"] == "completed" and run.data.tags["hpo_cls.finalized"] == "1"
+    assert run.data.tags["hpo_cls.epochs_run"] == "3"
+    bundle = client.download_artifacts(run.info.run_id, f"checkpoint/{MODEL_FILE}", str(tmp_path / "down"))
+    assert load_checkpoint(bundle)["epoch"] == best_epoch
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert logged == {"evaluation/confusion_matrix.png", "evaluation/per_class_report.csv"}
+
+
+def test_a_trial_without_a_checkpoint_is_closed_for_the_summary_to_finish(tmp_path):
+    tracker = tracker_for(tmp_path, "max")
+    trial = SimpleNamespace(trial_id="t1", config={}, last_result={"epoch": 1, "val_acc": 0.2})
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_trial_complete(0, [], trial)
+    tracker.writer.close()
+
+    run = MlflowClient(tracker.tracking_uri).get_run(tracker.writer.run_ids["t1"])
+    assert run.data.tags["hpo_cls.status"] == "early_stopped"
+    assert "hpo_cls.finalized" not in run.data.tags  # the sweep's summary still logs what Tune kept
+
+
+def test_the_sweep_summary_leaves_a_finalized_run_finished(tmp_path):
+    """The summary binds every trial's run again to finalize what is left; runs done at trial end stay done."""
+    tracker = tracker_for(tmp_path, "max")
+    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
+    report_epochs(tracker, trial, tmp_path, [0.3, 0.5, 0.4])
+    tracker.on_trial_complete(0, [], trial)
+    tracker.writer.close()
+
+    summary = MlflowWriter(tracker.tracking_uri, tracker.experiment)
+    open_sweep_run(summary, "s-1")
+    open_trial_run(summary, "s-1", "t1", {}, resume=False)
+    summary.call("t1", finalize_trial_op("completed", None, None))
+    summary.close()
+    run = MlflowClient(tracker.tracking_uri).get_run(tracker.writer.run_ids["t1"])
+    assert run.info.status == "FINISHED" and run.data.tags["hpo_cls.finalized"] == "1"
+    assert {a.path for a in MlflowClient(tracker.tracking_uri).list_artifacts(run.info.run_id)} == {
+        "checkpoint", "evaluation"}
+
+    # A trial that runs again (a resumed sweep retrying it) reopens its run, to be finalized anew.
+    resumed = MlflowWriter(tracker.tracking_uri, tracker.experiment)
+    open_sweep_run(resumed, "s-1")
+    open_trial_run(resumed, "s-1", "t1", {})
+    resumed.close()
+    run = MlflowClient(tracker.tracking_uri).get_run(run.info.run_id)
+    assert run.info.status == "RUNNING" and "hpo_cls.finalized" not in run.data.tags
+
+
+@pytest.mark.parametrize("uri, seconds", [
+    ("sqlite:///mlflow.db", 30), ("file:///tmp/mlruns", 30), ("./mlruns", 30),
+    ("http://127.0.0.1:5000", 600), ("https://mlflow.example.org", 600), ("databricks", 600),
+    ("postgresql://db/mlflow", 600),
+])
+def test_writes_to_a_server_are_retried_longer_than_writes_to_a_local_store(uri, seconds):
+    assert default_retry_seconds(uri) == seconds
+
+
+def test_a_write_that_keeps_failing_is_given_up_with_a_warning_not_waited_for_forever(tmp_path):
+    warnings = []
+    writer = MlflowWriter(f"sqlite:///{tmp_path}/mlflow.db", "give-up", retry_for_s=1.0, warn=warnings.append)
+
+    def disk_full(client, run_id):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    writer.call(None, disk_full)
+    assert writer.flush(timeout=30), "the writer still retries a write it should have given up"
+    assert writer.failed_ops == 1
+    assert "No space left on device" in warnings[0] and "gave up" in warnings[-1]
+    writer.close()

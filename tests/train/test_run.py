@@ -1,0 +1,95 @@
+"""hpo_cls.train.run + hpo_cls.train.checkpoint: exact resume from a checkpoint file, and what loading refuses."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from hpo_cls.errors import CheckpointError
+from hpo_cls.spec import DataConfig, TrialConfig, flatten_trial_config
+from hpo_cls.train.checkpoint import load_checkpoint, save_checkpoint
+from hpo_cls.train.run import TrainingRun
+
+EPOCHS = 3
+
+
+def tiny_run(root, workers=0, **cfg) -> TrainingRun:
+    cfg = TrialConfig(backbone="resnet18", small_input=True, batch_size=4, lr=0.05, amp=False, **cfg)
+    return TrainingRun(DataConfig(root=root, image_size=16, workers=workers), cfg, EPOCHS)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(lr_scheduler="cosine", warmup_epochs=1),
+        dict(mix="mixup", ema_decay=0.9, lr_scheduler="plateau", dropout=0.2),
+        dict(mix="mixup", workers=1),
+    ],
+    ids=["plain", "mixup-ema", "mixup-workers"],
+)
+def test_resume_from_checkpoint_continues_exactly(tiny_image_folder, tmp_path, cfg):
+    uninterrupted = tiny_run(tiny_image_folder, **cfg)
+    uninterrupted.run_epoch()
+    path = save_checkpoint(uninterrupted.state_dict(), tmp_path)
+    expected = [uninterrupted.run_epoch() for _ in range(EPOCHS - 1)]  # two epochs: the LR schedule moves
+
+    resumed = tiny_run(tiny_image_folder, **cfg)
+    resumed.load_state_dict(load_checkpoint(path))
+    got = [resumed.run_epoch() for _ in range(EPOCHS - 1)]
+
+    for key in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "best_val_acc"):
+        assert [m[key] for m in got] == [m[key] for m in expected], f"{key}: resumed as if never interrupted"
+    for name, tensor in uninterrupted.eval_model.state_dict().items():
+        torch.testing.assert_close(resumed.eval_model.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_checkpoint_carries_class_mapping_and_config(tiny_image_folder, tmp_path):
+    run = tiny_run(tiny_image_folder, head_hidden=(8,))
+    run.run_epoch()
+    state = load_checkpoint(save_checkpoint(run.state_dict(), tmp_path / "ckpt.pt"))
+    assert state["class_to_idx"] == {"0": 0, "1": 1, "2": 2}, "prediction maps outputs back to folder names"
+    assert state["config"] == flatten_trial_config(run.cfg), "the model can be rebuilt from the checkpoint"
+    assert (state["image_size"], state["epoch"]) == (16, 1)
+
+
+def test_resume_refuses_different_classes(tiny_image_folder, tmp_path):
+    run = tiny_run(tiny_image_folder)
+    state = run.state_dict()
+    state["class_to_idx"] = {"0": 0, "1": 1, "cat": 2}
+    with pytest.raises(ValueError, match="different set of classes"):
+        tiny_run(tiny_image_folder).load_state_dict(state)
+
+
+class Payload:
+    """Stands in for an object an attacker pickles into a checkpoint."""
+
+
+@pytest.mark.parametrize("payload", [Payload(), os.system], ids=["custom-class", "function"])
+def test_load_refuses_pickled_objects(tmp_path, payload):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "class_to_idx": {}, "extra": payload}, path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("keep", [0, 10, 0.5], ids=["empty", "header-only", "half"])
+def test_load_reports_truncated_file(tmp_path, keep):
+    path = save_checkpoint({"model": {"w": torch.zeros(100)}, "class_to_idx": {"0": 0}}, tmp_path / "c.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: int(keep * len(data)) if isinstance(keep, float) else keep])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [(None, "no checkpoint file"), ({"weights": torch.zeros(1)}, "not an hpo-cls checkpoint")],
+)
+def test_load_rejects_missing_or_foreign_file(tmp_path, content, match):
+    path = tmp_path / "c.pt"
+    if content is not None:
+        torch.save(content, path)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
