@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hpo-cls {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict):
+    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict, _add_sweeps, _add_report):
         add(commands)
     return parser
 
@@ -77,13 +77,37 @@ def _add_sweep(commands) -> None:
     p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379) instead of a local one")
     p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary (no live table, no event lines)")
 
 
 def _add_ui(commands) -> None:
     p = commands.add_parser("ui", help="open the MLflow UI on the sweep's tracking store (127.0.0.1)",
-                            description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store.")
+                            description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store, and print the "
+                                        "URLs of the sweep's runs (model-training view, best first) and parent run.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    p.add_argument("--sweep", help="sweep id or spec name whose runs to open (default: the newest sweep)")
+
+
+def _add_sweeps(commands) -> None:
+    p = commands.add_parser("sweeps", help="list the sweeps in a tracking store, newest first",
+                            description="One line per sweep of the experiment, newest first: id, spec, start, "
+                                        "trials by status, best val_acc and whether it was promoted.")
+    _add_tracking_arg(p, "sqlite:///mlflow.db")
+    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+
+
+def _add_report(commands) -> None:
+    p = commands.add_parser("report", help="write a sweep's interactive HTML report (opens offline)",
+                            description="Read a sweep from MLflow and write one self-contained HTML page: parallel "
+                                        "coordinates, learning curves, parameter importances, val_acc over time, "
+                                        "per-class F1 of the best trials, and the top trials with their MLflow "
+                                        "links and the promote command.")
+    p.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep id or spec name (default: the newest sweep)")
+    p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file (default: %(default)s)")
+    _add_tracking_arg(p, "sqlite:///mlflow.db")
+    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
 
 
 def _add_promote(commands) -> None:
@@ -136,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     handler = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui,
-               "promote": cmd_promote, "predict": cmd_predict}[args.command]
+               "promote": cmd_promote, "predict": cmd_predict, "sweeps": cmd_sweeps, "report": cmd_report}[args.command]
     try:
         return handler(args) or 0
     except SpecError as exc:
@@ -212,7 +236,8 @@ def cmd_sweep(args) -> int:
     from hpo_cls.tracking.uri import redact_uri
 
     spec = _load(args)
-    print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
+    if not args.quiet:
+        print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
     started = False
     try:
         # The checks (decoding every image) and the heavy imports run while Ray's processes start:
@@ -225,7 +250,7 @@ def cmd_sweep(args) -> int:
         from hpo_cls.sweep.tuner import run_sweep
 
         run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
-                  resume=args.resume, owns_ray=started)
+                  resume=args.resume, owns_ray=started, quiet=args.quiet)
     finally:
         if started:
             shutdown_ray()
@@ -245,10 +270,36 @@ def _preflight_and_imports(spec: SweepSpec):
 
 
 def cmd_ui(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.tracking.ui import ui_links
+
+    base = f"http://127.0.0.1:{args.port}"
+    links = ui_links(MlflowClient(args.tracking_uri), args.experiment, args.sweep, base)
     command = ["mlflow", "ui", "--backend-store-uri", args.tracking_uri, "--host", "127.0.0.1",
                "--port", str(args.port)]
-    print(f"MLflow UI on http://127.0.0.1:{args.port}  ({' '.join(command)})", flush=True)
+    print(f"MLflow UI on {base}  ({' '.join(command)})", *links, sep="\n", flush=True)
     os.execvp(command[0], command)
+    return 0
+
+
+def cmd_sweeps(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.tracking.store import list_sweeps, sweeps_table
+
+    print(sweeps_table(list_sweeps(MlflowClient(args.tracking_uri), args.experiment)))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.tracking.report import write_report
+
+    path, data = write_report(MlflowClient(args.tracking_uri), args.experiment, args.sweep, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): sweep {data.sweep.sweep_id}, {len(data.trials)} "
+          "trials; open it in a browser (it needs no network)")
     return 0
 
 

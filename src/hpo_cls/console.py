@@ -1,17 +1,25 @@
 """What the user sees: progress lines, warnings and plain-text tables, in hpo-cls's one voice.
 
 Every module that talks to the user goes through here, so where output goes (stdout, stderr, a test's
-buffer) and how it looks is decided in one place.
+buffer) and how it looks is decided in one place: a person at a terminal gets views updated in place
+(``rich``), a log file or a pipe gets one plain line per event, ``--quiet`` gets the final summary only.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
-from typing import Any, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
-__all__ = ["PREFIX", "say", "warn", "format_table", "format_cell"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["PREFIX", "LIVE", "LINES", "QUIET", "say", "warn", "format_table", "format_cell", "is_terminal",
+           "output_mode", "rich_console", "route_log_handlers", "Steps"]
 
 PREFIX = "[hpo-cls]"
+LIVE, LINES, QUIET = "live", "lines", "quiet"  # the output modes: see output_mode()
 
 
 def say(message: str, out: TextIO | None = None) -> None:
@@ -41,3 +49,102 @@ def format_cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(map(str, value)) + "]"
     return str(value)
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """A terminal a person watches (and that understands cursor movement), not a file, pipe or CI log."""
+    try:
+        return bool(stream.isatty()) and os.environ.get("TERM", "") != "dumb"
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def output_mode(stream: TextIO, quiet: bool = False) -> str:
+    """How a long command reports on ``stream``: ``LIVE`` (a view updated in place) on a terminal, ``LINES``
+    (one line per event, nothing redrawn) elsewhere, ``QUIET`` (the final summary only) when asked."""
+    if quiet:
+        return QUIET
+    return LIVE if is_terminal(stream) else LINES
+
+
+def rich_console(stream: TextIO) -> Console:
+    """A rich Console on ``stream`` that prints text as given (no markup, no guessed highlighting)."""
+    from rich.console import Console
+
+    return Console(file=stream, highlight=False, markup=False, emoji=False)
+
+
+def route_log_handlers(moves: dict[Any, Any]) -> list[tuple[logging.StreamHandler, Any]]:
+    """Point every logging handler that writes to a stream in ``moves`` at its replacement; returns the
+    ``(handler, old stream)`` pairs to put back with ``handler.setStream``.
+
+    A display updated in place owns the terminal: a library's log handler (Ray's, Tune's) that still
+    writes to the real stderr would scroll the screen under it and leave torn copies of the table."""
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    moved = []
+    for handler in {h for logger in loggers for h in logger.handlers}:
+        if isinstance(getattr(type(handler), "stream", None), property):
+            continue  # writes to whatever sys.stderr is when it emits: follows the display by itself
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and stream in moves:
+            moved.append((handler, handler.setStream(moves[stream])))
+    return moved
+
+
+class Steps:
+    """Progress of a few long tasks (members retraining, images predicted): a rich bar per task, updated
+    in place, on a terminal; elsewhere plain lines, one per update or (``line_every``) each time a task
+    passes another such fraction of its total."""
+
+    def __init__(self, out: TextIO | None = None, *, unit: str, line_every: float = 0.0):
+        self.out = out or sys.stdout
+        self.unit, self.line_every = unit, line_every
+        self._bars = None
+        self._tasks: dict[str, tuple[Any, str, int]] = {}  # key -> (rich task id, label, total)
+        self._printed: dict[str, tuple[int, int]] = {}  # key -> (fraction step, completed) last printed
+
+    def __enter__(self) -> Steps:
+        if is_terminal(self.out):
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bars = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                  TextColumn(self.unit), TimeElapsedColumn(), TextColumn("ETA"),
+                                  TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+                                  console=rich_console(self.out))
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+
+    def add(self, key: str, label: str, total: int, completed: int = 0) -> None:
+        task = self._bars.add_task(label, total=total, completed=completed, note="") if self._bars else None
+        self._tasks[key] = (task, label, total)
+
+    def update(self, key: str, completed: int, note: str = "") -> None:
+        task, label, total = self._tasks[key]
+        if self._bars is not None:
+            self._bars.update(task, completed=completed, note=note)
+            return
+        step = int(completed / total / self.line_every) if self.line_every and total else completed
+        last_step, last_completed = self._printed.get(key, (-1, -1))
+        if step > last_step or (completed >= total > last_completed):
+            self._printed[key] = (step, completed)
+            say(f"{label} {completed}/{total} {self.unit}" + (f"  {note}" if note else ""), self.out)
+
+    def say(self, message: str) -> None:
+        """A line above the bars (or a plain progress line)."""
+        if self._bars is not None:
+            self._bars.console.print(f"{PREFIX} {message}")
+        else:
+            say(message, self.out)

@@ -19,6 +19,7 @@ __all__ = [
     "NonFiniteLossError",
     "SweepError",
     "PromoteError",
+    "TrackingError",
 ]
 
 
@@ -73,3 +74,7 @@ class SweepError(HpoClsError):
 
 class PromoteError(HpoClsError):
     """Promote cannot go on (unknown sweep, too few runs, over the parameter budget, ...)."""
+
+
+class TrackingError(HpoClsError):
+    """The tracking store does not hold what was asked for (an experiment, a sweep)."""

@@ -17,13 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from hpo_cls.errors import PromoteError, SpecError
 from hpo_cls.spec import TrialConfig, trial_config_from_dict
-from hpo_cls.tracking.runs import (
-    ROLE_TAG,
-    STATUS_TAG,
-    SWEEP_ID_TAG,
-    SWEEP_NAME_TAG,
-    TRIAL_ID_TAG,
-)
+from hpo_cls.tracking.runs import STATUS_TAG, TRIAL_ID_TAG
+from hpo_cls.tracking.store import SCORE_METRIC, SweepRecord, find_sweep, trial_runs
 
 __all__ = [
     "PromoteError",
@@ -37,23 +32,8 @@ __all__ = [
     "format_selection",
 ]
 
-SCORE_METRIC = "best_val_acc"
 SELECTABLE = ("completed", "early_stopped")
 DEDUPE_TOLERANCE = 0.05  # numeric params within 5% (relative) count as the same value
-
-
-
-
-@dataclass(frozen=True)
-class SweepRecord:
-    """The parent run of a sweep."""
-
-    run_id: str
-    sweep_id: str
-    name: str
-    experiment_id: str
-    start_time: int
-    params: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -66,48 +46,6 @@ class Candidate:
     score: float
     config: TrialConfig
     start_time: int
-
-
-def _filter(tags: Mapping[str, str]) -> str:
-    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-
-
-def _search_all(client: MlflowClient, experiment_id: str, filter_string: str, order_by: list[str]) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, order_by=order_by,
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def find_sweep(client: MlflowClient, experiment: str, sweep: str | None = None) -> SweepRecord:
-    """The sweep's parent run: by sweep id, else the newest sweep of that spec name; without ``sweep``
-    the newest sweep of the experiment."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None or found.lifecycle_stage == "deleted":
-        names = [e.name for e in client.search_experiments()]
-        raise PromoteError(f"no MLflow experiment {experiment!r} at {client.tracking_uri} "
-                           f"(experiments: {', '.join(names) or 'none'}); pass {{experiment}} or {{tracking_uri}}")
-    parents = _search_all(client, found.experiment_id, _filter({ROLE_TAG: "sweep"}), ["attributes.start_time DESC"])
-    if not parents:
-        raise PromoteError(f"experiment {experiment!r} holds no sweeps; run `hpo-cls sweep` first")
-    if sweep is None:
-        match = parents[0]
-    else:
-        match = next((r for r in parents if r.data.tags.get(SWEEP_ID_TAG) == sweep), None)
-        match = match or next((r for r in parents if r.data.tags.get(SWEEP_NAME_TAG) == sweep), None)
-    if match is None:
-        listed = [f"{r.data.tags.get(SWEEP_ID_TAG)} ({r.data.tags.get(SWEEP_NAME_TAG, '?')})" for r in parents[:20]]
-        more = f" and {len(parents) - 20} more" if len(parents) > 20 else ""
-        raise PromoteError(f"no sweep {sweep!r} in experiment {experiment!r}; sweeps there (newest first): "
-                           f"{', '.join(listed)}{more}")
-    tags = match.data.tags
-    return SweepRecord(match.info.run_id, tags.get(SWEEP_ID_TAG, match.info.run_id),
-                       tags.get(SWEEP_NAME_TAG, tags.get(SWEEP_ID_TAG, "sweep")), found.experiment_id,
-                       match.info.start_time or 0, dict(match.data.params))
 
 
 def _type_of(tp: Any) -> tuple[Any, bool]:
@@ -166,10 +104,8 @@ def _score(client: MlflowClient, run) -> float | None:
 
 def load_candidates(client: MlflowClient, sweep: SweepRecord, warn: Callable[[str], None] = print) -> list[Candidate]:
     """Finished trial runs (completed or early stopped) of the sweep that have a score."""
-    runs = _search_all(client, sweep.experiment_id, _filter({SWEEP_ID_TAG: sweep.sweep_id, ROLE_TAG: "trial"}),
-                       ["attributes.start_time ASC"])
     candidates = []
-    for run in runs:
+    for run in trial_runs(client, sweep):
         status = run.data.tags.get(STATUS_TAG)
         if status not in SELECTABLE:
             continue

@@ -22,6 +22,7 @@ from hpo_cls.tracking.runs import (
     open_sweep_run,
     open_trial_run,
 )
+from hpo_cls.tracking.ui import sweep_view_op
 from hpo_cls.tracking.writer import MlflowWriter
 
 __all__ = ["SweepTracker", "METRIC_KEYS"]
@@ -60,6 +61,8 @@ class SweepTracker(tune.Callback):
         self.writer = MlflowWriter(self.tracking_uri, self.experiment)
         open_sweep_run(self.writer, self.sweep_id,
                        tags={SWEEP_NAME_TAG: self.sweep_name, **self.parent_tags}, params=self.parent_params)
+        searched = [name for name in str(self.parent_params.get("searched", "")).split(",") if name]
+        self.writer.call("parent", sweep_view_op(self.sweep_id, searched, self.metric))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._open_child(trial)

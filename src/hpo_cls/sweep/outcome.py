@@ -8,6 +8,7 @@ from typing import Any
 
 from hpo_cls.console import format_cell, format_table, say
 from hpo_cls.spec import SweepSpec, TrialConfig
+from hpo_cls.tracking.ui import is_local_store, run_url, runs_view_url, ui_base_url
 from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["TrialOutcome", "SweepOutcome", "trial_status", "error_text", "trial_id_of", "sampled", "status_counts",
@@ -32,6 +33,8 @@ class SweepOutcome:
     parent_run_id: str | None
     experiment_path: str
     trials: list[TrialOutcome]
+    experiment_id: str | None = None  # the MLflow experiment's
+    report: bool = False  # report.html is logged on the parent run
 
 
 def trial_status(last_result: dict | None, epochs: int, errored: bool) -> tuple[str, str | None]:
@@ -86,6 +89,17 @@ def print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
     ]
     print(format_table(["#", "trial", "status", "epochs", f"best {spec.metric}", *names, "mlflow run"], rows), file=out)
     uri = redact_uri(spec.tracking.uri)
+    experiment = f" --experiment {spec.tracking.experiment}" if spec.tracking.experiment != "hpo-cls" else ""
     print(f"\nMLflow parent run: {outcome.parent_run_id} (experiment {spec.tracking.experiment!r})", file=out)
-    print(f"Open the UI:   hpo-cls ui --tracking-uri {uri}", file=out)
-    print(f"Promote:       hpo-cls promote --top 2 --sweep {outcome.sweep_id} --tracking-uri {uri}", file=out, flush=True)
+    if outcome.report:
+        print(f"Report:        report.html on the parent run; or hpo-cls report {outcome.sweep_id}{experiment} "
+              f"--tracking-uri {uri} --out report.html", file=out)
+    print(f"Promote:       hpo-cls promote --top 2 --sweep {outcome.sweep_id}{experiment} --tracking-uri {uri}", file=out)
+    base = ui_base_url(spec.tracking.uri)
+    if is_local_store(spec.tracking.uri):
+        print(f"Open the UI:   hpo-cls ui --tracking-uri {uri}{experiment}   then:", file=out)
+    if outcome.experiment_id is not None:
+        print(f"Runs view:     {runs_view_url(base, outcome.experiment_id, outcome.sweep_id)}", file=out)
+        if outcome.parent_run_id:
+            print(f"Parent run:    {run_url(base, outcome.experiment_id, outcome.parent_run_id)}", file=out)
+    out.flush()

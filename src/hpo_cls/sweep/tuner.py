@@ -6,7 +6,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 from hpo_cls.console import say
 from hpo_cls.search.space import DefineByRun
@@ -39,15 +39,20 @@ _TUNE_ENVIRONMENT = {
 
 
 def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, name: str | None = None,
-              resume: bool = False, progress_interval_s: float = 15.0, owns_ray: bool = False,
-              out: TextIO = sys.stdout) -> SweepOutcome:
+              resume: bool = False, owns_ray: bool = False, quiet: bool = False,
+              out: TextIO | None = None) -> SweepOutcome:
     """Run (or resume) a sweep to the end and log its summary to MLflow.
 
     Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller
-    connected it for this sweep, so it is shut down here as soon as the trials have ended."""
+    connected it for this sweep, so it is shut down here as soon as the trials have ended. ``quiet``:
+    print the final summary only."""
     import ray
 
+    from hpo_cls.sweep.progress import SweepProgress
     from hpo_cls.tracking.summary import summarize_sweep
+
+    out = out or sys.stdout
+    report = (lambda message: None) if quiet else (lambda message: say(message, out))
 
     storage = str(spec.storage_path if isinstance(spec.storage_path, str)
                   else Path(spec.storage_path).expanduser().resolve())
@@ -56,19 +61,25 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
     for key, value in _TUNE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES) or owns_ray
-    _announce(spec, sweep_id, out)
+    _announce(spec, sweep_id, report)
+    progress = SweepProgress(sweep_id, spec.budget.num_samples, spec.budget.epochs, spec.metric, spec.mode,
+                             [p.name for p in spec.search.space], spec.budget.time_budget_s, quiet=quiet, stream=out)
     try:
         if resume:
-            tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, out), None
+            tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
+            progress = _restored_progress(tuner, progress)
         else:
-            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s)
-        results = tuner.fit()
+            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress)
+        try:
+            results = tuner.fit()
+        finally:
+            progress.close()
         if searcher is not None and searcher.suggestions:
-            say(f"searcher: {searcher.suggestions} proposals, "
-                f"{1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms each"
-                + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else ""),
-                out)
-        say("all trials ended; logging checkpoints and the sweep summary to MLflow", out)
+            report(f"searcher: {searcher.suggestions} proposals, "
+                   f"{1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms each"
+                   + (f", {searcher.rejected_over_budget} over max_params skipped"
+                      if searcher.rejected_over_budget else ""))
+        report("all trials ended; logging checkpoints, the sweep summary and its report to MLflow")
         with ThreadPoolExecutor(max_workers=1) as pool:
             summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results)
             if started:  # the summary needs only local files: let Ray's processes stop meanwhile
@@ -90,43 +101,52 @@ def _trainable(spec: SweepSpec):
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def _announce(spec: SweepSpec, sweep_id: str, out: TextIO) -> None:
+def _announce(spec: SweepSpec, sweep_id: str, report: Callable[[str], None]) -> None:
     import ray
 
-    say(f"sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
-        f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}", out)
+    report(f"sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
+           f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}")
     resources = ray.cluster_resources()
-    say(f"Ray: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
-        f"each trial takes {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU", out)
+    report(f"Ray: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
+           f"each trial takes {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU")
 
 
-def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, trainable, out: TextIO):
+def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, trainable,
+                    report: Callable[[str], None]):
     """Tune's own restore, after dropping MLflow runs of trials Tune's last snapshot does not know."""
     from ray import tune
 
     from hpo_cls.tracking.runs import discard_unknown_trial_runs
 
-    say(f"resuming from {experiment_path}", out)
+    report(f"resuming from {experiment_path}")
     tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
     known = {trial_id_of(result) for result in tuner.get_results()}
     discarded = discard_unknown_trial_runs(spec.tracking.uri, spec.tracking.experiment, sweep_id, known)
     if discarded:
-        say(f"discarded {discarded} MLflow run(s) of trials that started after Tune's last experiment snapshot; "
-            "the searcher, restored to that snapshot, proposes them again", out)
+        report(f"discarded {discarded} MLflow run(s) of trials that started after Tune's last experiment snapshot; "
+               "the searcher, restored to that snapshot, proposes them again")
     return tuner
 
 
-def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_classes: int,
-               progress_interval_s: float):
+def _restored_progress(tuner, fresh):
+    """The progress callback Tune restored with the sweep, set to this run's output (``--quiet`` and the
+    stream may differ from the interrupted run's); ``fresh`` where none is found."""
+    from hpo_cls.sweep.progress import SweepProgress
+
+    run_config = tuner._local_tuner.get_run_config()  # Tune restores the callbacks it pickled; no public getter
+    for callback in run_config.callbacks or []:
+        if isinstance(callback, SweepProgress):
+            callback.quiet, callback.stream = fresh.quiet, fresh.stream
+            return callback
+    return fresh
+
+
+def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_classes: int, progress):
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
 
-    from hpo_cls.sweep.progress import ProgressTable
-
     searcher = _searcher(spec, num_classes)
-    progress = ProgressTable([p.name for p in spec.search.space], spec.budget.epochs, spec.metric,
-                             interval_s=progress_interval_s)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

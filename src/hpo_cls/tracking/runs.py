@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should 
 __all__ = [
     "SWEEP_ID_TAG", "SWEEP_NAME_TAG", "TRIAL_ID_TAG", "STATUS_TAG", "ERROR_TAG", "FINALIZED_TAG", "ROLE_TAG",
     "NODE_TAG", "PARENT_TAG", "param_value", "find_or_create_experiment", "find_run", "open_sweep_run",
-    "open_trial_run", "end_run_op", "finalize_trial_op", "discard_unknown_trial_runs",
+    "trial_run_name", "open_trial_run", "end_run_op", "finalize_trial_op", "discard_unknown_trial_runs",
 ]
 
 SWEEP_ID_TAG = "hpo_cls.sweep_id"
@@ -63,11 +63,17 @@ def open_sweep_run(writer: MlflowWriter, sweep_id: str, **kwargs) -> None:
     writer.open_run("parent", {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}, run_name=sweep_id, **kwargs)
 
 
+def trial_run_name(trial_id: str, params: dict[str, Any]) -> str:
+    """``<trial id> <backbone> <attention>``: what tells trials apart at a glance in the UI's runs table."""
+    return " ".join(str(part) for part in (trial_id, params.get("backbone"), params.get("attention")) if part)
+
+
 def open_trial_run(writer: MlflowWriter, sweep_id: str, trial_id: str, params: dict[str, Any],
                    resume: bool = True) -> None:
     """Bind the writer key ``trial_id`` to the trial's run, nested under the sweep's parent run."""
-    writer.open_run(trial_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id}, run_name=f"{sweep_id}/{trial_id}",
-                    tags={ROLE_TAG: "trial"}, params=params, parent_key="parent", resume=resume)
+    writer.open_run(trial_id, {TRIAL_ID_TAG: trial_id, SWEEP_ID_TAG: sweep_id},
+                    run_name=trial_run_name(trial_id, params), tags={ROLE_TAG: "trial"}, params=params,
+                    parent_key="parent", resume=resume)
 
 
 def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str] | None = None):

@@ -62,7 +62,21 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     shutil.rmtree(plots_dir, ignore_errors=True)
     if writer.failed_ops:
         warn(f"{writer.failed_ops} MLflow writes could not be made")
-    return SweepOutcome(sweep_id, writer.run_ids.get("parent"), experiment_path, trials)
+    report = _log_report(spec, sweep_id)
+    return SweepOutcome(sweep_id, writer.run_ids.get("parent"), experiment_path, trials,
+                        experiment_id=writer.experiment_id if "parent" in writer.run_ids else None, report=report)
+
+
+def _log_report(spec: SweepSpec, sweep_id: str) -> bool:
+    """The sweep's HTML report, read back from MLflow like ``hpo-cls report`` does, on the parent run."""
+    from hpo_cls.tracking.report import REPORT_ARTIFACT, log_sweep_report
+
+    try:
+        log_sweep_report(spec.tracking.uri, spec.tracking.experiment, sweep_id)
+    except Exception as exc:  # noqa: BLE001 - the report is a view of what is logged; never fail the sweep
+        warn(f"the sweep's {REPORT_ARTIFACT} could not be made: {type(exc).__name__}: {str(exc)[:300]}")
+        return False
+    return True
 
 
 def _best_checkpoint_dir(result, spec: SweepSpec) -> str | None:

@@ -1,0 +1,110 @@
+"""Opening the MLflow UI on a sweep: its addresses, and the experiment tags MLflow 3's UI reads.
+
+MLflow 3 opens an experiment in its GenAI mode unless the URL asks for ``workflowType=machine_learning``
+or the experiment is tagged ``mlflow.experimentKind = custom_model_development`` (what the UI's own
+"experiment type" selector writes). The runs table's columns are the browser's choice, except in a
+*saved view*: an experiment tag ``mlflow.sharedViewState.<key>`` that the UI lists under "Views" and opens
+with ``?viewStateShareKey=<key>``. Each sweep gets one: its trial runs, best first, with ``best_val_acc``,
+status and the searched parameters as columns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+
+from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG
+from hpo_cls.tracking.store import SCORE_METRIC, find_sweep
+from hpo_cls.tracking.uri import redact_uri
+
+__all__ = ["EXPERIMENT_KIND_TAG", "MODEL_TRAINING", "VIEW_TAG_PREFIX", "DEFAULT_UI_PORT", "ui_base_url",
+           "runs_view_url", "run_url", "view_key", "sweep_view_state", "sweep_view_op", "is_local_store", "ui_links"]
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+DEFAULT_UI_PORT = 5000
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    """A store read straight from disk (SQLite, a folder): its UI is the one ``hpo-cls ui`` starts."""
+    return not tracking_uri.lower().startswith(("http://", "https://"))
+
+
+def ui_base_url(tracking_uri: str, port: int = DEFAULT_UI_PORT) -> str:
+    """Where the UI of ``tracking_uri`` is: the tracking server itself, or ``hpo-cls ui`` on this machine."""
+    if is_local_store(tracking_uri):
+        return f"http://127.0.0.1:{port}"
+    return redact_uri(tracking_uri).rstrip("/")
+
+
+def view_key(sweep_id: str) -> str:
+    """The saved view's key for a sweep (an experiment tag suffix and a URL parameter)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", sweep_id)
+
+
+def runs_view_url(base: str, experiment_id: str, sweep_id: str | None = None) -> str:
+    """The experiment's runs table in model-training mode; with ``sweep_id``, through the sweep's view."""
+    query = {"workflowType": "machine_learning"}
+    if sweep_id:
+        query["viewStateShareKey"] = view_key(sweep_id)
+    return f"{base}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def _column(kind: str, name: str) -> str:
+    return f"{kind}.`{name}`"  # how the UI names a column (and a sort key)
+
+
+def sweep_view_state(sweep_id: str, searched: list[str], metric: str = "val_acc") -> dict:
+    """The runs-table state of a sweep's view: its trial runs, best first, the columns that matter."""
+    columns = [_column("metrics", SCORE_METRIC), _column("metrics", metric), _column("tags", STATUS_TAG),
+               _column("tags", "hpo_cls.epochs_run"), *[_column("params", name) for name in searched],
+               _column("attributes", "Duration")]
+    return {
+        "searchFilter": f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'trial'",
+        "orderByKey": _column("metrics", SCORE_METRIC),
+        "orderByAsc": False,
+        "selectedColumns": list(dict.fromkeys(columns)),
+    }
+
+
+def sweep_view_op(sweep_id: str, searched: list[str], metric: str = "val_acc"):
+    """An :meth:`MlflowWriter.call` op on the sweep's parent run: mark its experiment as model training
+    (unless someone chose a kind already) and save the sweep's view."""
+
+    def op(client, run_id):
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+        if not experiment.tags.get(EXPERIMENT_KIND_TAG):
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        now = int(time.time() * 1000)
+        envelope = {"name": f"hpo-cls sweep {sweep_id}", "createdAt": now, "updatedAt": now,
+                    "state": json.dumps(sweep_view_state(sweep_id, searched, metric))}
+        client.set_experiment_tag(experiment.experiment_id, VIEW_TAG_PREFIX + view_key(sweep_id), json.dumps(envelope))
+
+    return op
+
+
+def ui_links(client, experiment: str, sweep: str | None, base: str) -> list[str]:
+    """The lines ``hpo-cls ui`` prints: the sweep's runs view (its saved view made if an older sweep has
+    none) and its parent run; only the experiment's runs view where the store holds no sweep yet."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        if sweep is not None:
+            find_sweep(client, experiment, sweep)  # raises the error that names the experiments there
+        return [f"Experiments:   {base}/#/experiments?workflowType=machine_learning"]
+    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'", max_results=1)
+    if sweep is None and not parents:
+        return [f"Runs view:     {runs_view_url(base, found.experiment_id)}"]
+    record = find_sweep(client, experiment, sweep)
+    if VIEW_TAG_PREFIX + view_key(record.sweep_id) not in found.tags:
+        searched = [name for name in record.params.get("searched", "").split(",") if name]
+        sweep_view_op(record.sweep_id, searched)(client, record.run_id)
+    return [f"Sweep:         {record.sweep_id}",
+            f"Runs view:     {runs_view_url(base, found.experiment_id, record.sweep_id)}",
+            f"Parent run:    {run_url(base, found.experiment_id, record.run_id)}"]
