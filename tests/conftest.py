@@ -65,3 +65,24 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if _FAULT_LEDGER["faults_injected"]:
         figures = ", ".join(f"{k} = {v}" for k, v in _FAULT_LEDGER.items())
         terminalreporter.write_line(f"fault suite: {figures}")
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory):
+    """One finished quickstart-sized sweep per test session, shared by the tests that read a store (report,
+    sweeps, the MLflow UI in a browser). Its output went to a file, as under nohup or in CI: ``log``."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from sweep_helpers import write_quickstart_like_spec
+
+    root = tmp_path_factory.mktemp("finished-sweep")
+    spec = write_quickstart_like_spec(root)
+    with open(root / "sweep.log", "w") as log:
+        result = subprocess.run([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", "finished"],
+                                cwd=root, stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    text = (root / "sweep.log").read_text()
+    assert result.returncode == 0, text[-3000:]
+    return SimpleNamespace(root=root, uri=f"sqlite:///{root / 'mlflow.db'}", experiment="tests", sweep_id="finished",
+                           log=text)

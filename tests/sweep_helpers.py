@@ -66,6 +66,23 @@ def write_spec(path: Path, data_root: Path, **sections) -> Path:
     return path
 
 
+# A quickstart-sized search space on tiny images: what the console, report and UI tests sweep over.
+QUICKSTART_LIKE_SPACE = {
+    "backbone": {"choice": ["resnet18"]},
+    "attention": {"choice": ["none", "se"]},
+    "dropout": {"uniform": [0.0, 0.5]},
+    "lr": {"loguniform": [0.01, 0.1]},
+}
+
+
+def write_quickstart_like_spec(folder: Path) -> Path:
+    """4 trials of up to 2 epochs, 2 at a time, ASHA, on 16 px images of 3 classes (8 train / 4 val each)."""
+    data = make_images(folder / "data", train=8, val=4)
+    return write_spec(folder / "spec.yaml", data, budget={"epochs": 2, "num_samples": 4, "max_concurrent": 2},
+                      scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                      search={"sampler": "random", "seed": 1, "space": QUICKSTART_LIKE_SPACE})
+
+
 def sweep_runs(tracking_uri: str, experiment: str):
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)

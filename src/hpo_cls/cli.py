@@ -276,8 +276,9 @@ def cmd_ui(args) -> int:
 
     base = f"http://127.0.0.1:{args.port}"
     links = ui_links(MlflowClient(args.tracking_uri), args.experiment, args.sweep, base)
+    # One worker process: a UI for one person on this machine starts in seconds, not four processes' worth.
     command = ["mlflow", "ui", "--backend-store-uri", args.tracking_uri, "--host", "127.0.0.1",
-               "--port", str(args.port)]
+               "--port", str(args.port), "--workers", "1"]
     print(f"MLflow UI on {base}  ({' '.join(command)})", *links, sep="\n", flush=True)
     os.execvp(command[0], command)
     return 0

@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from terminal import PtyReader, screen_lines
+from sweep_helpers import write_quickstart_like_spec
+from terminal import PtyReader, run_in_pty, screen_lines
 
 from hpo_cls.console import LIVE, LINES, QUIET, output_mode
 from hpo_cls.sweep.board import SweepBoard, format_duration
@@ -174,3 +176,42 @@ def test_a_terminal_gets_one_table_redrawn_in_place(monkeypatch):
     assert len(events) == 3 and max(events) < table_at, "finished, stopped and failed trials scroll above it"
     assert not any(" started" in lines[i] or " epoch " in lines[i] for i in events), "the table shows those"
     assert "3/3 done (1 completed, 1 early_stopped, 1 failed)" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# real sweeps
+
+
+@pytest.mark.ray
+def test_a_sweep_in_a_terminal_shows_one_table_updated_in_place(tmp_path):
+    spec = write_quickstart_like_spec(tmp_path)
+    code, raw = run_in_pty([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", "live"], tmp_path,
+                           columns=110, rows=30)
+    lines = screen_lines(raw, columns=110, rows=30)
+    text = "\n".join(lines)
+    assert code == 0, text[-3000:]
+    drawn = HEADER.findall(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw))
+    assert len(drawn) > 1, "the table was redrawn as trials progressed"
+    assert len(HEADER.findall(text)) == 1, "...in place: the terminal shows one table\n" + text
+    table_at = next(i for i, line in enumerate(lines) if HEADER.match(line))
+    ended = [i for i, line in enumerate(lines) if re.match(r"\[hpo-cls\] trial \w+ (completed|stopped early|failed)", line)]
+    assert len(ended) == 4 and max(ended) < table_at, "each trial's end scrolled above the table\n" + text
+    assert any(line.startswith("sweep live ") for line in lines[table_at - 3:table_at]), "its headline above it"
+    assert "sweep live finished:" in text and "Traceback" not in text
+    assert re.search(r"Runs view: +http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning", text)
+
+
+@pytest.mark.ray
+def test_a_sweep_piped_to_a_file_logs_one_line_per_event_and_no_table(finished_sweep):
+    log = finished_sweep.log
+    assert "\x1b[" not in log, "no terminal control codes in a file"
+    summary_at = log.index("sweep finished finished:")
+    during, summary = log[:summary_at], log[summary_at:]
+    assert not HEADER.search(during), "no trial table while trials run"
+    assert len(re.findall(r"^#\s+trial\s+status", summary, re.M)) == 1, "one table: the final summary"
+    started = re.findall(r"^\[hpo-cls\] trial (\w+) started: (?=.*backbone=resnet18)(?=.*attention=(?:none|se))", during,
+                         re.M)
+    ended = re.findall(r"^\[hpo-cls\] trial (\w+) (?:completed|stopped early|failed) after \d/2 epochs: .* "
+                       r"\[\d/4 done", during, re.M)
+    # Every trial ends in one line; a trial Tune fails before it starts (a busy machine) has no "started".
+    assert len(ended) == len(set(ended)) == 4 and started and set(started) <= set(ended), during

@@ -39,7 +39,7 @@ class SweepBoard:
     def row(self, trial_id: str, config: dict[str, Any] | None = None) -> TrialRow:
         """The trial's row, added (with its searched values) when first seen."""
         if trial_id not in self.rows:
-            searched = {k: v for k, v in (config or {}).items() if k in self.param_names}
+            searched = {k: config[k] for k in self.param_names if k in (config or {})}  # in the spec's order
             self.rows[trial_id] = TrialRow(trial_id, searched)
         return self.rows[trial_id]
 

@@ -1,0 +1,116 @@
+"""The MLflow UI opened the way a user opens it, in a real (headless) browser: `hpo-cls ui` on a finished
+store, then the URL it prints. Also the sweep report, opened with the network switched off."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+from sweep_helpers import free_port, wait_for
+
+from hpo_cls.tracking.report_figures import FIGURES
+from hpo_cls.tracking.runs import ROLE_TAG
+
+pytestmark = [pytest.mark.ray, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """``browser(url, *flags)``: headless Chromium's output for ``url`` after its scripts ran."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+
+    def run(url: str, *flags: str) -> str:
+        command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                   "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                   "--window-size=1600,1000", "--virtual-time-budget=20000", *flags, url]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    return run
+
+
+def visible_text(dom: str) -> str:
+    dom = re.sub(r"<(script|style)\b[^>]*>.*?</\1>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+@pytest.fixture
+def mlflow_ui(finished_sweep, tmp_path):
+    """`hpo-cls ui` on the finished store, on a free port; yields the port and the lines it printed."""
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        ui = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "ui", "--tracking-uri", finished_sweep.uri,
+                               "--experiment", "tests", "--port", str(port)], cwd=finished_sweep.root,
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    return response.status == 200
+            except (OSError, http.client.HTTPException):  # not up yet (or, briefly, someone else's port)
+                assert ui.poll() is None, f"hpo-cls ui exited:\n{log.read_text()[-3000:]}"
+                return False
+
+        try:
+            wait_for(healthy, 300, "the MLflow UI to serve")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+        yield port, log.read_text().splitlines()[:4]
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)  # the UI and the server workers it started: its own session only
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait()
+
+
+def test_the_printed_url_opens_the_sweeps_runs_with_best_val_acc(finished_sweep, mlflow_ui, browser, tmp_path):
+    port, printed = mlflow_ui
+    client = MlflowClient(finished_sweep.uri)
+    experiment_id = client.get_experiment_by_name("tests").experiment_id
+    parent = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'")[0]
+    trials = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'trial'")
+    runs_url = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    assert printed[0].startswith(f"MLflow UI on http://127.0.0.1:{port}")
+    assert printed[1].split() == ["Sweep:", "finished"]
+    assert printed[2].split() == ["Runs", "view:", f"{runs_url}&viewStateShareKey=finished"]
+    assert printed[3].split() == ["Parent", "run:", f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/"
+                                                    f"{parent.info.run_id}?workflowType=machine_learning"]
+
+    url = printed[2].split()[-1]
+    text = visible_text(browser(url, "--dump-dom"))
+    assert "best_val_acc" in text and "Sort: best_val_acc" in text, text[:3000]
+    for run in trials:
+        assert run.info.run_name in text, f"{run.info.run_name} is listed\n{text[:3000]}"
+    assert f"{len(trials)} matching runs" in text
+    browser(url, f"--screenshot={tmp_path / 'mlflow-runs.png'}")
+    assert (tmp_path / "mlflow-runs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_renders_its_five_plots_without_a_network(finished_sweep, browser, tmp_path):
+    report = tmp_path / "report.html"
+    assert subprocess.run([sys.executable, "-m", "hpo_cls.cli", "report", "--out", str(report), "--tracking-uri",
+                           finished_sweep.uri, "--experiment", "tests"], capture_output=True, timeout=300).returncode == 0
+    offline = "--host-resolver-rules=MAP * ~NOTFOUND"  # no name resolves: any fetch from the web would fail
+    dom = browser(report.as_uri(), offline, "--dump-dom")
+    for element_id, _, _ in FIGURES:
+        div = re.search(rf'<div id="{element_id}"[^>]*class="([^"]*)"', dom)
+        assert div and "js-plotly-plot" in div.group(1), f"{element_id} was drawn by the inline plotly.js"
+    browser(report.as_uri(), offline, f"--screenshot={tmp_path / 'report.png'}")
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
