@@ -321,11 +321,17 @@ def cmd_promote(args) -> int:
 def cmd_predict(args) -> int:
     from mlflow.exceptions import MlflowException
 
+    from hpo_cls.console import Steps
     from hpo_cls.promote.predict import predict_folder
 
+    def progress(done: int, total: int) -> None:
+        steps.add("images", f"predicting {args.dir}", total)
+        steps.update("images", done)
+
     try:
-        outcome = predict_folder(args.model_uri, args.dir, args.out, batch_size=args.batch_size,
-                                 tracking_uri=args.tracking_uri)
+        with Steps(unit="images", line_every=0.25) as steps:
+            outcome = predict_folder(args.model_uri, args.dir, args.out, batch_size=args.batch_size,
+                                     tracking_uri=args.tracking_uri, on_progress=progress)
     except MlflowException as exc:
         raise CommandError(f"{args.model_uri}: {str(exc).splitlines()[0]}") from None
     counts = ", ".join(f"{label}: {n}" for label, n in sorted(outcome.label_counts.items()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import time
@@ -323,6 +324,10 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     assert promote.returncode == 0, promote.stdout[-2000:] + "\n--- stderr ---\n" + promote.stderr[-6000:]
     assert "evaluation on val" in promote.stdout and "evaluation on test" in promote.stdout
     assert "registered tiny-ensemble version 1 with alias @champion" in promote.stdout
+    for member in ("t0000001-seed0", "t0000002-seed0"):  # progress, as plain lines in a log
+        assert re.search(rf"member {member} 1/1 epochs  train_loss [\d.]+  val_acc [\d.]+  [\d.]+s/epoch$", promote.stdout,
+                         re.M)
+    assert f"predicting {tiny_data / 'test'} 7/7 images" in promote.stdout
     print(f"promote took {time.monotonic() - start:.1f}s")
 
     # Predicting needs no Ray: the registered model loads through mlflow.pyfunc only.
@@ -333,7 +338,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
          "--out", str(tmp_path / "predict.csv"), "--tracking-uri", uri],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-3000:]
-    assert "images/s" in predict.stdout
+    assert "images/s" in predict.stdout and f"predicting {tiny_data / 'test'} 7/7 images" in predict.stdout
 
     rows = _read_csv(tmp_path / "promote.csv")
     assert rows == _read_csv(tmp_path / "predict.csv")

@@ -15,8 +15,8 @@ from rich.console import Console
 from sweep_helpers import write_quickstart_like_spec
 from terminal import PtyReader, run_in_pty, screen_lines
 
-from hpo_cls.console import LIVE, LINES, QUIET, output_mode
-from hpo_cls.sweep.board import SweepBoard, format_duration
+from hpo_cls.console import LIVE, LINES, QUIET, format_duration, output_mode
+from hpo_cls.sweep.board import SweepBoard
 from hpo_cls.sweep.live import TITLE, render_board
 from hpo_cls.sweep.progress import SweepProgress, epoch_line_every
 

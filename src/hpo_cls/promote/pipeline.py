@@ -16,7 +16,7 @@ from typing import TextIO
 
 from mlflow.tracking import MlflowClient
 
-from hpo_cls.console import say, warn
+from hpo_cls.console import Steps, say, warn
 from hpo_cls.errors import PromoteError
 from hpo_cls.promote.register import (
     CHAMPION_ALIAS,
@@ -192,19 +192,24 @@ def _retrain(plan: _Plan, options: PromoteOptions, writer: MlflowWriter, finishe
              out: TextIO) -> list[MemberResult]:
     """Retrain every member (Ray tasks), each epoch logged to its run; ``finished`` collects the done ones."""
     star = "*" if options.train_on_val else ""
-
-    def on_epoch(key: str, metrics: dict) -> None:
-        writer.log_metrics(key, {k: v for k, v in metrics.items() if k != "epoch"}, step=int(metrics["epoch"]))
-        say(f"{key} epoch {metrics['epoch']}/{plan.epochs}  train_loss {metrics['train_loss']:.4f}  "
-            f"val_acc{star} {metrics['val_acc']:.4f}  {metrics['epoch_time_s']:.1f}s", out)
-
     resources = plan.resources
     say(f"retraining {len(plan.members)} member(s) for {plan.epochs} epoch(s) each on {plan.data_cfg.root} "
         f"({resources.cpu:g} CPU{f', {resources.gpu:g} GPU' if resources.gpu else ''} per member); "
         f"checkpoints in {plan.workdir}", out)
-    results = retrain_members(plan.members, plan.data_cfg, plan.epochs, plan.workdir,
-                              train_on_val=options.train_on_val, cpus=resources.cpu, gpus=resources.gpu,
-                              address=options.address, on_epoch=on_epoch)
+    with Steps(out, unit="epochs") as steps:
+        for p in plan.members:
+            steps.add(p.key, f"member {p.key}", plan.epochs)
+
+        def on_epoch(key: str, metrics: dict) -> None:
+            epoch = int(metrics["epoch"])
+            writer.log_metrics(key, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            steps.update(key, epoch, f"train_loss {metrics['train_loss']:.4f}  val_acc{star} {metrics['val_acc']:.4f}"
+                                     f"  {metrics['epoch_time_s']:.1f}s/epoch",
+                         eta_s=(plan.epochs - epoch) * metrics["epoch_time_s"])
+
+        results = retrain_members(plan.members, plan.data_cfg, plan.epochs, plan.workdir,
+                                  train_on_val=options.train_on_val, cpus=resources.cpu, gpus=resources.gpu,
+                                  address=options.address, on_epoch=on_epoch)
     for r in results:
         if r.resumed_from_epoch:
             say(f"{r.key}: continued from the checkpoint of epoch {r.resumed_from_epoch}", out)
@@ -272,7 +277,10 @@ def _predict(options: PromoteOptions, plan: _Plan, loaded, name: str, writer: Ml
         say(f"no test folder in {plan.data_cfg.root} and no folder to predict was given: prediction.csv not written", out)
         return None
     paths = list_test_images(Path(plan.predict_dir))
-    probabilities = predict_probabilities(loaded.model, paths, loaded.image_size, options.batch_size)
+    with Steps(out, unit="images", line_every=0.25) as steps:
+        steps.add("predict", f"predicting {plan.predict_dir}", len(paths))
+        probabilities = predict_probabilities(loaded.model, paths, loaded.image_size, options.batch_size,
+                                              on_batch=lambda done: steps.update("predict", done))
     labels = prediction_frame(probabilities, loaded.class_names)["pred_label"].tolist()
     csv_path = write_prediction_csv(options.out, paths, labels)
     writer.call("promote", lambda client, run_id: client.log_artifact(run_id, str(csv_path)))

@@ -12,7 +12,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -52,16 +52,22 @@ def image_sources(frame: pd.DataFrame) -> list[Path | io.BytesIO]:
 
 @torch.inference_mode()
 def predict_probabilities(model: nn.Module, sources: Sequence[Path | io.BytesIO], image_size: int,
-                          batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None) -> torch.Tensor:
+                          batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None,
+                          on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """Class probabilities ``[N, C]`` of ``model`` (an :class:`~hpo_cls.ensemble.EnsembleModel`) for the
-    images, in the given order; decoded and transformed exactly like the validation images."""
+    images, in the given order; decoded and transformed exactly like the validation images.
+    ``on_batch(images done so far)`` follows each batch."""
     if not sources:
         raise DataError("no images to predict")
     device = device or next(model.parameters()).device
     dataset = ImageDataset([(source, i) for i, source in enumerate(sources)], build_eval_transform(image_size))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     model.eval()
-    batches = [model.probabilities(images.to(device)).float().cpu() for images, _ in loader]
+    batches = []
+    for images, _ in loader:
+        batches.append(model.probabilities(images.to(device)).float().cpu())
+        if on_batch is not None:
+            on_batch(sum(len(b) for b in batches))
     return torch.cat(batches)
 
 
@@ -108,8 +114,10 @@ class PredictOutcome:
 
 
 def predict_folder(model_uri: str, folder: Path, out: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                   tracking_uri: str | None = None) -> PredictOutcome:
-    """Load an MLflow model (e.g. ``models:/name@champion``), predict every image of ``folder``, write ``out``."""
+                   tracking_uri: str | None = None,
+                   on_progress: Callable[[int, int], None] | None = None) -> PredictOutcome:
+    """Load an MLflow model (e.g. ``models:/name@champion``), predict every image of ``folder``, write ``out``.
+    The model sees one batch of paths at a time, so ``on_progress(images done, total)`` follows them."""
     import mlflow
 
     paths = list_test_images(folder)
@@ -119,7 +127,13 @@ def predict_folder(model_uri: str, folder: Path, out: Path, *, batch_size: int =
         mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri)
     start = time.perf_counter()
-    frame = model.predict(pd.DataFrame({"image_path": [str(p) for p in paths]}), params={"batch_size": batch_size})
+    frames = []
+    for first in range(0, len(paths), batch_size):
+        chunk = [str(p) for p in paths[first : first + batch_size]]
+        frames.append(model.predict(pd.DataFrame({"image_path": chunk}), params={"batch_size": batch_size}))
+        if on_progress is not None:
+            on_progress(first + len(chunk), len(paths))
+    frame = pd.concat(frames, ignore_index=True)
     seconds = time.perf_counter() - start
     labels = [str(label) for label in frame["pred_label"]]
     write_prediction_csv(out, paths, labels)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrialRow", "SweepBoard", "FINISHED", "format_duration"]
+__all__ = ["TrialRow", "SweepBoard", "FINISHED"]
 
 FINISHED = ("completed", "early_stopped", "failed")
 
@@ -119,13 +119,3 @@ class SweepBoard:
         if self.time_budget_s is not None:
             eta = min(eta, max(self.time_budget_s - elapsed, 0.0))
         return eta
-
-
-def format_duration(seconds: float | None) -> str:
-    """``1:02:03`` / ``2:03``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

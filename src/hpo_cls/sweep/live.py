@@ -11,8 +11,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from hpo_cls.console import format_cell
-from hpo_cls.sweep.board import SweepBoard, TrialRow, format_duration
+from hpo_cls.console import format_cell, format_duration
+from hpo_cls.sweep.board import SweepBoard, TrialRow
 
 __all__ = ["render_board", "visible_params", "TITLE"]
 

@@ -21,12 +21,14 @@ from hpo_cls.console import (
     PREFIX,
     QUIET,
     format_cell,
+    format_duration,
     output_mode,
     rich_console,
-    route_log_handlers,
     say,
+    start_display,
+    stop_display,
 )
-from hpo_cls.sweep.board import FINISHED, SweepBoard, TrialRow, format_duration
+from hpo_cls.sweep.board import FINISHED, SweepBoard, TrialRow
 from hpo_cls.sweep.outcome import error_text, trial_status
 
 __all__ = ["SweepProgress", "epoch_line_every"]
@@ -187,10 +189,7 @@ class _LiveView:
         self.console = rich_console(stream)
         self.live = Live(console=self.console, auto_refresh=False, transient=False, redirect_stdout=True,
                          redirect_stderr=True, vertical_overflow="crop")
-        real = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
-        self.live.start()
-        proxies = (sys.stdout, sys.stderr, sys.stdout, sys.stderr)  # rich's, while the display is up
-        self._log_handlers = route_log_handlers(dict(zip(real, proxies)))
+        self._moved = start_display(self.live)
 
     def show(self, board: SweepBoard, now: float) -> None:
         from hpo_cls.sweep.live import render_board
@@ -201,6 +200,4 @@ class _LiveView:
         self.live.console.print(text)
 
     def stop(self) -> None:
-        for handler, stream in self._log_handlers:
-            handler.setStream(stream)
-        self.live.stop()
+        stop_display(self.live, self._moved)
