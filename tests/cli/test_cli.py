@@ -14,7 +14,7 @@ from hpo_cls.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).parents[2]
 QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
-COMMANDS = ("validate", "train", "sweep", "ui", "promote", "predict")
+COMMANDS = ("validate", "train", "sweep", "ui", "promote", "predict", "sweeps", "report")
 
 
 def hpo_cls(*args, cwd=None) -> subprocess.CompletedProcess:

@@ -52,7 +52,10 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
     from hpo_cls.tracking.summary import summarize_sweep
 
     out = out or sys.stdout
-    report = (lambda message: None) if quiet else (lambda message: say(message, out))
+
+    def report(message: str) -> None:
+        if not quiet:
+            say(message, out)
 
     storage = str(spec.storage_path if isinstance(spec.storage_path, str)
                   else Path(spec.storage_path).expanduser().resolve())
