@@ -116,6 +116,16 @@ def _add_promote(commands) -> None:
                                                 "(default: promote_runs/<sweep id>)")
     p.add_argument("--batch-size", type=int, default=64, help="evaluation and prediction batch size (default: 64)")
     p.add_argument("--address", help="join an existing Ray cluster instead of starting a local one")
+    _add_pareto_args(p)
+
+
+def _add_pareto_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pareto", action="store_true",
+                   help="pick the K most accurate members of the sweep's Pareto front (accuracy vs cost)")
+    p.add_argument("--max-params", type=float, metavar="N",
+                   help="with --pareto: only runs whose model has at most N parameters, e.g. 15e6")
+    p.add_argument("--max-latency-ms", type=float, metavar="MS",
+                   help="with --pareto: only runs whose batch-1 inference latency is at most MS milliseconds")
 
 
 def _add_predict(commands) -> None:
@@ -260,7 +270,7 @@ def cmd_promote(args) -> int:
         epochs=args.epochs, seeds=args.seeds, train_on_val=args.train_on_val, tta=args.tta, weighted=args.weighted,
         include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
         register_as=args.register_as, overrides=args.overrides, address=args.address, workdir=args.workdir,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, pareto=args.pareto, max_params=args.max_params, max_latency_ms=args.max_latency_ms,
     )
     run_promote(options)
     return 0

@@ -141,7 +141,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         try:
             self._ot_study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
         except Exception as exc:  # noqa: BLE001 - Optuna refuses e.g. a second tell; never stop the sweep
-            warn(f"could not tell Optuna about trial {trial_id}: {exc}")
+            if "Study.stop" not in str(exc):  # the grid sampler, used up, stops the study: the trial is recorded
+                warn(f"could not tell Optuna about trial {trial_id}: {exc}")
         self._completed_trials.add(trial_id)
 
 

@@ -20,6 +20,7 @@ from hpo_cls.sweep.experiment import (
     versions,
 )
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
+from hpo_cls.tracking.runs import constraints_param, objectives_param
 from hpo_cls.sweep.preflight import ParameterBudget
 from hpo_cls.train.run import TrialSetup
 
@@ -66,8 +67,9 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         if searcher is not None and searcher.suggestions:
             say(f"searcher: {searcher.suggestions} proposals, "
                 f"{1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms each"
-                + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else ""),
-                out)
+                + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else "")
+                + (f", {searcher.rejected_infeasible} outside the constraints skipped"
+                   if searcher.rejected_infeasible else ""), out)
         say("all trials ended; logging checkpoints and the sweep summary to MLflow", out)
         with ThreadPoolExecutor(max_workers=1) as pool:
             summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results)
@@ -95,6 +97,9 @@ def _announce(spec: SweepSpec, sweep_id: str, out: TextIO) -> None:
 
     say(f"sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
         f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}", out)
+    if spec.multi_objective or spec.constraints:
+        say(f"objectives {objectives_param(spec.objectives)} (ASHA stops on {spec.metric}); "
+            f"constraints {constraints_param(spec.constraints)}", out)
     resources = ray.cluster_resources()
     say(f"Ray: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
         f"each trial takes {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU", out)
@@ -160,15 +165,18 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
 def _searcher(spec: SweepSpec, num_classes: int):
     from hpo_cls.search.samplers import build_sampler
     from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+    from hpo_cls.sweep.preflight import FlopsCount
 
+    flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
     return BudgetAwareOptunaSearch(
         DefineByRun(spec.search.space, spec.fixed),
-        metric=spec.metric,
-        mode=spec.mode,
+        objectives=spec.objectives,
+        constraints=spec.constraints,
         sampler=build_sampler(spec.search, spec.budget.num_samples),
         max_epochs=spec.budget.epochs,
         param_count=ParameterBudget(spec.fixed, num_classes),
         max_params=spec.max_params,
+        static_costs=FlopsCount(spec.fixed, num_classes, spec.data.image_size) if flops_constrained else None,
     )
 
 
@@ -196,6 +204,7 @@ def _tracker(spec: SweepSpec, sweep_id: str):
         parent_params={
             "sampler": spec.search.sampler, "scheduler": spec.scheduler.type, "num_samples": spec.budget.num_samples,
             "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
+            "objectives": objectives_param(spec.objectives), "constraints": constraints_param(spec.constraints),
             "data_root": str(spec.data.root), "image_size": spec.data.image_size,
             "searched": ",".join(p.name for p in spec.search.space),
         },
