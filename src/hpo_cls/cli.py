@@ -77,6 +77,9 @@ def _add_sweep(commands) -> None:
     p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379) instead of a local one")
     p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
+    p.add_argument("--warm-start", action="append", default=[], metavar="SWEEP_ID",
+                   help="learn from the finished trials of an earlier sweep in the same MLflow store before the "
+                        "first proposal (repeatable)")
 
 
 def _add_ui(commands) -> None:
@@ -235,7 +238,7 @@ def cmd_sweep(args) -> int:
         from hpo_cls.sweep.tuner import run_sweep
 
         run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
-                  resume=args.resume, owns_ray=started)
+                  resume=args.resume, owns_ray=started, warm_start=args.warm_start)
     finally:
         if started:
             shutdown_ray()

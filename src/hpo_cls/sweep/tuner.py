@@ -6,9 +6,10 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Sequence, TextIO
 
 from hpo_cls.console import say
+from hpo_cls.errors import SweepError
 from hpo_cls.search.space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
@@ -41,11 +42,15 @@ _TUNE_ENVIRONMENT = {
 
 def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, name: str | None = None,
               resume: bool = False, progress_interval_s: float = 15.0, owns_ray: bool = False,
-              out: TextIO = sys.stdout) -> SweepOutcome:
+              warm_start: Sequence[str] = (), out: TextIO = sys.stdout) -> SweepOutcome:
     """Run (or resume) a sweep to the end and log its summary to MLflow.
 
     Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller
-    connected it for this sweep, so it is shut down here as soon as the trials have ended."""
+    connected it for this sweep, so it is shut down here as soon as the trials have ended.
+    ``warm_start``: ids of earlier sweeps (same tracking store) whose finished trials the searcher
+    learns from before its first proposal."""
+    if resume and warm_start:
+        raise SweepError("{warm_start} starts a new sweep; a resumed sweep keeps its searcher's history")
     import ray
 
     from hpo_cls.tracking.summary import summarize_sweep
@@ -62,7 +67,8 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         if resume:
             tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, out), None
         else:
-            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s)
+            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s,
+                                         warm_start, out)
         results = tuner.fit()
         if searcher is not None and searcher.suggestions:
             say(f"searcher: {searcher.suggestions} proposals, "
@@ -122,7 +128,7 @@ def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, traina
 
 
 def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_classes: int,
-               progress_interval_s: float):
+               progress_interval_s: float, warm_start: Sequence[str], out: TextIO):
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
@@ -130,6 +136,7 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
     from hpo_cls.sweep.progress import ProgressTable
 
     searcher = _searcher(spec, num_classes)
+    learned = _warm_start(spec, searcher, warm_start, out)
     progress = ProgressTable([p.name for p in spec.search.space], spec.budget.epochs, spec.metric,
                              interval_s=progress_interval_s)
     tuner = tune.Tuner(
@@ -155,7 +162,8 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
                 checkpoint_score_attribute=spec.metric,
                 checkpoint_score_order=spec.mode,
             ),
-            callbacks=[JsonLoggerCallback(), _tracker(spec, sweep_id), progress],
+            callbacks=[JsonLoggerCallback(), _tracker(spec, sweep_id, {"warm_start_from": ",".join(warm_start) or "none",
+                                                                       "warm_start_trials": learned}), progress],
             verbose=0,
         ),
     )
@@ -189,7 +197,24 @@ def _scheduler(spec: SweepSpec):
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
-def _tracker(spec: SweepSpec, sweep_id: str):
+def _warm_start(spec: SweepSpec, searcher, sweep_ids: Sequence[str], out: TextIO) -> int:
+    """Add the finished trials of earlier sweeps to the searcher's study; return how many were added."""
+    from hpo_cls.search.warm_start import warm_start_trials
+    from hpo_cls.tracking.history import load_finished_trials
+
+    added = 0
+    for sweep_id in sweep_ids:
+        recorded = load_finished_trials(spec.tracking.uri, spec.tracking.experiment, sweep_id,
+                                        history_metric=None if spec.multi_objective else spec.metric)
+        loaded = warm_start_trials(recorded, spec.search.space, spec.fixed, spec.objectives, spec.constraints,
+                                   spec.budget.epochs)
+        searcher.study.add_trials(loaded.trials)
+        added += len(loaded.trials)
+        say(f"warm start from {sweep_id}: {loaded.describe()}", out)
+    return added
+
+
+def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
     """The MLflow callback, its parent run opened (with the spec as ``spec.yaml``) before trials start."""
     from hpo_cls.sweep.callbacks import SweepTracker
 
@@ -206,7 +231,7 @@ def _tracker(spec: SweepSpec, sweep_id: str):
             "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
             "objectives": objectives_param(spec.objectives), "constraints": constraints_param(spec.constraints),
             "data_root": str(spec.data.root), "image_size": spec.data.image_size,
-            "searched": ",".join(p.name for p in spec.search.space),
+            "searched": ",".join(p.name for p in spec.search.space), **extra_params,
         },
     )
     tracker.start()
