@@ -58,6 +58,15 @@ def _add_validate(commands) -> None:
                                         "the parameters of every backbone choice, and print the search space.")
     _add_spec_args(p)
     p.add_argument("--no-scan", action="store_true", help="skip decoding every image (faster)")
+    p.add_argument("--estimate", action="store_true",
+                   help="measure a few training steps per backbone and estimate the sweep's wall time and GPU-hours")
+    _add_device_profile_arg(p)
+
+
+def _add_device_profile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-profile", type=Path, metavar="FILE",
+                   help="read the estimate's measurements from FILE (written there when it lacks them), e.g. one "
+                        "made on a GPU node")
 
 
 def _add_train(commands) -> None:
@@ -77,6 +86,8 @@ def _add_sweep(commands) -> None:
     p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379) instead of a local one")
     p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
+    p.add_argument("--no-estimate", action="store_true", help="skip the cost estimate printed before the trials")
+    _add_device_profile_arg(p)
     p.add_argument("--warm-start", action="append", default=[], metavar="SWEEP_ID",
                    help="learn from the finished trials of an earlier sweep in the same MLflow store before the "
                         "first proposal (repeatable)")
@@ -198,6 +209,12 @@ def cmd_validate(args) -> int:
         print("search space:")
         for line in describe_space(spec.search.space):
             print(f"  {line}")
+    if args.estimate and not result.problems:
+        from hpo_cls.sweep.estimate import estimate_for, slots
+
+        estimate, lines = estimate_for(spec, result, args.device_profile, slots(spec))
+        print("\n".join(lines))
+        result.problems.extend(estimate.problems if estimate else [])
     if result.problems:
         raise SpecError(result.problems)
     print("ok")
@@ -235,10 +252,12 @@ def cmd_sweep(args) -> int:
             checks = pool.submit(_preflight_and_imports, spec)
             started = connect_ray(args.address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
             result = checks.result()
+        from hpo_cls.sweep.estimate import announce_estimate
         from hpo_cls.sweep.tuner import run_sweep
 
+        estimate = None if args.resume or args.no_estimate else announce_estimate(spec, result, args.device_profile)
         run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
-                  resume=args.resume, owns_ray=started, warm_start=args.warm_start)
+                  resume=args.resume, owns_ray=started, warm_start=args.warm_start, estimate=estimate)
     finally:
         if started:
             shutdown_ray()

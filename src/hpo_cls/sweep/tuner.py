@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence, TextIO
@@ -13,6 +14,7 @@ from hpo_cls.errors import SweepError
 from hpo_cls.search.space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
+from hpo_cls.sweep.estimate import SweepEstimate, format_actual
 from hpo_cls.sweep.experiment import (
     git_commit,
     resolve_trainable,
@@ -42,13 +44,14 @@ _TUNE_ENVIRONMENT = {
 
 def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, name: str | None = None,
               resume: bool = False, progress_interval_s: float = 15.0, owns_ray: bool = False,
-              warm_start: Sequence[str] = (), out: TextIO = sys.stdout) -> SweepOutcome:
+              warm_start: Sequence[str] = (), estimate: SweepEstimate | None = None,
+              out: TextIO = sys.stdout) -> SweepOutcome:
     """Run (or resume) a sweep to the end and log its summary to MLflow.
 
     Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller
     connected it for this sweep, so it is shut down here as soon as the trials have ended.
     ``warm_start``: ids of earlier sweeps (same tracking store) whose finished trials the searcher
-    learns from before its first proposal."""
+    learns from before its first proposal. ``estimate``: printed against the time the trials took."""
     if resume and warm_start:
         raise SweepError("{warm_start} starts a new sweep; a resumed sweep keeps its searcher's history")
     import ray
@@ -69,16 +72,15 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         else:
             tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress_interval_s,
                                          warm_start, out)
+        fit_start = time.monotonic()
         results = tuner.fit()
-        if searcher is not None and searcher.suggestions:
-            say(f"searcher: {searcher.suggestions} proposals, "
-                f"{1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms each"
-                + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else "")
-                + (f", {searcher.rejected_infeasible} outside the constraints skipped"
-                   if searcher.rejected_infeasible else ""), out)
+        wall_s = time.monotonic() - fit_start
+        _report_searcher(searcher, out)
         say("all trials ended; logging checkpoints and the sweep summary to MLflow", out)
+        cost = {"wall_s": wall_s} if estimate is None else {
+            "wall_s": wall_s, "estimated_wall_s": estimate.wall_s, "estimated_trial_epochs": estimate.trial_epochs}
         with ThreadPoolExecutor(max_workers=1) as pool:
-            summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results)
+            summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results, cost)
             if started:  # the summary needs only local files: let Ray's processes stop meanwhile
                 ray.shutdown()
             outcome = summary.result()
@@ -86,7 +88,19 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         if started:
             ray.shutdown()
     print_summary(spec, outcome, out)
+    if estimate is not None:
+        say(format_actual(estimate.wall_s, estimate.trial_epochs, wall_s, sum(t.epochs_run for t in outcome.trials)),
+            out)
     return outcome
+
+
+def _report_searcher(searcher, out: TextIO) -> None:
+    if searcher is None or not searcher.suggestions:
+        return
+    say(f"searcher: {searcher.suggestions} proposals, {1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms "
+        "each" + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else "")
+        + (f", {searcher.rejected_infeasible} outside the constraints skipped" if searcher.rejected_infeasible else ""),
+        out)
 
 
 def _trainable(spec: SweepSpec):

@@ -27,9 +27,11 @@ from hpo_cls.tracking.writer import MlflowWriter
 __all__ = ["summarize_sweep"]
 
 
-def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results) -> SweepOutcome:
-    """Log each trial's best checkpoint and final status, and the parent run's summary. Idempotent, so
-    a resumed sweep can run it again over trials that ended before the interruption."""
+def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results,
+                    cost: dict[str, float] | None = None) -> SweepOutcome:
+    """Log each trial's best checkpoint and final status, and the parent run's summary (with the ``cost``
+    metrics: wall time, and the estimate made before). Idempotent, so a resumed sweep can run it again over
+    trials that ended before the interruption."""
     writer = MlflowWriter(spec.tracking.uri, spec.tracking.experiment)
     open_sweep_run(writer, sweep_id)
     trials: list[TrialOutcome] = []
@@ -59,7 +61,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     for t in trials:
         t.run_id = writer.run_ids.get(t.trial_id)
     best_first = ranked(trials, spec.mode)
-    writer.call("parent", _finalize_parent_op(spec, trials, best_first, plots_dir))
+    writer.call("parent", _finalize_parent_op(spec, trials, best_first, plots_dir, cost or {}))
     writer.close(timeout=300)
     shutil.rmtree(plots_dir, ignore_errors=True)
     if writer.failed_ops:
@@ -92,7 +94,8 @@ def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: s
         pareto_figure(spec.objectives, trials, front).savefig(Path(directory, "pareto_front.png"), dpi=110)
 
 
-def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome], plots_dir: str):
+def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome], plots_dir: str,
+                        cost: dict[str, float]):
     """Status, counts and best trial on the parent run; trials.csv and the plots in ``plots_dir``."""
     from mlflow.entities import Metric, RunTag
 
@@ -102,6 +105,7 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
     def op(client, run_id):
         now = int(time.time() * 1000)
         metrics = [Metric(f"n_{k}", v, now, 0) for k, v in status_counts(trials).items()]
+        metrics += [Metric(k, v, now, 0) for k, v in cost.items()]
         if spec.multi_objective:
             front = pareto_members(spec, trials)
             metrics.append(Metric("n_pareto", len(front), now, 0))
