@@ -8,7 +8,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo_cls.search.objectives import dominates, objective_values, pareto_front, violations
+from hpo_cls.search.objectives import (
+    dominates,
+    objective_values,
+    pareto_front,
+    violations,
+)
 from hpo_cls.search.samplers import build_sampler
 from hpo_cls.search.searcher import BudgetAwareOptunaSearch
 from hpo_cls.search.space import DefineByRun

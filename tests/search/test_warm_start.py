@@ -13,7 +13,17 @@ from optuna.trial import TrialState
 from hpo_cls.cli import flag
 from hpo_cls.errors import SweepError
 from hpo_cls.search.warm_start import OTHER_SETUP, OUTSIDE_SPACE, warm_start_trials
-from hpo_cls.spec import BudgetConfig, Constraint, Objective, Param, SearchConfig, SweepSpec, TrackingConfig, TrialConfig, flatten_trial_config
+from hpo_cls.spec import (
+    BudgetConfig,
+    Constraint,
+    Objective,
+    Param,
+    SearchConfig,
+    SweepSpec,
+    TrackingConfig,
+    TrialConfig,
+    flatten_trial_config,
+)
 from hpo_cls.sweep.tuner import _searcher, _warm_start
 from hpo_cls.tracking.history import load_finished_trials
 from hpo_cls.tracking.runs import end_run_op, open_sweep_run, open_trial_run

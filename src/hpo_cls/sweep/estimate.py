@@ -163,8 +163,8 @@ def estimate_for(spec: SweepSpec, preflight, profile_file: Path | None,
     profiles, missing = measure_profiles(spec, list(preflight.parameter_counts), len(summary.class_to_idx),
                                          profile_file)
     if missing:
-        return None, [f"estimate: no GPU on this machine to measure {', '.join(missing)} on; run `hpo-cls validate "
-                      "SPEC --estimate --device-profile FILE` on a GPU node and pass --device-profile FILE"]
+        return None, [(f"estimate: no GPU on this machine to measure {', '.join(missing)} on; run `hpo-cls validate "
+                       "SPEC --estimate --device-profile FILE` on a GPU node and pass --device-profile FILE")]
     estimate = estimate_sweep(spec, profiles, sum(summary.train_counts.values()), sum(summary.val_counts.values()),
                               slots_)
     return estimate, format_estimate(spec, estimate)

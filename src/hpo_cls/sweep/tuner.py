@@ -23,8 +23,8 @@ from hpo_cls.sweep.experiment import (
     versions,
 )
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
-from hpo_cls.tracking.runs import constraints_param, objectives_param
 from hpo_cls.sweep.preflight import ParameterBudget
+from hpo_cls.tracking.runs import constraints_param, objectives_param
 from hpo_cls.train.run import TrialSetup
 
 __all__ = ["run_sweep"]

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hpo_cls.errors import SweepError
-from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG, find_run
+from hpo_cls.tracking.runs import (
+    ROLE_TAG,
+    STATUS_TAG,
+    SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
+    find_run,
+)
 from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["RecordedTrial", "FINISHED", "load_finished_trials"]

@@ -12,7 +12,13 @@ from torch import nn
 
 from hpo_cls.models.classifier import build_model
 from hpo_cls.spec import TrialConfig
-from hpo_cls.train.engine import evaluate, resolve_device, resolve_precision, train_one_epoch, use_channels_last
+from hpo_cls.train.engine import (
+    evaluate,
+    resolve_device,
+    resolve_precision,
+    train_one_epoch,
+    use_channels_last,
+)
 from hpo_cls.train.optim import build_optimizer
 
 __all__ = ["StepProfile", "profile_training"]

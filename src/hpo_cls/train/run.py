@@ -161,7 +161,11 @@ class TrainingRun:
         (``latency_b64_ms``) on this run's device, with its precision: measured the first time it is asked
         (a sweep's trial asks after its first epoch, so trials ASHA stops early have them too)."""
         if self._costs is None:
-            from hpo_cls.models.cost import LATENCY_RUNS, count_flops, inference_latency_ms
+            from hpo_cls.models.cost import (
+                LATENCY_RUNS,
+                count_flops,
+                inference_latency_ms,
+            )
 
             size = self.data_cfg.image_size
             latency = {batch: inference_latency_ms(self.eval_model, size, batch, runs=runs,
