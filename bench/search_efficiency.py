@@ -9,6 +9,13 @@ one after the other: (1) random sampler + FIFO (every trial runs all epochs), (2
 MLflow metric histories, in the order the epochs finished, it finds how many epochs TPE + ASHA trained
 before some trial reached 99% of random search's best val_acc, as a fraction of random search's epochs.
 Prints the per-seed figures and ``epoch_fraction=<median over seeds>`` (target ≤ 0.33; inf = never reached).
+
+    python bench/search_efficiency.py --warm-start    # the warm-start row instead
+
+With ``--warm-start``, for each seed three TPE + ASHA sweeps run: an earlier one (another seed), then a cold
+one and one warm-started from the earlier sweep (``hpo-cls sweep --warm-start``), both with this seed. It
+prints the epochs each needed (in finishing order) to reach 99% of the cold sweep's best val_acc and
+``warm_epoch_ratio=<median of warm / cold over seeds>`` (below 1: the warm start saved epochs).
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from mlflow.tracking import MlflowClient
 SPEC = Path(__file__).resolve().with_suffix(".yaml")
 
 
-def run_sweep(workdir: Path, overrides: list[str]) -> list[tuple[int, int, float]]:
-    """Run a quickstart sweep; return (timestamp_ms, epoch, val_acc) of every epoch of every trial."""
-    args = [sys.executable, "-m", "hpo_cls.cli", "sweep", str(SPEC)]
+def run_sweep(workdir: Path, overrides: list[str], name: str = "sweep",
+              extra: tuple[str, ...] = ()) -> list[tuple[int, int, float]]:
+    """Run a sweep named ``name``; return (timestamp_ms, epoch, val_acc) of every epoch of every trial."""
+    args = [sys.executable, "-m", "hpo_cls.cli", "sweep", str(SPEC), "--name", name, "--no-estimate", *extra]
     for item in overrides:
         args += ["--set", item]
     result = subprocess.run(args, cwd=workdir, capture_output=True, text=True)
@@ -37,7 +45,8 @@ def run_sweep(workdir: Path, overrides: list[str]) -> list[tuple[int, int, float
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("bench")
     points = []
-    for run in client.search_runs([experiment.experiment_id], "tags.`hpo_cls.role` = 'trial'", max_results=10_000):
+    trials = f"tags.`hpo_cls.role` = 'trial' and tags.`hpo_cls.sweep_id` = '{name}'"
+    for run in client.search_runs([experiment.experiment_id], trials, max_results=10_000):
         for metric in client.get_metric_history(run.info.run_id, "val_acc"):
             points.append((metric.timestamp, metric.step, metric.value))
     return sorted(points)
@@ -51,6 +60,22 @@ def epochs_to_reach(points: list[tuple[int, int, float]], target: float) -> floa
     return math.inf
 
 
+def warm_start_row(seed: int, common: list[str], tpe_asha: list[str]) -> float:
+    """Epochs a sweep warm-started from an earlier one needs to reach 99% of a cold sweep's best, over the
+    epochs the cold sweep itself needed."""
+    with tempfile.TemporaryDirectory() as warm_dir, tempfile.TemporaryDirectory() as cold_dir:
+        run_sweep(Path(warm_dir), common + tpe_asha + [f"search.seed={seed + 100}"], name="earlier")
+        cold = run_sweep(Path(cold_dir), common + tpe_asha + [f"search.seed={seed}"], name="cold")
+        warm = run_sweep(Path(warm_dir), common + tpe_asha + [f"search.seed={seed}"], name="warm",
+                         extra=("--warm-start", "earlier"))
+    target = 0.99 * max(value for _, _, value in cold)
+    cold_needed, warm_needed = epochs_to_reach(cold, target), epochs_to_reach(warm, target)
+    print(f"seed={seed} warm start: cold sweep reached 99% of its best ({target / 0.99:.4f}) after {cold_needed} of "
+          f"{len(cold)} epochs, the warm-started sweep after {warm_needed} of {len(warm)} "
+          f"-> ratio={warm_needed / cold_needed:.3f}", flush=True)
+    return warm_needed / cold_needed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -59,18 +84,24 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--grace-period", type=int, default=1)
     parser.add_argument("--reduction-factor", type=float, default=3)
+    parser.add_argument("--warm-start", action="store_true", help="the warm-start row instead")
     args = parser.parse_args()
 
     common = [f"budget.num_samples={args.trials}", f"budget.epochs={args.epochs}",
               f"budget.max_concurrent={args.concurrency}"]
+    tpe_asha = ["search.sampler=tpe", "scheduler.type=asha", f"scheduler.grace_period={args.grace_period}",
+                f"scheduler.reduction_factor={args.reduction_factor}"]
+    if args.warm_start:
+        ratios = [warm_start_row(seed, common, tpe_asha) for seed in range(args.seeds)]
+        print(f"trials={args.trials} epochs={args.epochs} seeds={args.seeds} "
+              f"warm_epoch_ratio={statistics.median(ratios):.3f}")
+        return
     fractions = []
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as random_dir, tempfile.TemporaryDirectory() as tpe_dir:
             random_points = run_sweep(Path(random_dir), common + [
                 "search.sampler=random", f"search.seed={seed}", "scheduler.type=fifo"])
-            tpe_points = run_sweep(Path(tpe_dir), common + [
-                "search.sampler=tpe", f"search.seed={seed}", "scheduler.type=asha",
-                f"scheduler.grace_period={args.grace_period}", f"scheduler.reduction_factor={args.reduction_factor}"])
+            tpe_points = run_sweep(Path(tpe_dir), common + tpe_asha + [f"search.seed={seed}"])
         random_best = max(value for _, _, value in random_points)
         tpe_best = max(value for _, _, value in tpe_points)
         needed = epochs_to_reach(tpe_points, 0.99 * random_best)

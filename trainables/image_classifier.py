@@ -56,10 +56,13 @@ def _train(run: TrainingRun, epochs: int) -> None:
             metrics = run.run_epoch()
         except NonFiniteLossError as exc:
             # Deterministic: a retry would diverge again, so end the trial instead of raising.
-            tune.report({"epoch": run.epoch + 1, "val_acc": 0.0, "val_loss": float("inf"), "failure": str(exc)})
+            tune.report({"epoch": run.epoch + 1, "val_acc": 0.0, "val_loss": float("inf"), **run.cost_metrics(),
+                         "failure": str(exc)})
             return
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(run.state_dict(), directory)
             evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
             Path(directory, EVALUATION_FILE).write_text(json.dumps(evaluation))
-            tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(directory))
+            # Every result carries the model's costs (measured once): objectives and constraints may use them.
+            tune.report({**metrics, **run.cost_metrics(), "node_id": node_id},
+                        checkpoint=tune.Checkpoint.from_directory(directory))

@@ -58,6 +58,15 @@ def _add_validate(commands) -> None:
                                         "the parameters of every backbone choice, and print the search space.")
     _add_spec_args(p)
     p.add_argument("--no-scan", action="store_true", help="skip decoding every image (faster)")
+    p.add_argument("--estimate", action="store_true",
+                   help="measure a few training steps per backbone and estimate the sweep's wall time and GPU-hours")
+    _add_device_profile_arg(p)
+
+
+def _add_device_profile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-profile", type=Path, metavar="FILE",
+                   help="read the estimate's measurements from FILE (written there when it lacks them), e.g. one "
+                        "made on a GPU node")
 
 
 def _add_train(commands) -> None:
@@ -78,6 +87,11 @@ def _add_sweep(commands) -> None:
     p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary (no live table, no event lines)")
+    p.add_argument("--no-estimate", action="store_true", help="skip the cost estimate printed before the trials")
+    _add_device_profile_arg(p)
+    p.add_argument("--warm-start", action="append", default=[], metavar="SWEEP_ID",
+                   help="learn from the finished trials of an earlier sweep in the same MLflow store before the "
+                        "first proposal (repeatable)")
 
 
 def _add_ui(commands) -> None:
@@ -140,6 +154,16 @@ def _add_promote(commands) -> None:
                                                 "(default: promote_runs/<sweep id>)")
     p.add_argument("--batch-size", type=int, default=64, help="evaluation and prediction batch size (default: 64)")
     p.add_argument("--address", help="join an existing Ray cluster instead of starting a local one")
+    _add_pareto_args(p)
+
+
+def _add_pareto_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pareto", action="store_true",
+                   help="pick the K most accurate members of the sweep's Pareto front (accuracy vs cost)")
+    p.add_argument("--max-params", type=float, metavar="N",
+                   help="with --pareto: only runs whose model has at most N parameters, e.g. 15e6")
+    p.add_argument("--max-latency-ms", type=float, metavar="MS",
+                   help="with --pareto: only runs whose batch-1 inference latency is at most MS milliseconds")
 
 
 def _add_predict(commands) -> None:
@@ -209,6 +233,12 @@ def cmd_validate(args) -> int:
         print("search space:")
         for line in describe_space(spec.search.space):
             print(f"  {line}")
+    if args.estimate and not result.problems:
+        from hpo_cls.sweep.estimate import estimate_for, slots
+
+        estimate, lines = estimate_for(spec, result, args.device_profile, slots(spec))
+        print("\n".join(lines))
+        result.problems.extend(estimate.problems if estimate else [])
     if result.problems:
         raise SpecError(result.problems)
     print("ok")
@@ -247,10 +277,13 @@ def cmd_sweep(args) -> int:
             checks = pool.submit(_preflight_and_imports, spec)
             started = connect_ray(args.address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
             result = checks.result()
+        from hpo_cls.sweep.estimate import announce_estimate
         from hpo_cls.sweep.tuner import run_sweep
 
+        estimate = None if args.resume or args.no_estimate else announce_estimate(spec, result, args.device_profile)
         run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
-                  resume=args.resume, owns_ray=started, quiet=args.quiet)
+                  resume=args.resume, owns_ray=started, quiet=args.quiet, warm_start=args.warm_start,
+                  estimate=estimate)
     finally:
         if started:
             shutdown_ray()
@@ -312,7 +345,7 @@ def cmd_promote(args) -> int:
         epochs=args.epochs, seeds=args.seeds, train_on_val=args.train_on_val, tta=args.tta, weighted=args.weighted,
         include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
         register_as=args.register_as, overrides=args.overrides, address=args.address, workdir=args.workdir,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, pareto=args.pareto, max_params=args.max_params, max_latency_ms=args.max_latency_ms,
     )
     run_promote(options)
     return 0

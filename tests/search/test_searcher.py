@@ -10,7 +10,7 @@ from hpo_cls.errors import SweepError
 from hpo_cls.search.samplers import build_sampler
 from hpo_cls.search.searcher import BudgetAwareOptunaSearch
 from hpo_cls.search.space import DefineByRun
-from hpo_cls.spec import Param, SearchConfig, TrialConfig
+from hpo_cls.spec import Objective, Param, SearchConfig, TrialConfig
 from hpo_cls.sweep.preflight import ParameterBudget
 
 SPACE = (
@@ -21,7 +21,7 @@ SPACE = (
 
 def make_searcher(param_count=lambda config: 1_000, max_params=10_000, sampler="random"):
     return BudgetAwareOptunaSearch(
-        DefineByRun(SPACE, TrialConfig()), metric="val_acc", mode="max",
+        DefineByRun(SPACE, TrialConfig()), objectives=[Objective("val_acc", "max")],
         sampler=build_sampler(SearchConfig(sampler=sampler, seed=0, space=SPACE), num_samples=8),
         max_epochs=4, param_count=param_count, max_params=max_params,
     )

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from hpo_cls.console import Steps, say, warn
 from hpo_cls.errors import PromoteError
+from hpo_cls.promote.pareto import select_pareto
 from hpo_cls.promote.register import (
     CHAMPION_ALIAS,
     HELD_OUT_TAG,
@@ -82,6 +83,9 @@ class PromoteOptions:
     address: str | None = None
     workdir: Path | None = None
     batch_size: int = 64
+    pareto: bool = False  # members from the Pareto front (promote.pareto), within the budgets below
+    max_params: float | None = None
+    max_latency_ms: float | None = None
 
 
 @dataclass
@@ -140,8 +144,15 @@ def _plan(options: PromoteOptions, client: MlflowClient, out: TextIO) -> _Plan:
     sweep = find_sweep(client, options.experiment, options.sweep)
     data_cfg, resources, fixed = promote_settings(client, sweep, options.overrides)
     candidates = load_candidates(client, sweep, warn)
-    selected = select_top_runs(candidates, options.top, include_early_stopped=options.include_early_stopped,
-                               dedupe=options.dedupe)
+    if options.pareto:
+        selected = select_pareto(client, sweep, candidates, options.top, max_params=options.max_params,
+                                 max_latency_ms=options.max_latency_ms,
+                                 include_early_stopped=options.include_early_stopped, warn=warn, out=out)
+    elif options.max_params is not None or options.max_latency_ms is not None:
+        raise PromoteError("{max_params} and {max_latency_ms} pick members from the Pareto front: add {pareto}")
+    else:
+        selected = select_top_runs(candidates, options.top, include_early_stopped=options.include_early_stopped,
+                                   dedupe=options.dedupe)
     searched = [n for n in sweep.params.get("searched", "").split(",") if n in TrialConfig.__dataclass_fields__]
     say(f"sweep {sweep.sweep_id}: {len(candidates)} finished run(s); promoting the top {len(selected)}:", out)
     print(format_selection(selected, searched), file=out, flush=True)
@@ -176,6 +187,8 @@ def _open_runs(writer: MlflowWriter, plan: _Plan, options: PromoteOptions) -> No
                     params={"top": options.top, "epochs": plan.epochs, "seeds": options.seeds, "tta": options.tta,
                             "weighted": options.weighted, "train_on_val": options.train_on_val,
                             "include_early_stopped": options.include_early_stopped, "dedupe": options.dedupe,
+                            "pareto": options.pareto, "max_params": options.max_params,
+                            "max_latency_ms": options.max_latency_ms,
                             "data_root": str(plan.data_cfg.root), "image_size": plan.data_cfg.image_size,
                             "workdir": str(plan.workdir),
                             "source_run_ids": ",".join(c.run_id for c in plan.selected)})

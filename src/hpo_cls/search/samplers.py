@@ -34,7 +34,8 @@ def _grid(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler
 def _tpe(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
     import optuna
 
-    # A short random warm-up, then TPE; small sweeps would otherwise never leave the warm-up.
+    # A short random warm-up, then TPE (multi-objective TPE when the study has several directions);
+    # small sweeps would otherwise never leave the warm-up.
     # group=True models conditional parameters jointly with the parameters that activate them.
     startup = min(10, max(2, num_samples // 4))
     with warnings.catch_warnings():
@@ -44,8 +45,16 @@ def _tpe(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
         )
 
 
+def _nsga2(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    # Generations of a quarter of the sweep (4 to Optuna's default 50), so a small sweep still breeds.
+    return optuna.samplers.NSGAIISampler(seed=search.seed, population_size=max(4, min(50, num_samples // 4)))
+
+
 SAMPLERS: dict[str, Callable[[SearchConfig, int], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe,
+    "nsga2": _nsga2,
     "random": _random,
     "grid": _grid,
 }

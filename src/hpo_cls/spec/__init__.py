@@ -3,10 +3,13 @@
 from hpo_cls.errors import SpecError
 from hpo_cls.spec.load import load_spec, parse_overrides, parse_spec
 from hpo_cls.spec.schema import (
+    COST_METRICS,
     METRIC_MODES,
     BudgetConfig,
+    Constraint,
     DataConfig,
     FaultToleranceConfig,
+    Objective,
     Param,
     ResourcesConfig,
     SchedulerConfig,
@@ -35,6 +38,9 @@ __all__ = [
     "TrackingConfig",
     "FaultToleranceConfig",
     "METRIC_MODES",
+    "COST_METRICS",
+    "Objective",
+    "Constraint",
     "trial_config_from_dict",
     "flatten_trial_config",
     "format_value",

@@ -21,6 +21,7 @@ from hpo_cls.spec.schema import (
     TrackingConfig,
     TrialConfig,
 )
+from hpo_cls.spec.objectives import parse_constraints, parse_objectives
 from hpo_cls.spec.space import parse_space
 from hpo_cls.spec.validate import coerce_scalar, parse_section
 
@@ -93,6 +94,10 @@ def parse_spec(raw: Any, source: Path | str = "<spec>", overrides: list[str] = (
     sections["data"] = _resolve_data_root(sections["data"], source, root_from_cli)
     search = _parse_search(raw.get("search"), sections["fixed"], problems, where)
     top_level = _parse_top_level(raw, problems, where)
+    objectives = parse_objectives(raw.get("objectives"), raw.get("metric"), problems, where)
+    if objectives:
+        top_level.update(metric=objectives[0].metric, mode=objectives[0].mode)
+    constraints = parse_constraints(raw.get("constraints"), problems, where)
     budget, scheduler = sections["budget"], sections["scheduler"]
     if scheduler.type == "asha" and scheduler.grace_period > budget.epochs:
         problems.append(
@@ -102,7 +107,8 @@ def parse_spec(raw: Any, source: Path | str = "<spec>", overrides: list[str] = (
         raise SpecError(problems)
     if budget.max_concurrent > budget.num_samples:
         sections["budget"] = dataclasses.replace(budget, max_concurrent=budget.num_samples)
-    return SweepSpec(**top_level, **sections, search=search, source=Path(source) if source else None)
+    return SweepSpec(**top_level, **sections, search=search, source=Path(source) if source else None,
+                     objectives=objectives, constraints=constraints)
 
 
 def _resolve_data_root(data: DataConfig, source: Path | str, root_from_cli: bool) -> DataConfig:

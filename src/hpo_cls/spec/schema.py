@@ -27,7 +27,10 @@ __all__ = [
     "TrackingConfig",
     "FaultToleranceConfig",
     "SweepSpec",
+    "Objective",
+    "Constraint",
     "METRIC_MODES",
+    "COST_METRICS",
     "format_value",
     "flatten_trial_config",
 ]
@@ -152,6 +155,29 @@ class FaultToleranceConfig:
 
 
 @dataclass(frozen=True)
+class Objective:
+    """One objective of the search: a metric every trial reports and its direction."""
+
+    metric: str
+    mode: str  # max | min
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``constraints: {metric: {max: x, min: y}}``: a trial outside the bounds is infeasible."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` lies outside the bounds: > 0 infeasible, <= 0 feasible (Optuna's convention)."""
+        over = value - self.max if self.max is not None else -float("inf")
+        under = self.min - value if self.min is not None else -float("inf")
+        return max(over, under)
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     data: DataConfig = DataConfig()
@@ -168,6 +194,19 @@ class SweepSpec:
     max_params: int = 100_000_000
     storage_path: Path = Path("ray_results")
     source: Path | None = None  # the YAML file this spec was read from
+    # The search's objectives, first the one ASHA stops on; empty in the constructor = (metric, mode).
+    objectives: tuple[Objective, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+
+    def __post_init__(self):
+        if not self.objectives:
+            object.__setattr__(self, "objectives", (Objective(self.metric, self.mode),))
+        elif (self.objectives[0].metric, self.objectives[0].mode) != (self.metric, self.mode):
+            raise ValueError("metric/mode must be the first objective")  # a bug of the caller, not user input
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def trial_fields(self) -> tuple[str, ...]:
@@ -177,6 +216,9 @@ class SweepSpec:
 
 
 METRIC_MODES = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min"}
+# What a trial's model costs, reported by every trial (``models/cost.py``): parameters in millions,
+# forward GFLOPs per image, and median inference latency (ms) at batch 1 and of a batch of 64.
+COST_METRICS = {"params_m": "min", "flops_g": "min", "latency_ms": "min", "latency_b64_ms": "min"}
 
 
 def format_value(value: Any) -> Any:

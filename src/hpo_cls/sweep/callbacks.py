@@ -12,7 +12,7 @@ from typing import Any
 
 from ray import tune
 
-from hpo_cls.spec import TrialConfig, flatten_trial_config, trial_config_from_dict
+from hpo_cls.spec import COST_METRICS, TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.sweep.outcome import error_text, trial_status
 from hpo_cls.tracking.runs import (
     NODE_TAG,
@@ -29,6 +29,7 @@ __all__ = ["SweepTracker", "METRIC_KEYS"]
 
 METRIC_KEYS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s", "best_val_acc",
+    *COST_METRICS,
 )
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpo_cls.console import format_cell, format_table, say
-from hpo_cls.spec import SweepSpec, TrialConfig
+from hpo_cls.search.objectives import objective_values, pareto_front
+from hpo_cls.spec import COST_METRICS, METRIC_MODES, SweepSpec, TrialConfig
 from hpo_cls.tracking.ui import is_local_store, run_url, runs_view_url, ui_base_url
 from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["TrialOutcome", "SweepOutcome", "trial_status", "error_text", "trial_id_of", "sampled", "status_counts",
-           "ranked", "print_summary"]
+           "ranked", "trial_values", "pareto_members", "print_summary"]
 
 STATUSES = ("completed", "early_stopped", "failed")
 
@@ -25,6 +26,7 @@ class TrialOutcome:
     best_score: float | None
     config: dict[str, Any]
     run_id: str | None
+    values: dict[str, float] = field(default_factory=dict)  # objectives (best over epochs) and costs
 
 
 @dataclass
@@ -76,6 +78,41 @@ def ranked(trials: list[TrialOutcome], mode: str) -> list[TrialOutcome]:
     return sorted(scored, key=lambda t: t.best_score, reverse=(mode == "max"))
 
 
+def trial_values(history, last_result: dict | None, spec: SweepSpec) -> dict[str, float]:
+    """Each training objective's best value over the trial's epochs (``history``: a frame of its results)
+    and the cost metrics of its last result."""
+    values = {}
+    for objective in spec.objectives:
+        if objective.metric in METRIC_MODES and history is not None and objective.metric in history:
+            scores = history[objective.metric].dropna()
+            if len(scores):
+                values[objective.metric] = float(scores.max() if objective.mode == "max" else scores.min())
+    for metric in COST_METRICS:
+        if isinstance((last_result or {}).get(metric), (int, float)):
+            values[metric] = float(last_result[metric])
+    return values
+
+
+def pareto_members(spec: SweepSpec, trials: list[TrialOutcome]) -> list[TrialOutcome]:
+    """The completed trials on the Pareto front of the spec's objectives, best first objective first."""
+    scored = [(t, objective_values(t.values, spec.objectives)) for t in trials if t.status == "completed"]
+    scored = [(t, v) for t, v in scored if v is not None]
+    front = [scored[i][0] for i in pareto_front([v for _, v in scored], [o.mode for o in spec.objectives])]
+    first = spec.objectives[0]
+    return sorted(front, key=lambda t: t.values[first.metric], reverse=first.mode == "max")
+
+
+def _print_pareto(spec: SweepSpec, trials: list[TrialOutcome], out) -> None:
+    front = pareto_members(spec, trials)
+    metrics = [o.metric for o in spec.objectives]
+    print(f"\nPareto front of {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}: {len(front)} of "
+          f"{sum(t.status == 'completed' for t in trials)} completed trial(s)", file=out)
+    rows = [[str(i + 1), t.trial_id, *[f"{t.values[m]:.4g}" for m in metrics],
+             *[format_cell(t.config.get(p.name, "·")) for p in spec.search.space][:4], t.run_id or "-"]
+            for i, t in enumerate(front)]
+    print(format_table(["#", "trial", *metrics, *[p.name for p in spec.search.space][:4], "mlflow run"], rows), file=out)
+
+
 def print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
     best_first = ranked(outcome.trials, spec.mode)
     counts = status_counts(outcome.trials)
@@ -88,6 +125,8 @@ def print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
         for i, t in enumerate(best_first[:5])
     ]
     print(format_table(["#", "trial", "status", "epochs", f"best {spec.metric}", *names, "mlflow run"], rows), file=out)
+    if spec.multi_objective:
+        _print_pareto(spec, outcome.trials, out)
     uri = redact_uri(spec.tracking.uri)
     experiment = f" --experiment {spec.tracking.experiment}" if spec.tracking.experiment != "hpo-cls" else ""
     print(f"\nMLflow parent run: {outcome.parent_run_id} (experiment {spec.tracking.experiment!r})", file=out)
@@ -95,6 +134,9 @@ def print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
         print(f"Report:        report.html on the parent run; or hpo-cls report {outcome.sweep_id}{experiment} "
               f"--tracking-uri {uri} --out report.html", file=out)
     print(f"Promote:       hpo-cls promote --top 2 --sweep {outcome.sweep_id}{experiment} --tracking-uri {uri}", file=out)
+    if spec.multi_objective:
+        print(f"From the front: hpo-cls promote --pareto --top 1 --max-params N --sweep {outcome.sweep_id}{experiment} "
+              f"--tracking-uri {uri}", file=out)
     base = ui_base_url(spec.tracking.uri)
     if is_local_store(spec.tracking.uri):
         print(f"Open the UI:   hpo-cls ui --tracking-uri {uri}{experiment}   then:", file=out)

@@ -14,7 +14,7 @@ from hpo_cls.data import DatasetSummary, describe_dataset
 from hpo_cls.errors import DataError, SpecError
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
 
-__all__ = ["ParameterBudget", "Preflight", "run_preflight", "check_tracking_uri", "checked"]
+__all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check_tracking_uri", "checked"]
 
 # TrialConfig fields that change the parameter count; everything else shares one cache entry.
 _MODEL_FIELDS = ("backbone", "small_input", "attention", "attention_placement", "attention_reduction",
@@ -36,6 +36,23 @@ class ParameterBudget:
         if key not in self._cache:
             self._cache[key] = count_parameters(dataclasses.replace(cfg, pretrained=False), self.num_classes)
         return self._cache[key]
+
+
+class FlopsCount:
+    """``config -> {"flops_g": forward GFLOPs per image}`` for constraints on it; cached, picklable."""
+
+    def __init__(self, fixed: TrialConfig, num_classes: int, image_size: int):
+        self.fixed, self.num_classes, self.image_size = fixed, num_classes, image_size
+        self._cache: dict[tuple, float] = {}
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, float]:
+        from hpo_cls.models.cost import count_flops
+
+        cfg = trial_config_from_dict(config, base=self.fixed)
+        key = tuple(getattr(cfg, name) for name in _MODEL_FIELDS)
+        if key not in self._cache:
+            self._cache[key] = count_flops(cfg, self.num_classes, self.image_size)
+        return {"flops_g": self._cache[key]}
 
 
 @dataclass

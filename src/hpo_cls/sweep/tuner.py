@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Sequence, TextIO
 
 from hpo_cls.console import say
+from hpo_cls.errors import SweepError
 from hpo_cls.search.space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
+from hpo_cls.sweep.estimate import SweepEstimate, format_actual
 from hpo_cls.sweep.experiment import (
     git_commit,
     resolve_trainable,
@@ -21,6 +24,7 @@ from hpo_cls.sweep.experiment import (
 )
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
 from hpo_cls.sweep.preflight import ParameterBudget
+from hpo_cls.tracking.runs import constraints_param, objectives_param
 from hpo_cls.train.run import TrialSetup
 
 __all__ = ["run_sweep"]
@@ -40,12 +44,17 @@ _TUNE_ENVIRONMENT = {
 
 def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, name: str | None = None,
               resume: bool = False, owns_ray: bool = False, quiet: bool = False,
+              warm_start: Sequence[str] = (), estimate: SweepEstimate | None = None,
               out: TextIO | None = None) -> SweepOutcome:
     """Run (or resume) a sweep to the end and log its summary to MLflow.
 
     Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller
     connected it for this sweep, so it is shut down here as soon as the trials have ended. ``quiet``:
-    print the final summary only."""
+    print the final summary only. ``warm_start``: ids of earlier sweeps (same tracking store) whose
+    finished trials the searcher learns from before its first proposal. ``estimate``: printed against
+    the time the trials took."""
+    if resume and warm_start:
+        raise SweepError("{warm_start} starts a new sweep; a resumed sweep keeps its searcher's history")
     import ray
 
     from hpo_cls.sweep.progress import SweepProgress
@@ -72,19 +81,20 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
             tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
             progress = _restored_progress(tuner, progress)
         else:
-            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress)
+            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
+                                         report)
+        fit_start = time.monotonic()
         try:
             results = tuner.fit()
         finally:
             progress.close()
-        if searcher is not None and searcher.suggestions:
-            report(f"searcher: {searcher.suggestions} proposals, "
-                   f"{1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms each"
-                   + (f", {searcher.rejected_over_budget} over max_params skipped"
-                      if searcher.rejected_over_budget else ""))
+        wall_s = time.monotonic() - fit_start
+        _report_searcher(searcher, report)
         report("all trials ended; logging checkpoints, the sweep summary and its report to MLflow")
+        cost = {"wall_s": wall_s} if estimate is None else {
+            "wall_s": wall_s, "estimated_wall_s": estimate.wall_s, "estimated_trial_epochs": estimate.trial_epochs}
         with ThreadPoolExecutor(max_workers=1) as pool:
-            summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results)
+            summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results, cost)
             if started:  # the summary needs only local files: let Ray's processes stop meanwhile
                 ray.shutdown()
             outcome = summary.result()
@@ -92,7 +102,18 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         if started:
             ray.shutdown()
     print_summary(spec, outcome, out)
+    if estimate is not None:
+        say(format_actual(estimate.wall_s, estimate.trial_epochs, wall_s, sum(t.epochs_run for t in outcome.trials)),
+            out)
     return outcome
+
+
+def _report_searcher(searcher, report: Callable[[str], None]) -> None:
+    if searcher is None or not searcher.suggestions:
+        return
+    report(f"searcher: {searcher.suggestions} proposals, {1000 * searcher.suggest_seconds / searcher.suggestions:.1f} ms "
+        "each" + (f", {searcher.rejected_over_budget} over max_params skipped" if searcher.rejected_over_budget else "")
+        + (f", {searcher.rejected_infeasible} outside the constraints skipped" if searcher.rejected_infeasible else ""))
 
 
 def _trainable(spec: SweepSpec):
@@ -109,6 +130,9 @@ def _announce(spec: SweepSpec, sweep_id: str, report: Callable[[str], None]) -> 
 
     report(f"sweep {sweep_id}: {spec.budget.num_samples} trials, up to {spec.budget.epochs} epochs each, "
            f"{spec.budget.max_concurrent} at a time, scheduler {spec.scheduler.type}, sampler {spec.search.sampler}")
+    if spec.multi_objective or spec.constraints:
+        report(f"objectives {objectives_param(spec.objectives)} (ASHA stops on {spec.metric}); "
+               f"constraints {constraints_param(spec.constraints)}")
     resources = ray.cluster_resources()
     report(f"Ray: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
            f"each trial takes {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU")
@@ -144,12 +168,14 @@ def _restored_progress(tuner, fresh):
     return fresh
 
 
-def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_classes: int, progress):
+def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_classes: int, progress,
+               warm_start: Sequence[str], report: Callable[[str], None]):
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
 
     searcher = _searcher(spec, num_classes)
+    learned = _warm_start(spec, searcher, warm_start, report)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -173,7 +199,8 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
                 checkpoint_score_attribute=spec.metric,
                 checkpoint_score_order=spec.mode,
             ),
-            callbacks=[JsonLoggerCallback(), _tracker(spec, sweep_id), progress],
+            callbacks=[JsonLoggerCallback(), _tracker(spec, sweep_id, {"warm_start_from": ",".join(warm_start) or "none",
+                                                                       "warm_start_trials": learned}), progress],
             verbose=0,
         ),
     )
@@ -183,15 +210,18 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
 def _searcher(spec: SweepSpec, num_classes: int):
     from hpo_cls.search.samplers import build_sampler
     from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+    from hpo_cls.sweep.preflight import FlopsCount
 
+    flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
     return BudgetAwareOptunaSearch(
         DefineByRun(spec.search.space, spec.fixed),
-        metric=spec.metric,
-        mode=spec.mode,
+        objectives=spec.objectives,
+        constraints=spec.constraints,
         sampler=build_sampler(spec.search, spec.budget.num_samples),
         max_epochs=spec.budget.epochs,
         param_count=ParameterBudget(spec.fixed, num_classes),
         max_params=spec.max_params,
+        static_costs=FlopsCount(spec.fixed, num_classes, spec.data.image_size) if flops_constrained else None,
     )
 
 
@@ -204,7 +234,24 @@ def _scheduler(spec: SweepSpec):
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
-def _tracker(spec: SweepSpec, sweep_id: str):
+def _warm_start(spec: SweepSpec, searcher, sweep_ids: Sequence[str], report: Callable[[str], None]) -> int:
+    """Add the finished trials of earlier sweeps to the searcher's study; return how many were added."""
+    from hpo_cls.search.warm_start import warm_start_trials
+    from hpo_cls.tracking.history import load_finished_trials
+
+    added = 0
+    for sweep_id in sweep_ids:
+        recorded = load_finished_trials(spec.tracking.uri, spec.tracking.experiment, sweep_id,
+                                        history_metric=None if spec.multi_objective else spec.metric)
+        loaded = warm_start_trials(recorded, spec.search.space, spec.fixed, spec.objectives, spec.constraints,
+                                   spec.budget.epochs)
+        searcher.study.add_trials(loaded.trials)
+        added += len(loaded.trials)
+        report(f"warm start from {sweep_id}: {loaded.describe()}")
+    return added
+
+
+def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
     """The MLflow callback, its parent run opened (with the spec as ``spec.yaml``) before trials start."""
     from hpo_cls.sweep.callbacks import SweepTracker
 
@@ -219,8 +266,9 @@ def _tracker(spec: SweepSpec, sweep_id: str):
         parent_params={
             "sampler": spec.search.sampler, "scheduler": spec.scheduler.type, "num_samples": spec.budget.num_samples,
             "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
+            "objectives": objectives_param(spec.objectives), "constraints": constraints_param(spec.constraints),
             "data_root": str(spec.data.root), "image_size": spec.data.image_size,
-            "searched": ",".join(p.name for p in spec.search.space),
+            "searched": ",".join(p.name for p in spec.search.space), **extra_params,
         },
     )
     tracker.start()

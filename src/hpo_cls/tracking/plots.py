@@ -48,10 +48,11 @@ def confusion_matrix_figure(confusion: list[list[int]], class_names: list[str]):
 
 
 def trials_frame(trials) -> pd.DataFrame:
-    """One row per trial: id, status, epochs run, best score, MLflow run id and sampled values."""
+    """One row per trial: id, status, epochs run, best score, MLflow run id, objective and cost values
+    (e.g. ``params_m``), and sampled values."""
     rows = [
         {"trial_id": t.trial_id, "status": t.status, "epochs_run": t.epochs_run, "best_score": t.best_score,
-         "mlflow_run_id": t.run_id, **t.config}
+         "mlflow_run_id": t.run_id, **t.values, **t.config}
         for t in trials
     ]
     return pd.DataFrame(rows)

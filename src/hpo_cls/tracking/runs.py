@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_cls.spec import format_value
+from hpo_cls.spec import Constraint, Objective, format_value
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should not cost a second
     from mlflow.tracking import MlflowClient
@@ -24,6 +24,7 @@ __all__ = [
     "SWEEP_ID_TAG", "SWEEP_NAME_TAG", "TRIAL_ID_TAG", "STATUS_TAG", "ERROR_TAG", "FINALIZED_TAG", "ROLE_TAG",
     "NODE_TAG", "PARENT_TAG", "param_value", "find_or_create_experiment", "find_run", "open_sweep_run",
     "trial_run_name", "open_trial_run", "end_run_op", "finalize_trial_op", "discard_unknown_trial_runs",
+    "objectives_param", "objectives_from_param", "constraints_param",
 ]
 
 SWEEP_ID_TAG = "hpo_cls.sweep_id"
@@ -40,6 +41,24 @@ PARENT_TAG = "mlflow.parentRunId"
 def param_value(value: Any) -> str:
     """MLflow params are strings; numbers stay parseable so the UI plots them on numeric axes."""
     return str(format_value(value))
+
+
+def objectives_param(objectives: tuple[Objective, ...]) -> str:
+    """The parent run's ``objectives`` param: ``val_acc:max,params_m:min``."""
+    return ",".join(f"{o.metric}:{o.mode}" for o in objectives)
+
+
+def objectives_from_param(text: str | None) -> tuple[Objective, ...]:
+    """The objectives a parent run records (empty for sweeps made before they were recorded)."""
+    pairs = [item.split(":", 1) for item in (text or "").split(",") if ":" in item]
+    return tuple(Objective(metric, mode) for metric, mode in pairs)
+
+
+def constraints_param(constraints: tuple[Constraint, ...]) -> str:
+    """The parent run's ``constraints`` param: ``params_m<=15,latency_ms>=0.1`` (``none``)."""
+    bounds = [f"{c.metric}{op}{bound:g}" for c in constraints
+              for op, bound in (("<=", c.max), (">=", c.min)) if bound is not None]
+    return ",".join(bounds) or "none"
 
 
 def find_or_create_experiment(client: MlflowClient, name: str) -> str:

@@ -13,11 +13,13 @@ from hpo_cls.spec import SweepSpec, flatten_trial_config, trial_config_from_dict
 from hpo_cls.sweep.outcome import (
     SweepOutcome,
     TrialOutcome,
+    pareto_members,
     ranked,
     sampled,
     status_counts,
     trial_id_of,
     trial_status,
+    trial_values,
 )
 from hpo_cls.tracking.runs import finalize_trial_op, open_sweep_run, open_trial_run
 from hpo_cls.tracking.writer import MlflowWriter
@@ -25,9 +27,11 @@ from hpo_cls.tracking.writer import MlflowWriter
 __all__ = ["summarize_sweep"]
 
 
-def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results) -> SweepOutcome:
-    """Log each trial's best checkpoint and final status, and the parent run's summary. Idempotent, so
-    a resumed sweep can run it again over trials that ended before the interruption."""
+def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results,
+                    cost: dict[str, float] | None = None) -> SweepOutcome:
+    """Log each trial's best checkpoint and final status, and the parent run's summary (with the ``cost``
+    metrics: wall time, and the estimate made before). Idempotent, so a resumed sweep can run it again over
+    trials that ended before the interruption."""
     writer = MlflowWriter(spec.tracking.uri, spec.tracking.experiment)
     open_sweep_run(writer, sweep_id)
     trials: list[TrialOutcome] = []
@@ -49,7 +53,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         if status == "failed":
             best = None
         trials.append(TrialOutcome(trial_id, status, int((result.metrics or {}).get("epoch", 0)), best,
-                                   sampled(result.config), None))
+                                   sampled(result.config), None, trial_values(history, result.metrics, spec)))
     # The plots need no run ids: draw them while the writer thread logs the trials' checkpoints.
     plots_dir = tempfile.mkdtemp(prefix="hpo-cls-plots-")
     _draw_optuna_plots(spec, trials, plots_dir)
@@ -57,7 +61,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     for t in trials:
         t.run_id = writer.run_ids.get(t.trial_id)
     best_first = ranked(trials, spec.mode)
-    writer.call("parent", _finalize_parent_op(spec, trials, best_first, plots_dir))
+    writer.call("parent", _finalize_parent_op(spec, trials, best_first, plots_dir, cost or {}))
     writer.close(timeout=300)
     shutil.rmtree(plots_dir, ignore_errors=True)
     if writer.failed_ops:
@@ -94,21 +98,32 @@ def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: s
     from hpo_cls.tracking.plots import (
         optuna_plots,  # first: it selects matplotlib's headless backend
     )
+    from hpo_cls.tracking.pareto import pareto_figure
 
     for name, figure in optuna_plots(spec, trials).items():
         figure.savefig(Path(directory, name), dpi=110, bbox_inches="tight")
         plt.close(figure)
+    front = pareto_members(spec, trials)
+    if spec.multi_objective and front:
+        pareto_figure(spec.objectives, trials, front).savefig(Path(directory, "pareto_front.png"), dpi=110)
 
 
-def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome], plots_dir: str):
+def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome], plots_dir: str,
+                        cost: dict[str, float]):
     """Status, counts and best trial on the parent run; trials.csv and the plots in ``plots_dir``."""
     from mlflow.entities import Metric, RunTag
 
+    from hpo_cls.tracking.pareto import pareto_frame
     from hpo_cls.tracking.plots import trials_frame
 
     def op(client, run_id):
         now = int(time.time() * 1000)
         metrics = [Metric(f"n_{k}", v, now, 0) for k, v in status_counts(trials).items()]
+        metrics += [Metric(k, v, now, 0) for k, v in cost.items()]
+        if spec.multi_objective:
+            front = pareto_members(spec, trials)
+            metrics.append(Metric("n_pareto", len(front), now, 0))
+            pareto_frame(spec.objectives, trials, front).to_csv(Path(plots_dir, "pareto_front.csv"), index=False)
         tags = [RunTag("hpo_cls.status", "completed"), RunTag("hpo_cls.n_trials", str(len(trials)))]
         if ranked:
             metrics.append(Metric(f"best_{spec.metric}", ranked[0].best_score, now, 0))

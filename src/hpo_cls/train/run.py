@@ -99,6 +99,7 @@ class TrainingRun:
         self.best_val_acc = -math.inf
         self.best_epoch = 0
         self.last_eval: EvalResult | None = None
+        self._costs: dict[str, float] | None = None
 
     @property
     def eval_model(self) -> nn.Module:
@@ -154,6 +155,27 @@ class TrainingRun:
             channels_last=self.channels_last,
             keep_probabilities=keep_probabilities,
         )
+
+    def cost_metrics(self) -> dict[str, float]:
+        """``params_m``, ``flops_g`` and inference latency at batch 1 (``latency_ms``) and of a batch of 64
+        (``latency_b64_ms``) on this run's device, with its precision: measured the first time it is asked
+        (a sweep's trial asks after its first epoch, so trials ASHA stops early have them too)."""
+        if self._costs is None:
+            from hpo_cls.models.cost import (
+                LATENCY_RUNS,
+                count_flops,
+                inference_latency_ms,
+            )
+
+            size = self.data_cfg.image_size
+            latency = {batch: inference_latency_ms(self.eval_model, size, batch, runs=runs,
+                                                   channels_last=self.channels_last,
+                                                   autocast_dtype=self.precision.autocast_dtype)
+                       for batch, runs in LATENCY_RUNS.items()}
+            self._costs = {"params_m": sum(p.numel() for p in self.model.parameters()) / 1e6,
+                           "flops_g": count_flops(self.cfg, self.num_classes, size),
+                           "latency_ms": latency[1], "latency_b64_ms": latency[64]}
+        return dict(self._costs)
 
     def class_report(self, result: EvalResult | None = None) -> list[dict]:
         result = result or self.evaluate()

@@ -1,0 +1,71 @@
+"""``promote --pareto``: the members come from the sweep's Pareto front, within a parameter or latency budget.
+
+The front is taken over the objectives the sweep recorded (``val_acc`` and ``params_m``, say); a sweep of a
+single objective is read as accuracy against size (and latency, when ``max_latency_ms`` is given). Only
+runs within the budget compete, so the front is "the best trade-offs you can afford"; the ``top`` most
+accurate of its members are promoted.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, TextIO
+
+from mlflow.tracking import MlflowClient
+
+from hpo_cls.console import format_table, say
+from hpo_cls.errors import PromoteError
+from hpo_cls.promote.select import SELECTABLE, Candidate, SweepRecord
+from hpo_cls.search.objectives import objective_values, pareto_front
+from hpo_cls.spec import Objective
+from hpo_cls.tracking.runs import objectives_from_param
+
+__all__ = ["front_objectives", "select_pareto"]
+
+
+def front_objectives(recorded: Sequence[Objective], max_latency_ms: float | None) -> tuple[Objective, ...]:
+    """The sweep's objectives; for a single-objective sweep, accuracy against size (and latency)."""
+    if len(recorded) > 1:
+        return tuple(recorded)
+    extra = (Objective("latency_ms", "min"),) if max_latency_ms is not None else ()
+    return (Objective("val_acc", "max"), Objective("params_m", "min"), *extra)
+
+
+def select_pareto(client: MlflowClient, sweep: SweepRecord, candidates: Sequence[Candidate], top: int, *,
+                  max_params: float | None = None, max_latency_ms: float | None = None,
+                  include_early_stopped: bool = False, warn: Callable[[str], None] = print,
+                  out: TextIO | None = None) -> list[Candidate]:
+    """The ``top`` most accurate members of the Pareto front of the runs within the budget."""
+    if top < 1:
+        raise PromoteError(f"{{top}} must be >= 1, got {top}")
+    objectives = front_objectives(objectives_from_param(sweep.params.get("objectives")), max_latency_ms)
+    budget = {"params_m": None if max_params is None else max_params / 1e6, "latency_ms": max_latency_ms}
+    statuses = SELECTABLE if include_early_stopped else ("completed",)
+    pool, points, costs = [], [], {}
+    for c in (c for c in candidates if c.status in statuses):
+        metrics = {**client.get_run(c.run_id).data.metrics, "val_acc": c.score}  # the run's best val_acc
+        values = objective_values(metrics, objectives)
+        needed = [m for m, bound in budget.items() if bound is not None and m not in metrics]
+        if values is None or needed:
+            missing = [o.metric for o in objectives if o.metric not in metrics] + needed
+            warn(f"skipping run {c.run_id}: it records no {', '.join(dict.fromkeys(missing))}")
+            continue
+        if all(bound is None or metrics[m] <= bound for m, bound in budget.items()):
+            pool.append(c)
+            points.append(values)
+            costs[c.run_id] = metrics
+    front = sorted((pool[i] for i in pareto_front(points, [o.mode for o in objectives])),
+                   key=lambda c: (-c.score, c.start_time, c.run_id))
+    _print_front(front, objectives, costs, budget, out)
+    if len(front) < top:
+        raise PromoteError(f"{{top}} {top}: the Pareto front of the {len(pool)} run(s) within the budget has "
+                           f"{len(front)} member(s); lower {{top}} or relax {{max_params}} / {{max_latency_ms}}")
+    return front[:top]
+
+
+def _print_front(front, objectives, costs, budget, out) -> None:
+    limits = ", ".join(f"{m} <= {bound:g}" for m, bound in budget.items() if bound is not None) or "no budget"
+    say(f"Pareto front of {', '.join(o.metric for o in objectives)} within {limits}: {len(front)} member(s)", out)
+    columns = list(dict.fromkeys([o.metric for o in objectives] + ["params_m", "latency_ms"]))
+    rows = [[c.trial_id, *[f"{costs[c.run_id][m]:.4g}" if m in costs[c.run_id] else "-" for m in columns], c.run_id]
+            for c in front]
+    print(format_table(["trial", *columns, "mlflow run"], rows), file=out, flush=True)

@@ -1,0 +1,42 @@
+"""hpo_cls.models.cost and TrainingRun.cost_metrics: what every trial reports about its model's cost."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hpo_cls.models.classifier import build_model, count_parameters
+from hpo_cls.models.cost import count_flops, inference_latency_ms
+from hpo_cls.spec import COST_METRICS, DataConfig, TrialConfig
+from hpo_cls.train.run import TrainingRun
+
+
+def test_flops_match_the_published_resnet18_figure():
+    # torchvision's ResNet-18 at 224 px: 1.81 G multiply-adds; the 10-class head changes it by 0.01 M.
+    assert count_flops(TrialConfig(backbone="resnet18"), 10, 224) == pytest.approx(3.63, abs=0.01)
+
+
+def test_flops_grow_with_the_backbone_and_the_image():
+    small, large = TrialConfig(backbone="resnet18"), TrialConfig(backbone="resnet50")
+    assert count_flops(small, 10, 64) < count_flops(large, 10, 64)
+    assert count_flops(small, 10, 32) * 3.5 < count_flops(small, 10, 64)  # ~4x the pixels
+
+
+def test_latency_is_a_positive_median_and_leaves_the_model_in_eval_mode():
+    model = build_model(TrialConfig(backbone="resnet18", small_input=True), 3)
+    latency = inference_latency_ms(model, 16, 4, runs=3, warmup=1)
+    assert 0 < latency < 60_000 and not model.training
+
+
+def test_a_run_reports_every_cost_metric_once(tiny_image_folder):
+    cfg = TrialConfig(backbone="resnet18", small_input=True, batch_size=4, amp=False)
+    run = TrainingRun(DataConfig(root=tiny_image_folder, image_size=16, workers=0), cfg, 1)
+    run.run_epoch()
+    costs = run.cost_metrics()
+    assert set(costs) == set(COST_METRICS)
+    assert costs["params_m"] == count_parameters(cfg, 3) / 1e6
+    assert costs["flops_g"] == count_flops(cfg, 3, 16)
+    assert all(math.isfinite(v) and v > 0 for v in costs.values())
+    assert run.cost_metrics() == costs, "measured once per run"
+    assert run.run_epoch()["epoch"] == 2, "training goes on after the measurement"
