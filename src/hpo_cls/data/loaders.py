@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 from torchvision.transforms import v2
 
+from hpo_cls.data.device_augment import CropCollate, DeviceAugment, device_augment_supported
 from hpo_cls.data.folders import (
     class_mapping,
     default_threads,
@@ -182,6 +183,7 @@ class Loaders:
     class_to_idx: dict[str, int]
     train_labels: list[int]
     cached: bool = False
+    batch_transform: DeviceAugment | None = None  # train batches are augmented on the device by this
 
     @property
     def num_classes(self) -> int:
@@ -190,7 +192,7 @@ class Loaders:
 
 def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: bool = False, seed: int = 0,
                   cache: bool = True, cache_limit_bytes: int = 4 * 2**30, train_on_val: bool = False,
-                  shared_cache: bool = True) -> Loaders:
+                  shared_cache: bool = True, device_augment: bool | None = None) -> Loaders:
     """Train/val DataLoaders for ``data_cfg.root``.
 
     Train: shuffled (or class-balanced), ``drop_last`` so BatchNorm never sees a batch of one; the
@@ -199,6 +201,9 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     shared cache in ``data_cfg.cache_dir`` (``shared_cache=False``: this process's memory), train first,
     then val, while the estimate stays under ``cache_limit_bytes``. With
     ``train_on_val`` (a final retrain) the val images are trained on too, so val numbers are not held out.
+    ``device_augment`` (default: on CUDA when the config only crops and flips) hands train batches over as
+    uint8 with crop boxes, for ``Loaders.batch_transform`` to augment on the device
+    (:mod:`hpo_cls.data.device_augment`).
     """
     root = Path(data_cfg.root)
     class_to_idx = class_mapping(root / "train")
@@ -212,7 +217,15 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
         train_samples = train_samples + val_samples
         caches[0] = ChainedImages(caches) if all(c is not None for c in caches) else None
     size = data_cfg.image_size
-    train_set = ImageDataset(train_samples, build_train_transform(cfg, size), caches[0])
+    if device_augment is None:
+        device_augment = device_is_cuda and device_augment_supported(cfg)
+    if device_augment:  # uint8 images as cached (or decoded and resized the same way) go to the collate
+        train_transform = None if caches[0] is not None else v2.Compose([v2.ToImage(), v2.Resize(resize_size(size)),
+                                                                         v2.ToPureTensor()])
+        collate = CropCollate(size)
+    else:
+        train_transform, collate = build_train_transform(cfg, size), build_mix_collate(cfg, len(class_to_idx))
+    train_set = ImageDataset(train_samples, train_transform, caches[0])
     val_set = ImageDataset(val_samples, build_eval_transform(size), caches[1])
 
     labels = [y for _, y in train_samples]
@@ -223,10 +236,11 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     common = dict(num_workers=data_cfg.workers, pin_memory=device_is_cuda)
     train = DataLoader(
         train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=sampler is None, sampler=sampler,
-        drop_last=True, generator=generator, collate_fn=build_mix_collate(cfg, len(class_to_idx)), **common,
+        drop_last=True, generator=generator, collate_fn=collate, **common,
     )
     val = DataLoader(val_set, batch_size=2 * cfg.batch_size, shuffle=False, drop_last=False, **common)
-    return Loaders(train, val, class_to_idx, labels, cached=caches[0] is not None)
+    return Loaders(train, val, class_to_idx, labels, cached=caches[0] is not None,
+                   batch_transform=DeviceAugment(size) if device_augment else None)
 
 
 def prepare_shared_cache(data_cfg: DataConfig, cache_limit_bytes: int = 4 * 2**30) -> None:

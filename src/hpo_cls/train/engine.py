@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -106,9 +106,11 @@ def train_one_epoch(
     channels_last: bool = False,
     grad_clip: float = 0.0,
     ema: AveragedModel | None = None,
+    batch_transform: Callable | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``. Targets may be class ids [B] or soft targets [B, C] (Mixup/CutMix);
-    train accuracy is measured against the argmax of soft targets."""
+    train accuracy is measured against the argmax of soft targets. ``batch_transform(batch, device,
+    memory_format)``, if given, moves each batch of images to the device and augments it there."""
     model.train()
     start = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
@@ -118,7 +120,10 @@ def train_one_epoch(
     non_blocking = device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for images, targets in loader:
-        images = images.to(device, non_blocking=non_blocking, memory_format=memory_format)
+        if batch_transform is not None:
+            images = batch_transform(images, device, memory_format)
+        else:
+            images = images.to(device, non_blocking=non_blocking, memory_format=memory_format)
         targets = targets.to(device, non_blocking=non_blocking)
         with torch.autocast(device.type, dtype=precision.autocast_dtype, enabled=precision.autocast_dtype is not None):
             logits = model(images)

@@ -125,6 +125,7 @@ class TrainingRun:
             channels_last=self.channels_last,
             grad_clip=self.cfg.grad_clip,
             ema=self.ema,
+            batch_transform=self.loaders.batch_transform,
         )
         result = self.last_eval = self.evaluate()
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
