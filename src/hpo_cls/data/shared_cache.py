@@ -23,20 +23,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["CACHE_DIR_ENV", "default_cache_root", "image_cache_dir", "cache_name", "MappedImages",
+from hpo_cls.cache_dir import default_cache_root
+
+__all__ = ["image_cache_dir", "cache_name", "MappedImages",
            "open_shared_cache"]
 
-CACHE_DIR_ENV = "HPO_CLS_CACHE_DIR"
 _FORMAT = 1
 _CHUNK = 256  # images decoded ahead of the writer: bounds the memory a build holds
-
-
-def default_cache_root() -> Path:
-    """``$HPO_CLS_CACHE_DIR``, else ``$XDG_CACHE_HOME/hpo-cls``, else ``~/.cache/hpo-cls``."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hpo-cls"
 
 
 def image_cache_dir(root: Path | None = None) -> Path:
