@@ -23,6 +23,7 @@ __all__ = [
     "Precision",
     "EvalResult",
     "resolve_device",
+    "gpu_memory_mb",
     "resolve_precision",
     "use_channels_last",
     "build_ema",
@@ -51,6 +52,13 @@ def resolve_device(gpu_share: float = 0.0) -> torch.device:
     if gpu_share > 0 and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def gpu_memory_mb(device: torch.device) -> tuple[float, float]:
+    """(allocated now, peak allocated since the last reset) on a CUDA device, in MiB; zeros elsewhere."""
+    if device.type != "cuda":
+        return 0.0, 0.0
+    return torch.cuda.memory_allocated(device) / 2**20, torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def resolve_precision(device_type: str, amp: bool, bf16_supported: bool) -> Precision:
