@@ -19,6 +19,7 @@ from hpo_cls.data.loaders import (
     build_loaders,
     decode_resized,
     load_cache,
+    prepare_shared_cache,
 )
 from hpo_cls.data.shared_cache import MappedImages, cache_name, image_cache_dir, open_shared_cache
 from hpo_cls.data.transforms import build_eval_transform, resize_size
@@ -178,3 +179,12 @@ def test_spec_cache_dir_is_made_absolute(tmp_path, monkeypatch):
     spec = parse_spec({"name": "x", "data": {"cache_dir": "rel"}}, "inline")
     assert spec.data.cache_dir == tmp_path / "rel"
     assert parse_spec({"name": "x"}, "inline").data.cache_dir is None
+
+
+def test_the_driver_prepares_what_trials_then_map(root, tmp_path):
+    data = DataConfig(root=root, image_size=16, workers=0, cache_dir=tmp_path / "cache")
+    prepare_shared_cache(data)
+    prepared = sorted(image_cache_dir(tmp_path / "cache").glob("*.u8"))
+    loaders = build_loaders(data, TrialConfig(batch_size=4))
+    assert sorted([loaders.train.dataset.cache.path, loaders.val.dataset.cache.path]) == prepared
+    assert sorted(image_cache_dir(tmp_path / "cache").glob("*.u8")) == prepared, "nothing new was built"

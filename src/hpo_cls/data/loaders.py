@@ -119,13 +119,17 @@ def load_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, cache_dir: P
     :mod:`hpo_cls.data.shared_cache`; built on first use), or, with ``shared=False`` or when the folder
     cannot hold it, this process's own copy (:func:`build_cache`)."""
     if shared:
-        decode = functools.partial(decode_resized, resize=v2.Resize(resize_to))
         try:
-            return open_shared_cache([p for p, _ in samples], resize_to, image_cache_dir(cache_dir), decode,
-                                     workers or default_threads(), estimated_bytes=len(samples) * 3 * resize_to ** 2)
+            return _shared_cache(samples, resize_to, cache_dir, workers)
         except OSError as exc:
             warn(f"decoded-image cache not shared ({exc}); this process decodes its own copy")
     return build_cache(samples, resize_to, workers)
+
+
+def _shared_cache(samples, resize_to: int, cache_dir: Path | None, workers: int | None = None):
+    decode = functools.partial(decode_resized, resize=v2.Resize(resize_to))
+    return open_shared_cache([p for p, _ in samples], resize_to, image_cache_dir(cache_dir), decode,
+                             workers or default_threads(), estimated_bytes=len(samples) * 3 * resize_to ** 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,11 +249,21 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
 
 def prepare_shared_cache(data_cfg: DataConfig, cache_limit_bytes: int = 4 * 2**30) -> None:
     """Build this node's train and val caches now (a sweep's driver, while Ray starts), so its trials
-    only map them; the same limit as :func:`build_loaders`."""
+    only map them; the same limit as :func:`build_loaders`. Where the folder cannot hold them, the trials
+    fall back to their own copies (they warn)."""
     root = Path(data_cfg.root)
     class_to_idx = class_mapping(root / "train")
-    _split_caches(data_cfg, list_images(root / "train", class_to_idx), list_images(root / "val", class_to_idx),
-                  cache_limit_bytes, shared=True)
+    side = resize_size(data_cfg.image_size)
+    budget = cache_limit_bytes
+    for split in ("train", "val"):
+        samples = list_images(root / split, class_to_idx)
+        budget -= len(samples) * 3 * side * side
+        if budget < 0:
+            return
+        try:
+            _shared_cache(samples, side, data_cfg.cache_dir)
+        except OSError:
+            return
 
 
 def _split_caches(data_cfg: DataConfig, train_samples, val_samples, budget: int, shared: bool) -> list:
