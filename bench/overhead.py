@@ -1,21 +1,28 @@
-"""Orchestration overhead: the same K configurations trained back to back in-process vs by `hpo-cls sweep`.
+"""Orchestration overhead: the same K configurations trained back to back in-process vs by `hpo-cls sweep`,
+by a bare Ray Tune script, by the stock stack as Ray's docs write it, and by a sweep on a warm cluster.
 
     python bench/overhead.py                      # ~30 s trials on the embedded data, 2 slots
     python bench/overhead.py --trial-seconds 3    # short trials: fixed costs dominate
 
 (a) each configuration is trained in this process by the engine (one CPU thread, as a Ray trial with
-cpu: 1 gets), timing the whole trial (model, data, epochs); half of them run before (b), half after.
+cpu: 1 gets), timing the whole trial (model, data, epochs); half of them run before the others, half after.
 (b) the same configurations run through `hpo-cls sweep` (grid over them, FIFO, `max_concurrent` = slots,
 MLflow on), and the whole command is timed from process start to exit.
 (c) the same configurations run by ``bench/tune_floor.py``: a bare `tune.Tuner` script with none of
 hpo-cls around it (no checkpoints, MLflow, searcher or pre-flight), timed the same way.
+(d) the same configurations run by ``bench/stock_stack.py``: what a user would write from Ray's docs instead
+of hpo-cls (OptunaSearch, ASHA that never stops, MLflowLoggerCallback with artifacts, torch.save checkpoints
+every epoch), timed the same way.
+(e) (b) again, joining a Ray that ``hpo-cls cluster up`` started before (untimed), stopped after.
+Every run shares one decoded-image cache, built by the first in-process trial.
 
-Prints ``overhead = sweep_wall / (sum_compute / slots)`` (target ≤ 1.05 for 30-s trials, ≤ 1.25 for
-3-s trials) and, to read it by: ``in_trial_ratio`` (trials slower inside the sweep), ``outside_trials_s``
-(time with no trial running) and ``contention`` (epoch time of `slots` plain trainings at once over one
-alone, no orchestrator: what sharing the machine costs trials anyway, and part of ``in_trial_ratio``), and
-``tune_floor`` (the wall time of (c) over the same ideal: what Ray Tune itself costs on this machine, the
-floor for any orchestrator built on it).
+Prints ``overhead = sweep_wall / (sum_compute / slots)`` and, to read it by: ``in_trial_ratio`` (trials
+slower inside the sweep), ``outside_trials_s`` (time with no trial running) and ``contention`` (epoch time of
+`slots` plain trainings at once over one alone, no orchestrator: what sharing the machine costs trials
+anyway, and part of ``in_trial_ratio``); ``tune_floor`` (the wall time of (c) over the same ideal: what Ray
+Tune itself costs on this machine, the floor for any orchestrator built on it), ``stock`` (the same for
+(d); target: overhead ≤ stock) and ``overhead_warm`` (the same for (e); target: below tune_floor), each with
+its own in-trial ratio and time outside trials.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from hpo_cls.cache_dir import CACHE_DIR_ENV
 from hpo_cls.spec import DataConfig, TrialConfig
 from hpo_cls.train.run import TrainingRun
 
@@ -94,6 +102,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # what a Ray trial with cpu: 1 gets (OMP_NUM_THREADS=1)
 
+    # One hpo-cls cache folder for every run (decoded images, built by the first in-process trial; the
+    # cluster record) in place of the user's: no run pays a decode the others do not, and a cluster the
+    # user keeps up is neither joined nor stopped.
+    cache_root = tempfile.TemporaryDirectory()
+    os.environ[CACHE_DIR_ENV] = cache_root.name
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     data = DataConfig(root=REPO / "data" / "cifar10-mini", image_size=32, workers=0)
     configs = [TrialConfig(backbone=args.backbone, lr=lr, batch_size=64) for lr in LRS[: args.trials]]
     # Size the epochs so one trial takes about --trial-seconds (setup included).
@@ -104,8 +118,7 @@ def main() -> None:
     before, after = configs[0::2], configs[1::2]
     compute = [train_in_process(data, cfg, epochs) for cfg in before]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = {
+    spec = {
             "name": "overhead",
             "data": {"root": str(data.root), "image_size": 32, "workers": 0},
             "budget": {"epochs": epochs, "num_samples": args.trials, "max_concurrent": args.slots},
@@ -113,17 +126,25 @@ def main() -> None:
             "scheduler": {"type": "fifo"},
             "search": {"sampler": "grid", "space": {"lr": {"choice": LRS[: args.trials]}}},
             "fixed": {"backbone": args.backbone, "batch_size": 64},
-            "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "overhead"},
+            "tracking": {"uri": "sqlite:///mlflow.db", "experiment": "overhead"},
         }
+    with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
-        env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
         sweep_wall = timed_command([sys.executable, "-m", "hpo_cls.cli", "sweep", "spec.yaml"], Path(tmp), env)
         in_sweep = trial_seconds(Path(tmp))
+    same_trials = ["--epochs", str(epochs), "--lrs", ",".join(map(str, LRS[: args.trials])), "--slots",
+                   str(args.slots), "--backbone", args.backbone]
     with tempfile.TemporaryDirectory() as tmp:
-        floor_wall = timed_command([sys.executable, str(REPO / "bench" / "tune_floor.py"), "--epochs", str(epochs),
-                                    "--lrs", ",".join(map(str, LRS[: args.trials])), "--slots", str(args.slots),
-                                    "--backbone", args.backbone], Path(tmp), env)
+        floor_wall = timed_command([sys.executable, str(REPO / "bench" / "tune_floor.py"), *same_trials], Path(tmp), env)
         in_floor = trial_seconds(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        stock_wall = timed_command([sys.executable, str(REPO / "bench" / "stock_stack.py"), *same_trials], Path(tmp),
+                                   env)
+        in_stock = trial_seconds(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
+        warm_wall = warm_sweep_wall(Path(tmp), env)
+        in_warm = trial_seconds(Path(tmp))
     compute += [train_in_process(data, cfg, epochs) for cfg in after]
     ideal = sum(compute) / args.slots
     contention = epoch_seconds_side_by_side(data, configs[0], args.slots) / epoch_seconds_side_by_side(data, configs[0], 1)
@@ -131,14 +152,18 @@ def main() -> None:
     # time when no trial runs (start-up, wrap-up, gaps between trials).
     in_trial_ratio = statistics.mean(in_sweep) / statistics.mean(compute)
     outside_trials = sweep_wall - sum(in_sweep) / args.slots
-    floor_in_trial_ratio = statistics.mean(in_floor) / statistics.mean(compute)
-    floor_outside_trials = floor_wall - sum(in_floor) / args.slots
+    split = {name: (statistics.mean(trials) / statistics.mean(compute), wall - sum(trials) / args.slots)
+             for name, wall, trials in (("tune_floor", floor_wall, in_floor), ("stock", stock_wall, in_stock),
+                                        ("warm", warm_wall, in_warm))}
+    cache_root.cleanup()
     print(f"trials={args.trials} slots={args.slots} epochs={epochs} trial_compute_s={statistics_line(compute)} "
           f"trial_in_sweep_s={statistics_line(in_sweep)} in_trial_ratio={in_trial_ratio:.3f} "
           f"outside_trials_s={outside_trials:.1f} contention={contention:.3f} ideal_s={ideal:.1f} "
-          f"sweep_wall_s={sweep_wall:.1f} tune_floor_in_trial_ratio={floor_in_trial_ratio:.3f} "
-          f"tune_floor_outside_trials_s={floor_outside_trials:.1f} tune_floor={floor_wall / ideal:.3f} "
-          f"overhead={sweep_wall / ideal:.3f}")
+          f"sweep_wall_s={sweep_wall:.1f} "
+          + " ".join(f"{name}_in_trial_ratio={ratio:.3f} {name}_outside_trials_s={outside:.1f}"
+                     for name, (ratio, outside) in split.items())
+          + f" tune_floor={floor_wall / ideal:.3f} stock={stock_wall / ideal:.3f} "
+          f"overhead_warm={warm_wall / ideal:.3f} overhead={sweep_wall / ideal:.3f}")
 
 
 def timed_command(command: list[str], workdir: Path, env: dict) -> float:
@@ -149,6 +174,18 @@ def timed_command(command: list[str], workdir: Path, env: dict) -> float:
     if result.returncode != 0:
         sys.exit(f"{' '.join(command[1:3])} failed:\n{result.stderr[-3000:]}")
     return wall
+
+
+def warm_sweep_wall(workdir: Path, env: dict, settle_s: float = 30.0) -> float:
+    """Wall seconds of ``hpo-cls sweep`` joining a cluster that ``hpo-cls cluster up`` started beforehand
+    (untimed, like a user's earlier command; given ``settle_s`` to start its idle workers, which preload torch)."""
+    cli = [sys.executable, "-m", "hpo_cls.cli"]
+    timed_command([*cli, "cluster", "up", "--idle-timeout", "10"], workdir, env)
+    try:
+        time.sleep(settle_s)
+        return timed_command([*cli, "sweep", "spec.yaml"], workdir, env)
+    finally:
+        subprocess.run([*cli, "cluster", "down"], cwd=workdir, env=env, capture_output=True)
 
 
 def trial_seconds(workdir: Path) -> list[float]:

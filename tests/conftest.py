@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,19 @@ from PIL import Image
 TINY_CLASSES = 3
 TINY_TRAIN_PER_CLASS = 4
 TINY_VAL_PER_CLASS = 2
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_dir(tmp_path_factory):
+    """Decoded-image caches and `hpo-cls cluster` state go to a folder of this test session (subprocesses
+    and Ray workers inherit it), never to the user's ~/.cache/hpo-cls or a cluster they started."""
+    previous = os.environ.get("HPO_CLS_CACHE_DIR")
+    os.environ["HPO_CLS_CACHE_DIR"] = str(tmp_path_factory.mktemp("hpo-cls-cache"))
+    yield Path(os.environ["HPO_CLS_CACHE_DIR"])
+    if previous is None:
+        os.environ.pop("HPO_CLS_CACHE_DIR", None)
+    else:
+        os.environ["HPO_CLS_CACHE_DIR"] = previous
 
 
 @pytest.fixture

@@ -42,6 +42,8 @@ def trainable(config: dict, setup: TrialSetup) -> None:
         del run
         gc.collect()
         if device.type == "cuda":
+            if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # cuBLAS keeps its workspaces otherwise
+                torch._C._cuda_clearCublasWorkspaces()
             torch.cuda.empty_cache()
 
 

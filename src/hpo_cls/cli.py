@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hpo-cls {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict, _add_sweeps, _add_report):
+    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict, _add_sweeps, _add_report,
+                _add_cluster):
         add(commands)
     return parser
 
@@ -83,7 +84,8 @@ def _add_sweep(commands) -> None:
                                         "trial is checkpointed each epoch and recorded in MLflow.")
     _add_spec_args(p)
     _add_tracking_arg(p)
-    p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379) instead of a local one")
+    p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379); 'local': a private Ray "
+                                     "even when `hpo-cls cluster up` runs one (default: that one, else private)")
     p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary (no live table, no event lines)")
@@ -153,7 +155,8 @@ def _add_promote(commands) -> None:
     p.add_argument("--workdir", type=Path, help="member checkpoints; rerun with the same folder to resume "
                                                 "(default: promote_runs/<sweep id>)")
     p.add_argument("--batch-size", type=int, default=64, help="evaluation and prediction batch size (default: 64)")
-    p.add_argument("--address", help="join an existing Ray cluster instead of starting a local one")
+    p.add_argument("--address", help="join an existing Ray cluster; 'local': a private Ray even when "
+                                     "`hpo-cls cluster up` runs one (default: that one, else private)")
     _add_pareto_args(p)
 
 
@@ -177,6 +180,18 @@ def _add_predict(commands) -> None:
     _add_tracking_arg(p, "sqlite:///mlflow.db")
 
 
+def _add_cluster(commands) -> None:
+    p = commands.add_parser("cluster", help="keep a private local Ray running for later sweeps and promotes",
+                            description="up: start a local Ray (127.0.0.1, dashboard off, its own temp folder) "
+                                        "that later sweeps and promotes without --address join, skipping Ray's "
+                                        "start-up and shut-down; down: stop it; status: show it.")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--cpus", type=float, help="CPUs it offers (default: all of this machine's)")
+    p.add_argument("--gpus", type=float, help="GPUs it offers (default: those visible)")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="MIN",
+                   help="stop after this many minutes with no sweep or promote connected; 0: never (default: 60)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # MLflow logs store migrations and similar at INFO; hpo-cls prints what a user needs itself.
@@ -184,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     handler = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui,
-               "promote": cmd_promote, "predict": cmd_predict, "sweeps": cmd_sweeps, "report": cmd_report}[args.command]
+               "promote": cmd_promote, "predict": cmd_predict, "sweeps": cmd_sweeps, "report": cmd_report,
+               "cluster": cmd_cluster}[args.command]
     try:
         return handler(args) or 0
     except SpecError as exc:
@@ -263,9 +279,11 @@ def cmd_sweep(args) -> int:
         connect_ray,
         shutdown_ray,
     )
+    from hpo_cls.sweep.local_cluster import resolve_address
     from hpo_cls.tracking.uri import redact_uri
 
     spec = _load(args)
+    address = resolve_address(args.address)  # before anything imports ray
     if not args.quiet:
         print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
     started = False
@@ -275,13 +293,13 @@ def cmd_sweep(args) -> int:
         # handlers.
         with ThreadPoolExecutor(max_workers=1) as pool:
             checks = pool.submit(_preflight_and_imports, spec)
-            started = connect_ray(args.address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
+            started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
             result = checks.result()
         from hpo_cls.sweep.estimate import announce_estimate
         from hpo_cls.sweep.tuner import run_sweep
 
         estimate = None if args.resume or args.no_estimate else announce_estimate(spec, result, args.device_profile)
-        run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=args.address, name=args.name,
+        run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=address, name=args.name,
                   resume=args.resume, owns_ray=started, quiet=args.quiet, warm_start=args.warm_start,
                   estimate=estimate)
     finally:
@@ -296,6 +314,9 @@ def _preflight_and_imports(spec: SweepSpec):
     from hpo_cls.sweep.preflight import checked
 
     result = checked(spec, check_tracking=True)
+    from hpo_cls.data.loaders import prepare_shared_cache
+
+    prepare_shared_cache(spec.data)  # trials on this node then map the decoded images instead of decoding
     import ray.tune  # noqa: F401
 
     import hpo_cls.sweep.tuner  # noqa: F401
@@ -338,13 +359,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    from hpo_cls.sweep.local_cluster import resolve_address
+
+    address = resolve_address(args.address)  # before anything imports ray
     from hpo_cls.promote.pipeline import PromoteOptions, run_promote
 
     options = PromoteOptions(
         top=args.top, sweep=args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri,
         epochs=args.epochs, seeds=args.seeds, train_on_val=args.train_on_val, tta=args.tta, weighted=args.weighted,
         include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
-        register_as=args.register_as, overrides=args.overrides, address=args.address, workdir=args.workdir,
+        register_as=args.register_as, overrides=args.overrides, address=address, workdir=args.workdir,
         batch_size=args.batch_size, pareto=args.pareto, max_params=args.max_params, max_latency_ms=args.max_latency_ms,
     )
     run_promote(options)
@@ -370,6 +394,26 @@ def cmd_predict(args) -> int:
     counts = ", ".join(f"{label}: {n}" for label, n in sorted(outcome.label_counts.items()))
     print(f"wrote {outcome.path}: {outcome.num_images} images in {outcome.seconds:.2f}s "
           f"({outcome.images_per_s:.1f} images/s); predicted {counts}")
+    return 0
+
+
+def cmd_cluster(args) -> int:
+    from hpo_cls.console import say
+    from hpo_cls.sweep.local_cluster import describe_state, live_cluster, start_cluster, state_path, stop_cluster
+
+    if args.action == "up":
+        if args.idle_timeout < 0:
+            raise CommandError(f"{flag('idle_timeout')} must be >= 0, got {args.idle_timeout:g}")
+        state, started = start_cluster(args.cpus, args.gpus, idle_timeout_s=args.idle_timeout * 60)
+        say(f"{'started' if started else 'already running:'} {describe_state(state)}; sweeps and promotes "
+            "without --address join it; `hpo-cls cluster down` stops it")
+    elif args.action == "down":
+        state = stop_cluster()
+        say(f"stopped the local Ray at {state.address} (daemon PID {state.pid})" if state
+            else "no hpo-cls cluster running")
+    else:
+        state = live_cluster()
+        say(describe_state(state) if state else f"no hpo-cls cluster running (record: {state_path()})")
     return 0
 
 

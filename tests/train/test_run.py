@@ -10,6 +10,7 @@ import torch
 from hpo_cls.errors import CheckpointError
 from hpo_cls.spec import DataConfig, TrialConfig, flatten_trial_config
 from hpo_cls.train.checkpoint import load_checkpoint, save_checkpoint
+from hpo_cls.train.engine import gpu_memory_mb
 from hpo_cls.train.run import TrainingRun
 
 EPOCHS = 3
@@ -52,6 +53,12 @@ def test_checkpoint_carries_class_mapping_and_config(tiny_image_folder, tmp_path
     assert state["class_to_idx"] == {"0": 0, "1": 1, "2": 2}, "prediction maps outputs back to folder names"
     assert state["config"] == flatten_trial_config(run.cfg), "the model can be rebuilt from the checkpoint"
     assert (state["image_size"], state["epoch"]) == (16, 1)
+
+
+def test_gpu_memory_metrics_only_on_cuda(tiny_image_folder):
+    metrics = tiny_run(tiny_image_folder).run_epoch()
+    assert not any(key.startswith("gpu_") for key in metrics), "CPU runs report no GPU memory figures"
+    assert gpu_memory_mb(torch.device("cpu")) == (0.0, 0.0)
 
 
 def test_resume_refuses_different_classes(tiny_image_folder, tmp_path):

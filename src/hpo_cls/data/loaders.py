@@ -3,6 +3,7 @@ DataLoaders of one trial (pure torch)."""
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,24 +15,27 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 from torchvision.transforms import v2
 
+from hpo_cls.data.device_augment import CropCollate, DeviceAugment, device_augment_supported
 from hpo_cls.data.folders import (
     class_mapping,
     default_threads,
     list_images,
     list_test_images,
 )
+from hpo_cls.data.shared_cache import image_cache_dir, open_shared_cache
 from hpo_cls.data.transforms import (
     build_eval_transform,
     build_train_transform,
     resize_size,
 )
+from hpo_cls.console import warn
 from hpo_cls.errors import DataError
 from hpo_cls.spec import DataConfig, TrialConfig
 
-__all__ = ["ImageDataset", "build_cache", "balanced_sampler", "MixCollate", "build_mix_collate", "Loaders",
-           "build_loaders", "build_test_loader"]
+__all__ = ["ImageDataset", "decode_resized", "build_cache", "ChainedImages", "load_cache", "balanced_sampler",
+           "MixCollate", "build_mix_collate", "Loaders", "build_loaders", "prepare_shared_cache", "build_test_loader"]
 
-Cache = torch.Tensor | list[torch.Tensor]
+Cache = torch.Tensor | Sequence[torch.Tensor]
 
 
 def _load_rgb(path: Path) -> Image.Image:
@@ -45,8 +49,8 @@ def _load_rgb(path: Path) -> Image.Image:
 class ImageDataset(Dataset):
     """``samples[i] = (path, target)`` -> ``(transform(image), target)``.
 
-    With ``cache`` (from :func:`build_cache`, same order as ``samples``) images come from memory as
-    uint8 CHW tensors instead of being decoded again every epoch.
+    With ``cache`` (from :func:`load_cache`, same order as ``samples``) images come from memory or the
+    node's memory-mapped cache as uint8 CHW tensors instead of being decoded again every epoch.
     """
 
     def __init__(self, samples: Sequence[tuple[Path, Any]], transform: Callable | None = None,
@@ -64,20 +68,21 @@ class ImageDataset(Dataset):
         return (self.transform(image) if self.transform else image), target
 
 
+def decode_resized(path: Path, resize: Callable) -> torch.Tensor:
+    """One image file as uint8 CHW, short side resized by ``resize`` (the eval transform's first step)."""
+    return resize(v2.functional.to_image(_load_rgb(path))).as_subclass(torch.Tensor).contiguous()
+
+
 def build_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, workers: int | None = None) -> Cache:
-    """Decode every image once, short side resized to ``resize_to``, as uint8 CHW (thread pool).
+    """Decode every image once into this process's memory, short side resized to ``resize_to``, as uint8
+    CHW (thread pool).
 
     Returns one ``[N, 3, H, W]`` tensor when all images end up the same size (square inputs), else a
     list of ``[3, H, W]`` tensors. Memory is about ``N * 3 * resize_to**2`` bytes (more for
     non-square images). The resize is the eval transform's own first step, so eval outputs from the
     cache equal those from the files.
     """
-    resize = v2.Resize(resize_to)
-
-    def decode(path: Path) -> torch.Tensor:
-        image = resize(v2.functional.to_image(_load_rgb(path)))
-        return image.as_subclass(torch.Tensor).contiguous()
-
+    decode = functools.partial(decode_resized, resize=v2.Resize(resize_to))
     with ThreadPoolExecutor(workers or default_threads()) as pool:
         images = list(pool.map(decode, [p for p, _ in samples]))
     if not images or any(im.shape != images[0].shape for im in images):
@@ -87,6 +92,44 @@ def build_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, workers: in
         stacked[i] = images[i]
         images[i] = None
     return stacked
+
+
+class ChainedImages:
+    """Several caches read as one sequence (train + val for a final retrain, without a third copy)."""
+
+    def __init__(self, parts: Sequence[Cache]):
+        self.parts = list(parts)
+        self.starts = [0]
+        for part in self.parts:
+            self.starts.append(self.starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        part = next(i for i in range(len(self.parts)) if index < self.starts[i + 1])
+        return self.parts[part][index - self.starts[part]]
+
+
+def load_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, cache_dir: Path | None = None, *,
+               shared: bool = True, workers: int | None = None) -> Cache:
+    """The decoded images of ``samples``: the node's shared memory-mapped cache in ``cache_dir`` (see
+    :mod:`hpo_cls.data.shared_cache`; built on first use), or, with ``shared=False`` or when the folder
+    cannot hold it, this process's own copy (:func:`build_cache`)."""
+    if shared:
+        try:
+            return _shared_cache(samples, resize_to, cache_dir, workers)
+        except OSError as exc:
+            warn(f"decoded-image cache not shared ({exc}); this process decodes its own copy")
+    return build_cache(samples, resize_to, workers)
+
+
+def _shared_cache(samples, resize_to: int, cache_dir: Path | None, workers: int | None = None):
+    decode = functools.partial(decode_resized, resize=v2.Resize(resize_to))
+    return open_shared_cache([p for p, _ in samples], resize_to, image_cache_dir(cache_dir), decode,
+                             workers or default_threads(), estimated_bytes=len(samples) * 3 * resize_to ** 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +187,7 @@ class Loaders:
     class_to_idx: dict[str, int]
     train_labels: list[int]
     cached: bool = False
+    batch_transform: DeviceAugment | None = None  # train batches are augmented on the device by this
 
     @property
     def num_classes(self) -> int:
@@ -151,14 +195,19 @@ class Loaders:
 
 
 def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: bool = False, seed: int = 0,
-                  cache: bool = True, cache_limit_bytes: int = 4 * 2**30, train_on_val: bool = False) -> Loaders:
+                  cache: bool = True, cache_limit_bytes: int = 4 * 2**30, train_on_val: bool = False,
+                  shared_cache: bool = True, device_augment: bool | None = None) -> Loaders:
     """Train/val DataLoaders for ``data_cfg.root``.
 
     Train: shuffled (or class-balanced), ``drop_last`` so BatchNorm never sees a batch of one; the
     batch size is clamped to the train set size so a tiny set still yields one batch. Val: eval
-    transform, batch ``2 * cfg.batch_size``, in order. With ``cache``, decoded images are kept in
-    memory (train first, then val) while the estimate stays under ``cache_limit_bytes``. With
+    transform, batch ``2 * cfg.batch_size``, in order. With ``cache``, decoded images come from the node's
+    shared cache in ``data_cfg.cache_dir`` (``shared_cache=False``: this process's memory), train first,
+    then val, while the estimate stays under ``cache_limit_bytes``. With
     ``train_on_val`` (a final retrain) the val images are trained on too, so val numbers are not held out.
+    ``device_augment`` (default: on CUDA when the config only crops and flips) hands train batches over as
+    uint8 with crop boxes, for ``Loaders.batch_transform`` to augment on the device
+    (:mod:`hpo_cls.data.device_augment`).
     """
     root = Path(data_cfg.root)
     class_to_idx = class_mapping(root / "train")
@@ -167,17 +216,20 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     for split, samples in (("train", train_samples), ("val", val_samples)):
         if not samples:
             raise DataError(f"{root / split}: no images")
+    caches = _split_caches(data_cfg, train_samples, val_samples, cache_limit_bytes if cache else 0, shared_cache)
     if train_on_val:
         train_samples = train_samples + val_samples
+        caches[0] = ChainedImages(caches) if all(c is not None for c in caches) else None
     size = data_cfg.image_size
-    side = resize_size(size)
-    budget = cache_limit_bytes if cache else 0
-    caches = []
-    for samples in (train_samples, val_samples):
-        nbytes = len(samples) * 3 * side * side
-        caches.append(build_cache(samples, side) if nbytes <= budget else None)
-        budget -= nbytes if caches[-1] is not None else 0
-    train_set = ImageDataset(train_samples, build_train_transform(cfg, size), caches[0])
+    if device_augment is None:
+        device_augment = device_is_cuda and device_augment_supported(cfg)
+    if device_augment:  # uint8 images as cached (or decoded and resized the same way) go to the collate
+        train_transform = None if caches[0] is not None else v2.Compose([v2.ToImage(), v2.Resize(resize_size(size)),
+                                                                         v2.ToPureTensor()])
+        collate = CropCollate(size)
+    else:
+        train_transform, collate = build_train_transform(cfg, size), build_mix_collate(cfg, len(class_to_idx))
+    train_set = ImageDataset(train_samples, train_transform, caches[0])
     val_set = ImageDataset(val_samples, build_eval_transform(size), caches[1])
 
     labels = [y for _, y in train_samples]
@@ -188,10 +240,41 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     common = dict(num_workers=data_cfg.workers, pin_memory=device_is_cuda)
     train = DataLoader(
         train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=sampler is None, sampler=sampler,
-        drop_last=True, generator=generator, collate_fn=build_mix_collate(cfg, len(class_to_idx)), **common,
+        drop_last=True, generator=generator, collate_fn=collate, **common,
     )
     val = DataLoader(val_set, batch_size=2 * cfg.batch_size, shuffle=False, drop_last=False, **common)
-    return Loaders(train, val, class_to_idx, labels, cached=caches[0] is not None)
+    return Loaders(train, val, class_to_idx, labels, cached=caches[0] is not None,
+                   batch_transform=DeviceAugment(size) if device_augment else None)
+
+
+def prepare_shared_cache(data_cfg: DataConfig, cache_limit_bytes: int = 4 * 2**30) -> None:
+    """Build this node's train and val caches now (a sweep's driver, while Ray starts), so its trials
+    only map them; the same limit as :func:`build_loaders`. Where the folder cannot hold them, the trials
+    fall back to their own copies (they warn)."""
+    root = Path(data_cfg.root)
+    class_to_idx = class_mapping(root / "train")
+    side = resize_size(data_cfg.image_size)
+    budget = cache_limit_bytes
+    for split in ("train", "val"):
+        samples = list_images(root / split, class_to_idx)
+        budget -= len(samples) * 3 * side * side
+        if budget < 0:
+            return
+        try:
+            _shared_cache(samples, side, data_cfg.cache_dir)
+        except OSError:
+            return
+
+
+def _split_caches(data_cfg: DataConfig, train_samples, val_samples, budget: int, shared: bool) -> list:
+    """[train cache, val cache] (None where over the remaining ``budget`` bytes)."""
+    side = resize_size(data_cfg.image_size)
+    caches = []
+    for samples in (train_samples, val_samples):
+        nbytes = len(samples) * 3 * side * side
+        caches.append(load_cache(samples, side, data_cfg.cache_dir, shared=shared) if nbytes <= budget else None)
+        budget -= nbytes if caches[-1] is not None else 0
+    return caches
 
 
 def build_test_loader(test_dir: Path, image_size: int, batch_size: int, workers: int = 0) -> DataLoader:

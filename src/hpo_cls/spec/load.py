@@ -92,6 +92,9 @@ def parse_spec(raw: Any, source: Path | str = "<spec>", overrides: list[str] = (
     sections = {key: parse_section(cls, raw.get(key), key, problems, where) for key, cls in _SECTIONS.items()}
     root_from_cli = any(keys == ["data", "root"] for keys, _ in parsed_overrides)
     sections["data"] = _resolve_data_root(sections["data"], source, root_from_cli)
+    if sections["data"].cache_dir is not None:  # trials run in other folders: make it absolute here
+        sections["data"] = dataclasses.replace(sections["data"],
+                                               cache_dir=sections["data"].cache_dir.expanduser().resolve())
     search = _parse_search(raw.get("search"), sections["fixed"], problems, where)
     top_level = _parse_top_level(raw, problems, where)
     objectives = parse_objectives(raw.get("objectives"), raw.get("metric"), problems, where)

@@ -98,6 +98,8 @@ class DataConfig:
     image_size: int = _opt(224, ge=8)
     workers: int = _opt(2, ge=0, doc="DataLoader worker processes per trial")
     balanced_sampling: bool = _opt(False, doc="WeightedRandomSampler by inverse class frequency")
+    cache_dir: Path | None = _opt(None, doc="decoded-image cache shared by a node's trials "
+                                            "(default: $HPO_CLS_CACHE_DIR or ~/.cache/hpo-cls)")
 
 
 @dataclass(frozen=True)

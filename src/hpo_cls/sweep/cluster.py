@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["SWEEP_OBJECT_STORE_BYTES", "connect_ray", "shutdown_ray"]
+
+__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "connect_ray", "shutdown_ray"]
 
 SWEEP_OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's object store only carries trial setups and results
+PRIVATE_ADDRESS = "local"  # --address local: a private Ray for this command even when a cluster is up
 
 
 def connect_ray(address: str | None, object_store_bytes: int) -> bool:
-    """Join ``address``, or start a local Ray of our own; True when this call connected (so must shut down).
+    """Join ``address`` (see :func:`hpo_cls.sweep.local_cluster.resolve_address`), or start a local Ray of
+    our own without one or with ``"local"``. True when this call connected (so must shut down: from a
+    cluster that only disconnects).
 
-    ``address="local"`` always starts a fresh instance instead of attaching to a cluster that `ray start`
-    left running here; it binds to 127.0.0.1 with the dashboard off, and its object store is kept small
-    (it only carries small trial setups and results).
+    The local Ray is always a fresh instance (``address="local"``), never one that `ray start` left running
+    here; it binds to 127.0.0.1 with the dashboard off, and its object store is kept small (it only
+    carries small trial setups and results).
     """
     import ray
 
     if ray.is_initialized():
         return False
-    if address:
+    if address and address != PRIVATE_ADDRESS:
         ray.init(address=address, logging_level="WARNING")
     else:
         # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise

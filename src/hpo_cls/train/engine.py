@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ __all__ = [
     "Precision",
     "EvalResult",
     "resolve_device",
+    "gpu_memory_mb",
     "resolve_precision",
     "use_channels_last",
     "build_ema",
@@ -51,6 +52,13 @@ def resolve_device(gpu_share: float = 0.0) -> torch.device:
     if gpu_share > 0 and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def gpu_memory_mb(device: torch.device) -> tuple[float, float]:
+    """(allocated now, peak allocated since the last reset) on a CUDA device, in MiB; zeros elsewhere."""
+    if device.type != "cuda":
+        return 0.0, 0.0
+    return torch.cuda.memory_allocated(device) / 2**20, torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def resolve_precision(device_type: str, amp: bool, bf16_supported: bool) -> Precision:
@@ -106,9 +114,11 @@ def train_one_epoch(
     channels_last: bool = False,
     grad_clip: float = 0.0,
     ema: AveragedModel | None = None,
+    batch_transform: Callable | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``. Targets may be class ids [B] or soft targets [B, C] (Mixup/CutMix);
-    train accuracy is measured against the argmax of soft targets."""
+    train accuracy is measured against the argmax of soft targets. ``batch_transform(batch, device,
+    memory_format)``, if given, moves each batch of images to the device and augments it there."""
     model.train()
     start = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
@@ -118,7 +128,10 @@ def train_one_epoch(
     non_blocking = device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for images, targets in loader:
-        images = images.to(device, non_blocking=non_blocking, memory_format=memory_format)
+        if batch_transform is not None:
+            images = batch_transform(images, device, memory_format)
+        else:
+            images = images.to(device, non_blocking=non_blocking, memory_format=memory_format)
         targets = targets.to(device, non_blocking=non_blocking)
         with torch.autocast(device.type, dtype=precision.autocast_dtype, enabled=precision.autocast_dtype is not None):
             logits = model(images)

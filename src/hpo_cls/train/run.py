@@ -22,6 +22,7 @@ from hpo_cls.train.engine import (
     EvalResult,
     build_ema,
     evaluate,
+    gpu_memory_mb,
     per_class_report,
     resolve_device,
     resolve_precision,
@@ -79,6 +80,8 @@ class TrainingRun:
         self.channels_last = use_channels_last(self.device.type, cfg.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        # What earlier work in this process (a reused Tune actor's last trial) still holds on the GPU.
+        self.gpu_allocated_at_start_mb = gpu_memory_mb(self.device)[0]
         self.loaders = loaders or build_loaders(
             data_cfg, cfg, device_is_cuda=self.device.type == "cuda", seed=cfg.seed
         )
@@ -115,6 +118,8 @@ class TrainingRun:
         if generator is not None:
             generator.manual_seed(seed)
         lr = self.optimizer.param_groups[0]["lr"]
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         metrics = train_one_epoch(
             self.forward_model,
             self.loaders.train,
@@ -126,6 +131,7 @@ class TrainingRun:
             channels_last=self.channels_last,
             grad_clip=self.cfg.grad_clip,
             ema=self.ema,
+            batch_transform=self.loaders.batch_transform,
         )
         result = self.last_eval = self.evaluate()
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -142,7 +148,15 @@ class TrainingRun:
             "val_acc": result.accuracy,
             "lr": lr,
             "best_val_acc": self.best_val_acc,
+            **self._gpu_metrics(),
         }
+
+    def _gpu_metrics(self) -> dict[str, float]:
+        """On CUDA: this epoch's peak of allocated memory, and what was allocated before this run began."""
+        if self.device.type != "cuda":
+            return {}
+        return {"gpu_peak_mb": gpu_memory_mb(self.device)[1],
+                "gpu_allocated_at_start_mb": self.gpu_allocated_at_start_mb}
 
     def evaluate(self, keep_probabilities: bool = False) -> EvalResult:
         return evaluate(

@@ -1,0 +1,151 @@
+"""`hpo-cls cluster up|down|status`: a private local Ray that later sweeps and promotes join, stopped by its
+own PID only; a record that is not ours, or stale, is never acted on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from sweep_helpers import hpo_cls, make_images, wait_for, write_spec
+
+from hpo_cls.sweep.local_cluster import (
+    ClusterState,
+    live_cluster,
+    read_state,
+    resolve_address,
+    state_path,
+    stop_cluster,
+    write_state,
+)
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "hpo-cls-cache"
+    monkeypatch.setenv("HPO_CLS_CACHE_DIR", str(root))
+    return root
+
+
+def record(root: Path, pid: int, token: str = "0123456789abcdef", address: str = "127.0.0.1:1") -> ClusterState:
+    state = ClusterState(address=address, pid=pid, token=token, temp_dir=str(root / "no-such-temp"),
+                         started=time.time(), idle_timeout_s=60, cpus=2, gpus=0)
+    write_state(state_path(root), state)
+    return state
+
+
+def test_without_a_record_commands_start_their_own_ray(cache_root):
+    assert live_cluster() is None
+    assert resolve_address(None) is None
+    assert resolve_address("10.0.0.1:6379") == "10.0.0.1:6379"
+    assert resolve_address("local") == "local"
+    result = hpo_cls("cluster", "status", cwd=cache_root.parent)
+    assert result.returncode == 0 and "no hpo-cls cluster running" in result.stdout
+
+
+def test_a_record_naming_another_process_is_not_ours_and_down_leaves_it_alone(cache_root):
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        record(cache_root, bystander.pid)
+        assert live_cluster() is None and resolve_address(None) is None
+        assert stop_cluster() is None
+        assert bystander.poll() is None, "a process that is not our daemon is never signalled"
+        assert read_state(state_path(cache_root)) is None, "the stale record is removed"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_record_of_a_finished_process_is_stale(cache_root):
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    record(cache_root, finished.pid)
+    assert live_cluster() is None and resolve_address(None) is None
+
+
+def test_negative_idle_timeout_is_one_error_line(cache_root):
+    result = hpo_cls("cluster", "up", "--idle-timeout", "-1", cwd=cache_root.parent)
+    assert result.returncode == 2 and result.stderr.strip() == "error: --idle-timeout must be >= 0, got -1"
+
+
+def _ray_processes(root_pid: int) -> list[psutil.Process]:
+    try:
+        parent = psutil.Process(root_pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture
+def foreign_ray(tmp_path):
+    """Someone else's Ray on this machine: a driver that started its own local instance and keeps it."""
+    temp_dir = tempfile.mkdtemp(prefix="hpo-test-ray-", dir="/tmp")
+    ready = tmp_path / "foreign-ready"
+    code = ("import pathlib, sys, time, ray; "
+            f"ray.init(address='local', num_cpus=1, include_dashboard=False, object_store_memory=80 * 2**20, "
+            f"_temp_dir={temp_dir!r}); pathlib.Path({str(ready)!r}).write_text('up'); time.sleep(900)")
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        wait_for(ready.exists, 180, "the foreign Ray to start")
+        yield _ray_processes(driver.pid)
+    finally:
+        os.killpg(driver.pid, signal.SIGTERM)
+        driver.wait(timeout=60)
+
+
+@pytest.mark.ray
+def test_up_then_sweep_and_promote_join_it_then_down_stops_only_it(cache_root, tmp_path, foreign_ray):
+    data = make_images(tmp_path / "data")
+    spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 1, "num_samples": 2, "max_concurrent": 2})
+    up = hpo_cls("cluster", "up", "--cpus", "2", "--idle-timeout", "30", cwd=tmp_path)
+    state = read_state(state_path(cache_root))
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        assert state is not None and live_cluster() == state and f"local Ray at {state.address}" in up.stdout
+        ours = _ray_processes(state.pid)
+        assert len(_alive(ours)) >= 3  # the daemon, its GCS server and raylet at least
+        again = hpo_cls("cluster", "up", cwd=tmp_path)
+        assert again.returncode == 0 and "already running" in again.stdout
+        assert read_state(state_path(cache_root)).pid == state.pid
+
+        sweep = hpo_cls("sweep", str(spec), "--name", "joined", cwd=tmp_path)
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
+        assert f"joining the local Ray at {state.address}" in sweep.stdout
+        promote = hpo_cls("promote", "--top", "1", "--epochs", "1", "--sweep", "joined", "--experiment", "tests",
+                          "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+        assert promote.returncode == 0, promote.stderr[-3000:]
+        assert f"joining the local Ray at {state.address}" in promote.stdout
+        drivers = sorted(p.name for p in Path(state.temp_dir).glob("session_latest/logs/python-core-driver-*"))
+        assert len(drivers) == 3, f"the daemon, the sweep and the promote drove this cluster: {drivers}"
+        assert "0 sweep/promote driver(s)" not in hpo_cls("cluster", "status", cwd=tmp_path).stdout
+    finally:
+        down = hpo_cls("cluster", "down", cwd=tmp_path)
+    assert down.returncode == 0 and f"stopped the local Ray at {state.address}" in down.stdout
+    assert not _alive(ours), "every process of our cluster is gone"
+    assert read_state(state_path(cache_root)) is None and not Path(state.temp_dir).exists()
+    assert len(_alive(foreign_ray)) == len(foreign_ray), "the other Ray on the machine is untouched"
+    assert "no hpo-cls cluster running" in hpo_cls("cluster", "down", cwd=tmp_path).stdout
+
+
+@pytest.mark.ray
+def test_idle_cluster_stops_itself(cache_root, tmp_path):
+    up = hpo_cls("cluster", "up", "--cpus", "1", "--idle-timeout", "0.05", cwd=tmp_path)  # 3 s
+    state = read_state(state_path(cache_root))
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        processes = _ray_processes(state.pid)
+        wait_for(lambda: not _alive(processes), 120, "the idle cluster to stop")
+        assert read_state(state_path(cache_root)) is None and not Path(state.temp_dir).exists()
+    finally:
+        stop_cluster()
