@@ -23,7 +23,7 @@ from hpo_cls.data.folders import (
 from hpo_cls.data.transforms import (
     build_eval_transform,
     build_train_transform,
-    resize_size,
+    cache_size,
 )
 from hpo_cls.errors import DataError
 from hpo_cls.spec import DataConfig, TrialConfig
@@ -64,13 +64,15 @@ class ImageDataset(Dataset):
         return (self.transform(image) if self.transform else image), target
 
 
-def build_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, workers: int | None = None) -> Cache:
-    """Decode every image once, short side resized to ``resize_to``, as uint8 CHW (thread pool).
+def build_cache(samples: Sequence[tuple[Path, Any]], resize_to: int | tuple[int, int],
+                workers: int | None = None) -> Cache:
+    """Decode every image once, resized with ``v2.Resize(resize_to)`` (an int: the short side; a pair:
+    the whole frame), as uint8 CHW (thread pool).
 
-    Returns one ``[N, 3, H, W]`` tensor when all images end up the same size (square inputs), else a
-    list of ``[3, H, W]`` tensors. Memory is about ``N * 3 * resize_to**2`` bytes (more for
-    non-square images). The resize is the eval transform's own first step, so eval outputs from the
-    cache equal those from the files.
+    Returns one ``[N, 3, H, W]`` tensor when all images end up the same size, else a list of
+    ``[3, H, W]`` tensors. Memory is about ``N * 3 * H * W`` bytes. The resize is the eval transform's
+    own first step (:func:`~hpo_cls.data.transforms.cache_size`), so eval outputs from the cache equal
+    those from the files.
     """
     resize = v2.Resize(resize_to)
 
@@ -170,15 +172,16 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     if train_on_val:
         train_samples = train_samples + val_samples
     size = data_cfg.image_size
-    side = resize_size(size)
+    resize_to = cache_size(cfg, size)
+    height, width = resize_to if isinstance(resize_to, tuple) else (resize_to, resize_to)
     budget = cache_limit_bytes if cache else 0
     caches = []
     for samples in (train_samples, val_samples):
-        nbytes = len(samples) * 3 * side * side
-        caches.append(build_cache(samples, side) if nbytes <= budget else None)
+        nbytes = len(samples) * 3 * height * width
+        caches.append(build_cache(samples, resize_to) if nbytes <= budget else None)
         budget -= nbytes if caches[-1] is not None else 0
     train_set = ImageDataset(train_samples, build_train_transform(cfg, size), caches[0])
-    val_set = ImageDataset(val_samples, build_eval_transform(size), caches[1])
+    val_set = ImageDataset(val_samples, build_eval_transform(size, cfg), caches[1])
 
     labels = [y for _, y in train_samples]
     generator = torch.Generator().manual_seed(seed)
@@ -194,10 +197,12 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     return Loaders(train, val, class_to_idx, labels, cached=caches[0] is not None)
 
 
-def build_test_loader(test_dir: Path, image_size: int, batch_size: int, workers: int = 0) -> DataLoader:
-    """Batches of ``(images, names)`` over the flat test folder in file-name order; names: tuple of stems."""
+def build_test_loader(test_dir: Path, image_size: int, batch_size: int, workers: int = 0,
+                      cfg: TrialConfig | None = None) -> DataLoader:
+    """Batches of ``(images, names)`` over the flat test folder in file-name order; names: tuple of stems.
+    ``cfg``: the model's config, whose eval preprocessing is used (None: the defaults)."""
     samples = [(p, p.stem) for p in list_test_images(test_dir)]
     if not samples:
         raise DataError(f"{test_dir}: no images")
-    dataset = ImageDataset(samples, build_eval_transform(image_size))
+    dataset = ImageDataset(samples, build_eval_transform(image_size, cfg))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

@@ -3,6 +3,8 @@
 from hpo_cls.errors import SpecError
 from hpo_cls.spec.load import load_spec, parse_overrides, parse_spec
 from hpo_cls.spec.schema import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     METRIC_MODES,
     BudgetConfig,
     DataConfig,
@@ -35,6 +37,8 @@ __all__ = [
     "TrackingConfig",
     "FaultToleranceConfig",
     "METRIC_MODES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "trial_config_from_dict",
     "flatten_trial_config",
     "format_value",
