@@ -35,6 +35,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
 
     ``param_count(config) -> int`` counts the parameters of the model a config would build;
     configurations over ``max_params`` are told FAIL and proposed again (at most ``max_rejections``).
+    ``baseline``: parameters of a first trial to enqueue (Optuna ``enqueue_trial``, as Ray's
+    ``points_to_evaluate`` does it), e.g. the spec's fixed configuration.
     """
 
     def __init__(
@@ -48,10 +50,12 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         param_count: Callable[[dict[str, Any]], int],
         max_params: int,
         max_rejections: int = 100,
+        baseline: dict[str, Any] | None = None,
     ):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("ray.tune.search.optuna.optuna_search").addFilter(_drop_grid_exhausted_notice)
-        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler)
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler,
+                         points_to_evaluate=[baseline] if baseline else None)
         self._max_epochs = max_epochs
         self._param_count = param_count
         self._max_params = max_params

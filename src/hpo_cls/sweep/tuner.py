@@ -160,6 +160,7 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
 def _searcher(spec: SweepSpec, num_classes: int):
     from hpo_cls.search.samplers import build_sampler
     from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+    from hpo_cls.search.space import baseline_point
 
     return BudgetAwareOptunaSearch(
         DefineByRun(spec.search.space, spec.fixed),
@@ -169,6 +170,10 @@ def _searcher(spec: SweepSpec, num_classes: int):
         max_epochs=spec.budget.epochs,
         param_count=ParameterBudget(spec.fixed, num_classes),
         max_params=spec.max_params,
+        # The grid sampler reaches the fixed configuration (a grid point, checked at load) by itself;
+        # enqueued first, that point would be trained twice and another one never.
+        baseline=(baseline_point(spec.search.space, spec.fixed)
+                  if spec.search.baseline_first and spec.search.sampler != "grid" else None),
     )
 
 
@@ -198,6 +203,7 @@ def _tracker(spec: SweepSpec, sweep_id: str):
             "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
             "data_root": str(spec.data.root), "image_size": spec.data.image_size,
             "searched": ",".join(p.name for p in spec.search.space),
+            "max_params": spec.max_params, "baseline_first": spec.search.baseline_first,
         },
     )
     tracker.start()
