@@ -92,8 +92,16 @@ def _add_promote(commands) -> None:
                             description="Pick the top runs of a sweep from MLflow, retrain each from scratch for "
                                         "the full budget as Ray tasks, ensemble them (mean softmax), evaluate, "
                                         "register the ensemble (alias champion) and write prediction.csv.")
-    p.add_argument("--top", type=int, required=True, metavar="K", help="number of runs to promote")
-    p.add_argument("--sweep", help="sweep id or spec name (newest sweep of that name); default: the newest sweep")
+    p.add_argument("--top", type=int, metavar="K", help="number of runs to promote (or name them with --runs)")
+    p.add_argument("--sweep", action="append",
+                   help="sweep id or spec name (newest sweep of that name), repeatable to pool several sweeps; "
+                        "default: the newest sweep")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID",
+                   help="promote exactly these trial runs (MLflow run ids, from any sweeps in the store)")
+    p.add_argument("--diverse", metavar="KEY",
+                   help="take the best run of each distinct value of KEY first (e.g. backbone), then fill up to --top")
+    p.add_argument("--max-params", type=int, metavar="N",
+                   help="parameter budget of the whole ensemble (default: the sweep's max_params, 100,000,000)")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--epochs", type=int, help="epochs per retrain (default: the sweep's epoch budget)")
@@ -169,6 +177,7 @@ def _load(args) -> SweepSpec:
 
 def cmd_validate(args) -> int:
     from hpo_cls.search.space import describe_space
+    from hpo_cls.spec.baseline import fixed_and_searched_notes
     from hpo_cls.sweep.preflight import run_preflight
 
     spec = _load(args)
@@ -185,6 +194,8 @@ def cmd_validate(args) -> int:
         print("search space:")
         for line in describe_space(spec.search.space):
             print(f"  {line}")
+    for note in fixed_and_searched_notes(spec):
+        print(f"note: {note}")
     if result.problems:
         raise SpecError(result.problems)
     print("ok")
@@ -260,7 +271,7 @@ def cmd_promote(args) -> int:
         epochs=args.epochs, seeds=args.seeds, train_on_val=args.train_on_val, tta=args.tta, weighted=args.weighted,
         include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
         register_as=args.register_as, overrides=args.overrides, address=args.address, workdir=args.workdir,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, runs=args.runs, diverse=args.diverse, max_params=args.max_params,
     )
     run_promote(options)
     return 0
