@@ -125,7 +125,7 @@ def main() -> None:
         count = sum(1 for split in ("train", "val") for _ in (root / split).glob("*/*"))
         # (b) first, while the machine holds no caches of (a): cache, JPEG decode, device path's CPU half.
         rounds = {"cache": [], "decode": [], "device_cpu_part": []}
-        prepare_shared_cache(data)
+        prepare_shared_cache(data, TrialConfig())
         for _ in range(2):  # interleaved, so drift hits all three alike
             rounds["cache"].append(loader_images_per_s(data, args.batches))
             rounds["decode"].append(loader_images_per_s(data, args.batches // 4 or 1, cache=False))
@@ -136,7 +136,7 @@ def main() -> None:
         for path in (Path(tmp) / "cache").rglob("*.u8"):
             path.unlink()
         start = time.perf_counter()
-        prepare_shared_cache(data)
+        prepare_shared_cache(data, TrialConfig())
         build_s = time.perf_counter() - start
         shared_1, shared_2 = run_trials(data, True, 1), run_trials(data, True, 2)
 

@@ -132,8 +132,17 @@ def _add_promote(commands) -> None:
                             description="Pick the top runs of a sweep from MLflow, retrain each from scratch for "
                                         "the full budget as Ray tasks, ensemble them (mean softmax), evaluate, "
                                         "register the ensemble (alias champion) and write prediction.csv.")
-    p.add_argument("--top", type=int, required=True, metavar="K", help="number of runs to promote")
-    p.add_argument("--sweep", help="sweep id or spec name (newest sweep of that name); default: the newest sweep")
+    p.add_argument("--top", type=int, metavar="K", help="number of runs to promote (or name them with --runs)")
+    p.add_argument("--sweep", action="append",
+                   help="sweep id or spec name (newest sweep of that name), repeatable to pool several sweeps; "
+                        "default: the newest sweep")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID",
+                   help="promote exactly these trial runs (MLflow run ids, from any sweeps in the store)")
+    p.add_argument("--diverse", metavar="KEY",
+                   help="take the best run of each distinct value of KEY first (e.g. backbone), then fill up to --top")
+    p.add_argument("--max-params", type=float, metavar="N",
+                   help="parameter budget, e.g. 15e6: of the whole ensemble (default: the sweep's max_params, "
+                        "100,000,000); with --pareto, of each member picked from the front")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--epochs", type=int, help="epochs per retrain (default: the sweep's epoch budget)")
@@ -163,8 +172,6 @@ def _add_promote(commands) -> None:
 def _add_pareto_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pareto", action="store_true",
                    help="pick the K most accurate members of the sweep's Pareto front (accuracy vs cost)")
-    p.add_argument("--max-params", type=float, metavar="N",
-                   help="with --pareto: only runs whose model has at most N parameters, e.g. 15e6")
     p.add_argument("--max-latency-ms", type=float, metavar="MS",
                    help="with --pareto: only runs whose batch-1 inference latency is at most MS milliseconds")
 
@@ -233,6 +240,7 @@ def _load(args) -> SweepSpec:
 
 def cmd_validate(args) -> int:
     from hpo_cls.search.space import describe_space
+    from hpo_cls.spec.baseline import fixed_and_searched_notes
     from hpo_cls.sweep.preflight import run_preflight
 
     spec = _load(args)
@@ -249,6 +257,8 @@ def cmd_validate(args) -> int:
         print("search space:")
         for line in describe_space(spec.search.space):
             print(f"  {line}")
+    for note in fixed_and_searched_notes(spec):
+        print(f"note: {note}")
     if args.estimate and not result.problems:
         from hpo_cls.sweep.estimate import estimate_for, slots
 
@@ -316,7 +326,7 @@ def _preflight_and_imports(spec: SweepSpec):
     result = checked(spec, check_tracking=True)
     from hpo_cls.data.loaders import prepare_shared_cache
 
-    prepare_shared_cache(spec.data)  # trials on this node then map the decoded images instead of decoding
+    prepare_shared_cache(spec.data, spec.fixed)  # trials on this node then map the decoded images instead of decoding
     import ray.tune  # noqa: F401
 
     import hpo_cls.sweep.tuner  # noqa: F401
@@ -369,7 +379,8 @@ def cmd_promote(args) -> int:
         epochs=args.epochs, seeds=args.seeds, train_on_val=args.train_on_val, tta=args.tta, weighted=args.weighted,
         include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
         register_as=args.register_as, overrides=args.overrides, address=address, workdir=args.workdir,
-        batch_size=args.batch_size, pareto=args.pareto, max_params=args.max_params, max_latency_ms=args.max_latency_ms,
+        batch_size=args.batch_size, runs=args.runs, diverse=args.diverse, max_params=args.max_params,
+        pareto=args.pareto, max_latency_ms=args.max_latency_ms,
     )
     run_promote(options)
     return 0

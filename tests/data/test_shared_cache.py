@@ -183,7 +183,7 @@ def test_spec_cache_dir_is_made_absolute(tmp_path, monkeypatch):
 
 def test_the_driver_prepares_what_trials_then_map(root, tmp_path):
     data = DataConfig(root=root, image_size=16, workers=0, cache_dir=tmp_path / "cache")
-    prepare_shared_cache(data)
+    prepare_shared_cache(data, TrialConfig())
     prepared = sorted(image_cache_dir(tmp_path / "cache").glob("*.u8"))
     loaders = build_loaders(data, TrialConfig(batch_size=4))
     assert sorted([loaders.train.dataset.cache.path, loaders.val.dataset.cache.path]) == prepared

@@ -71,6 +71,16 @@ CASES = [
     ("list-field-scalar", GOOD.replace("backbone: resnet18", "head_hidden: 5"), [], "fixed.head_hidden: expected a list"),
     ("negative-gpu", GOOD + "resources: {gpu: -1}\n", [], "resources.gpu: must be >= 0.0"),
     ("bad-name", GOOD.replace("name: good", "name: 'my sweep!'"), [], "name: use letters, digits"),
+    # the recipe keys (issue 13)
+    ("mean-length", GOOD.replace("backbone: resnet18", "mean: [0.5, 0.5]"), [], "fixed.mean: expected 3 values, got 2"),
+    ("resize-mode", GOOD.replace("backbone: resnet18", "resize: stretch"), [], "fixed.resize: 'stretch' is not one of"),
+    ("hue-range", GOOD.replace("backbone: resnet18", "hue: 0.6"), [], "fixed.hue: must be <= 0.5"),
+    ("plateau-metric", GOOD.replace("backbone: resnet18", "plateau_metric: loss"), [],
+     "fixed.plateau_metric: 'loss' is not one of val_acc, val_loss"),
+    ("crop-scale-zero", GOOD.replace("backbone: resnet18", "crop_scale: [0, 1]"), [], "fixed.crop_scale: item 0 must be > 0"),
+    ("baseline-outside-range", None, ["--set", "fixed.lr=0.5"], "search.space.lr: fixed.lr=0.5 is trial 0's value"),
+    ("baseline-not-a-choice", GOOD.replace("    lr: {loguniform: [0.001, 0.1]}\n", "    backbone: {choice: [resnet34]}\n"),
+     [], "fixed.backbone=resnet18 is trial 0's value (search.baseline_first) but not one of the choices"),
 ]
 
 

@@ -30,9 +30,13 @@ _ATTEMPTS = 10  # RandomResizedCrop's tries before its central-crop fallback
 
 
 def device_augment_supported(cfg: TrialConfig) -> bool:
-    """Whether ``cfg``'s train augmentation is only crop + flip (+ normalise), what the device path does."""
+    """Whether ``cfg``'s train augmentation is only the default random-resized crop + horizontal flip (+ the
+    default normalisation), what the device path does."""
+    default = type(cfg)()
+    same = ("resize", "crop_scale", "hflip", "mean", "std")
     return (cfg.mix == "none" and cfg.rotation == 0 and cfg.color_jitter == 0 and not cfg.trivial_augment
-            and cfg.random_erasing == 0)
+            and cfg.random_erasing == 0 and cfg.vflip == 0 and cfg.hue == 0 and not cfg.augment_one_of
+            and all(getattr(cfg, key) == getattr(default, key) for key in same))
 
 
 @dataclass

@@ -26,7 +26,7 @@ from hpo_cls.data.shared_cache import image_cache_dir, open_shared_cache
 from hpo_cls.data.transforms import (
     build_eval_transform,
     build_train_transform,
-    resize_size,
+    cache_size,
 )
 from hpo_cls.console import warn
 from hpo_cls.errors import DataError
@@ -69,18 +69,19 @@ class ImageDataset(Dataset):
 
 
 def decode_resized(path: Path, resize: Callable) -> torch.Tensor:
-    """One image file as uint8 CHW, short side resized by ``resize`` (the eval transform's first step)."""
+    """One image file as uint8 CHW, resized by ``resize`` (the eval transform's first step)."""
     return resize(v2.functional.to_image(_load_rgb(path))).as_subclass(torch.Tensor).contiguous()
 
 
-def build_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, workers: int | None = None) -> Cache:
-    """Decode every image once into this process's memory, short side resized to ``resize_to``, as uint8
-    CHW (thread pool).
+def build_cache(samples: Sequence[tuple[Path, Any]], resize_to: int | tuple[int, int],
+                workers: int | None = None) -> Cache:
+    """Decode every image once into this process's memory, resized with ``v2.Resize(resize_to)`` (an int:
+    the short side; a pair: the whole frame), as uint8 CHW (thread pool).
 
-    Returns one ``[N, 3, H, W]`` tensor when all images end up the same size (square inputs), else a
-    list of ``[3, H, W]`` tensors. Memory is about ``N * 3 * resize_to**2`` bytes (more for
-    non-square images). The resize is the eval transform's own first step, so eval outputs from the
-    cache equal those from the files.
+    Returns one ``[N, 3, H, W]`` tensor when all images end up the same size, else a list of
+    ``[3, H, W]`` tensors. Memory is about ``N * 3 * H * W`` bytes. The resize is the eval transform's
+    own first step (:func:`~hpo_cls.data.transforms.cache_size`), so eval outputs from the cache equal
+    those from the files.
     """
     decode = functools.partial(decode_resized, resize=v2.Resize(resize_to))
     with ThreadPoolExecutor(workers or default_threads()) as pool:
@@ -113,7 +114,13 @@ class ChainedImages:
         return self.parts[part][index - self.starts[part]]
 
 
-def load_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, cache_dir: Path | None = None, *,
+def _image_bytes(resize_to: int | tuple[int, int]) -> int:
+    """Bytes of one cached image (at least: a short side leaves the long side longer)."""
+    height, width = resize_to if isinstance(resize_to, tuple) else (resize_to, resize_to)
+    return 3 * height * width
+
+
+def load_cache(samples: Sequence[tuple[Path, Any]], resize_to: int | tuple[int, int], cache_dir: Path | None = None, *,
                shared: bool = True, workers: int | None = None) -> Cache:
     """The decoded images of ``samples``: the node's shared memory-mapped cache in ``cache_dir`` (see
     :mod:`hpo_cls.data.shared_cache`; built on first use), or, with ``shared=False`` or when the folder
@@ -126,10 +133,10 @@ def load_cache(samples: Sequence[tuple[Path, Any]], resize_to: int, cache_dir: P
     return build_cache(samples, resize_to, workers)
 
 
-def _shared_cache(samples, resize_to: int, cache_dir: Path | None, workers: int | None = None):
+def _shared_cache(samples, resize_to: int | tuple[int, int], cache_dir: Path | None, workers: int | None = None):
     decode = functools.partial(decode_resized, resize=v2.Resize(resize_to))
     return open_shared_cache([p for p, _ in samples], resize_to, image_cache_dir(cache_dir), decode,
-                             workers or default_threads(), estimated_bytes=len(samples) * 3 * resize_to ** 2)
+                             workers or default_threads(), estimated_bytes=len(samples) * _image_bytes(resize_to))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +223,7 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     for split, samples in (("train", train_samples), ("val", val_samples)):
         if not samples:
             raise DataError(f"{root / split}: no images")
-    caches = _split_caches(data_cfg, train_samples, val_samples, cache_limit_bytes if cache else 0, shared_cache)
+    caches = _split_caches(data_cfg, cfg, train_samples, val_samples, cache_limit_bytes if cache else 0, shared_cache)
     if train_on_val:
         train_samples = train_samples + val_samples
         caches[0] = ChainedImages(caches) if all(c is not None for c in caches) else None
@@ -224,13 +231,13 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
     if device_augment is None:
         device_augment = device_is_cuda and device_augment_supported(cfg)
     if device_augment:  # uint8 images as cached (or decoded and resized the same way) go to the collate
-        train_transform = None if caches[0] is not None else v2.Compose([v2.ToImage(), v2.Resize(resize_size(size)),
-                                                                         v2.ToPureTensor()])
+        train_transform = None if caches[0] is not None else v2.Compose(
+            [v2.ToImage(), v2.Resize(cache_size(cfg, size)), v2.ToPureTensor()])
         collate = CropCollate(size)
     else:
         train_transform, collate = build_train_transform(cfg, size), build_mix_collate(cfg, len(class_to_idx))
     train_set = ImageDataset(train_samples, train_transform, caches[0])
-    val_set = ImageDataset(val_samples, build_eval_transform(size), caches[1])
+    val_set = ImageDataset(val_samples, build_eval_transform(size, cfg), caches[1])
 
     labels = [y for _, y in train_samples]
     generator = torch.Generator().manual_seed(seed)
@@ -247,40 +254,43 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
                    batch_transform=DeviceAugment(size) if device_augment else None)
 
 
-def prepare_shared_cache(data_cfg: DataConfig, cache_limit_bytes: int = 4 * 2**30) -> None:
-    """Build this node's train and val caches now (a sweep's driver, while Ray starts), so its trials
-    only map them; the same limit as :func:`build_loaders`. Where the folder cannot hold them, the trials
-    fall back to their own copies (they warn)."""
+def prepare_shared_cache(data_cfg: DataConfig, cfg: TrialConfig, cache_limit_bytes: int = 4 * 2**30) -> None:
+    """Build this node's train and val caches for ``cfg``'s preprocessing now (a sweep's driver, while Ray
+    starts), so its trials only map them; the same limit as :func:`build_loaders`. Where the folder cannot
+    hold them, the trials fall back to their own copies (they warn)."""
     root = Path(data_cfg.root)
     class_to_idx = class_mapping(root / "train")
-    side = resize_size(data_cfg.image_size)
+    resize_to = cache_size(cfg, data_cfg.image_size)
     budget = cache_limit_bytes
     for split in ("train", "val"):
         samples = list_images(root / split, class_to_idx)
-        budget -= len(samples) * 3 * side * side
+        budget -= len(samples) * _image_bytes(resize_to)
         if budget < 0:
             return
         try:
-            _shared_cache(samples, side, data_cfg.cache_dir)
+            _shared_cache(samples, resize_to, data_cfg.cache_dir)
         except OSError:
             return
 
 
-def _split_caches(data_cfg: DataConfig, train_samples, val_samples, budget: int, shared: bool) -> list:
+def _split_caches(data_cfg: DataConfig, cfg: TrialConfig, train_samples, val_samples, budget: int,
+                  shared: bool) -> list:
     """[train cache, val cache] (None where over the remaining ``budget`` bytes)."""
-    side = resize_size(data_cfg.image_size)
+    resize_to = cache_size(cfg, data_cfg.image_size)
     caches = []
     for samples in (train_samples, val_samples):
-        nbytes = len(samples) * 3 * side * side
-        caches.append(load_cache(samples, side, data_cfg.cache_dir, shared=shared) if nbytes <= budget else None)
+        nbytes = len(samples) * _image_bytes(resize_to)
+        caches.append(load_cache(samples, resize_to, data_cfg.cache_dir, shared=shared) if nbytes <= budget else None)
         budget -= nbytes if caches[-1] is not None else 0
     return caches
 
 
-def build_test_loader(test_dir: Path, image_size: int, batch_size: int, workers: int = 0) -> DataLoader:
-    """Batches of ``(images, names)`` over the flat test folder in file-name order; names: tuple of stems."""
+def build_test_loader(test_dir: Path, image_size: int, batch_size: int, workers: int = 0,
+                      cfg: TrialConfig | None = None) -> DataLoader:
+    """Batches of ``(images, names)`` over the flat test folder in file-name order; names: tuple of stems.
+    ``cfg``: the model's config, whose eval preprocessing is used (None: the defaults)."""
     samples = [(p, p.stem) for p in list_test_images(test_dir)]
     if not samples:
         raise DataError(f"{test_dir}: no images")
-    dataset = ImageDataset(samples, build_eval_transform(image_size))
+    dataset = ImageDataset(samples, build_eval_transform(image_size, cfg))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

@@ -51,13 +51,16 @@ def build_model(cfg: TrialConfig, num_classes: int) -> ImageClassifier:
     """The classifier ``cfg`` describes, giving logits ``[N, num_classes]``.
 
     ``features`` holds ``stem``, ``layer1``..``layerN`` (N = 3 for WRNs), attention modules named
-    ``layer<i>_attn`` and ``dropout`` before the last stage. ``freeze_stages=k`` freezes the stem and the
-    first k stages; attention inserted into them is new, so it stays trainable.
+    ``layer<i>_attn`` and ``dropout`` before the last stage. ``freeze_stages=k`` freezes the first k stages
+    and, with ``freeze_stem`` (the default), the stem; attention inserted into them is new, so it stays
+    trainable.
     """
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, small_input=cfg.small_input)
     n_stages = len(backbone.stages)
     n_frozen = min(cfg.freeze_stages, n_stages)
-    frozen = ("stem", *(f"layer{i}" for i in range(1, n_frozen + 1))) if n_frozen else ()
+    frozen = tuple(f"layer{i}" for i in range(1, n_frozen + 1))
+    if n_frozen and cfg.freeze_stem:
+        frozen = ("stem", *frozen)
     parts = {"stem": backbone.stem, **{f"layer{i}": s for i, s in enumerate(backbone.stages, 1)}}
     for name in frozen:
         parts[name].requires_grad_(False)
@@ -77,7 +80,7 @@ def build_model(cfg: TrialConfig, num_classes: int) -> ImageClassifier:
         layers.append((f"layer{i}", stage))
         if placement == "after_each_stage" or (placement == "after_layer4" and i == n_stages):
             layers.append((f"layer{i}_attn", attention(channels, cfg.attention_reduction)))
-    head = build_head(backbone.channels[-1], cfg.head_hidden, cfg.dropout, num_classes)
+    head = build_head(backbone.channels[-1], cfg.head_hidden, cfg.dropout, num_classes, cfg.head_dropout)
     return ImageClassifier(nn.Sequential(OrderedDict(layers)), head, frozen)
 
 

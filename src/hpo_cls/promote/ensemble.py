@@ -2,7 +2,8 @@
 weighted, optionally with horizontal-flip TTA); :class:`EnsemblePyfunc` ships one as an MLflow model.
 
 Members are stored as model bundles (:func:`hpo_cls.checkpoint.model_bundle`) and always loaded with
-``weights_only=True``; class mapping, image size and config travel inside each bundle.
+``weights_only=True``; class mapping, image size and config travel inside each bundle, and the eval
+transform (resize mode, normalisation) is built from that config.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from hpo_cls.promote.predict import (
     predict_probabilities,
     prediction_frame,
 )
-from hpo_cls.spec import trial_config_from_dict
+from hpo_cls.data.transforms import PREPROCESSING_FIELDS
+from hpo_cls.spec import TrialConfig, trial_config_from_dict
 from hpo_cls.train.checkpoint import load_checkpoint
 from hpo_cls.train.engine import EvalResult, evaluate
 
@@ -107,6 +109,7 @@ class LoadedEnsemble:
     class_to_idx: dict[str, int]
     image_size: int
     configs: list[dict]
+    eval_config: TrialConfig = TrialConfig()  # the members' shared eval preprocessing (resize, mean, std)
 
     @property
     def class_names(self) -> list[str]:
@@ -144,19 +147,25 @@ def load_ensemble(paths: Sequence[str | Path], weights: Sequence[float] | None =
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     members, configs = [], []
-    class_to_idx = image_size = None
+    class_to_idx = image_size = eval_config = None
     for path in paths:
         model, bundle = load_member(path)
+        cfg = trial_config_from_dict(bundle["config"])  # keys a bundle predates take their defaults
         if class_to_idx is None:
-            class_to_idx, image_size = dict(bundle["class_to_idx"]), int(bundle["image_size"])
+            class_to_idx, image_size, eval_config = dict(bundle["class_to_idx"]), int(bundle["image_size"]), cfg
         elif bundle["class_to_idx"] != class_to_idx or int(bundle["image_size"]) != image_size:
             raise CheckpointError(f"{path}: classes or image size differ from the first member's ({paths[0]})")
+        else:
+            differ = [k for k in PREPROCESSING_FIELDS if getattr(cfg, k) != getattr(eval_config, k)]
+            if differ:
+                raise CheckpointError(f"{path}: preprocessing ({', '.join(differ)}) differs from the first "
+                                      f"member's ({paths[0]})")
         members.append(model)
         configs.append(bundle["config"])
     if not members:
         raise ValueError("an ensemble needs at least one member")
     model = EnsembleModel(members, weights, tta).to(device).eval()
-    return LoadedEnsemble(model, class_to_idx, image_size, configs)
+    return LoadedEnsemble(model, class_to_idx, image_size, configs, eval_config)
 
 
 def evaluate_ensemble(ensemble: EnsembleModel, loader, num_classes: int) -> tuple[list[EvalResult], EvalResult]:
@@ -183,7 +192,7 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         batch_size = int((params or {}).get("batch_size") or self.batch_size)
         probabilities = predict_probabilities(self.ensemble.model, image_sources(model_input),
-                                              self.ensemble.image_size, batch_size)
+                                              self.ensemble.image_size, batch_size, cfg=self.ensemble.eval_config)
         return prediction_frame(probabilities, self.ensemble.class_names)
 
 

@@ -58,18 +58,18 @@ def evaluate_split(name: str, loaded, member_keys: Sequence[str], samples, batch
     report and confusion matrix, as a JSON-friendly dict."""
     from hpo_cls.promote.ensemble import evaluate_ensemble
 
-    loader = _labelled_loader(samples, loaded.image_size, batch_size, workers)
+    loader = _labelled_loader(samples, loaded.image_size, batch_size, workers, loaded.eval_config)
     members, ensemble = evaluate_ensemble(loaded.model, loader, len(loaded.class_names))
     return _split_report(name, member_keys, members, ensemble, loaded.class_names)
 
 
-def _labelled_loader(samples, image_size: int, batch_size: int, workers: int):
+def _labelled_loader(samples, image_size: int, batch_size: int, workers: int, cfg):
     from torch.utils.data import DataLoader
 
     from hpo_cls.data.loaders import ImageDataset
     from hpo_cls.data.transforms import build_eval_transform
 
-    dataset = ImageDataset(samples, build_eval_transform(image_size))
+    dataset = ImageDataset(samples, build_eval_transform(image_size, cfg))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
 
 

@@ -14,12 +14,13 @@ from mlflow.tracking import MlflowClient
 
 from hpo_cls.console import format_table, say
 from hpo_cls.errors import PromoteError
-from hpo_cls.promote.select import SELECTABLE, Candidate, SweepRecord
+from hpo_cls.promote.select import SELECTABLE, Candidate, SweepRecord, find_sweep, load_candidates
+from hpo_cls.promote.sources import Selection
 from hpo_cls.search.objectives import objective_values, pareto_front
 from hpo_cls.spec import Objective
 from hpo_cls.tracking.runs import objectives_from_param
 
-__all__ = ["front_objectives", "select_pareto"]
+__all__ = ["front_objectives", "select_pareto", "pareto_selection"]
 
 
 def front_objectives(recorded: Sequence[Objective], max_latency_ms: float | None) -> tuple[Objective, ...]:
@@ -69,3 +70,15 @@ def _print_front(front, objectives, costs, budget, out) -> None:
     rows = [[c.trial_id, *[f"{costs[c.run_id][m]:.4g}" if m in costs[c.run_id] else "-" for m in columns], c.run_id]
             for c in front]
     print(format_table(["trial", *columns, "mlflow run"], rows), file=out, flush=True)
+
+
+def pareto_selection(client: MlflowClient, experiment: str, sweep: str | None, top: int, *,
+                     max_params: float | None = None, max_latency_ms: float | None = None,
+                     include_early_stopped: bool = False, warn: Callable[[str], None] = print,
+                     out: TextIO | None = None) -> Selection:
+    """:func:`select_pareto` over the runs of one sweep (an id or spec name; None: the newest)."""
+    record = find_sweep(client, experiment, sweep)
+    candidates = load_candidates(client, record, warn)
+    selected = select_pareto(client, record, candidates, top, max_params=max_params, max_latency_ms=max_latency_ms,
+                             include_early_stopped=include_early_stopped, warn=warn, out=out)
+    return Selection([record], len(candidates), selected)

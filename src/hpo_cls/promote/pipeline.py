@@ -2,51 +2,29 @@
 -> evaluation -> registered MLflow model with alias ``champion`` -> ``prediction.csv``.
 
 This module only runs the steps in order and records them in MLflow; each step lives in its own
-module: :mod:`hpo_cls.promote.select`, :mod:`hpo_cls.promote.retrain`, :mod:`hpo_cls.promote.evaluate` and
-:mod:`hpo_cls.promote.register`.
+module: :mod:`hpo_cls.promote.plan` (choosing runs, checks), :mod:`hpo_cls.promote.retrain`,
+:mod:`hpo_cls.promote.evaluate` and :mod:`hpo_cls.promote.register`.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from mlflow.tracking import MlflowClient
 
 from hpo_cls.console import Steps, say, warn
-from hpo_cls.errors import PromoteError
-from hpo_cls.promote.pareto import select_pareto
+from hpo_cls.promote.plan import PromoteOptions, PromotePlan, plan_promote
 from hpo_cls.promote.register import (
     CHAMPION_ALIAS,
     HELD_OUT_TAG,
     register_ensemble,
     registered_model_name,
 )
-from hpo_cls.promote.retrain import (
-    MemberPlan,
-    MemberResult,
-    plan_members,
-    retrain_members,
-)
-from hpo_cls.promote.select import (
-    Candidate,
-    SweepRecord,
-    find_sweep,
-    format_selection,
-    load_candidates,
-    select_top_runs,
-)
-from hpo_cls.promote.settings import promote_settings
-from hpo_cls.spec import (
-    DataConfig,
-    ResourcesConfig,
-    TrackingConfig,
-    TrialConfig,
-    flatten_trial_config,
-)
+from hpo_cls.promote.retrain import MemberResult, retrain_members
+from hpo_cls.spec import flatten_trial_config
 from hpo_cls.tracking.runs import (
     ROLE_TAG,
     SWEEP_ID_TAG,
@@ -61,31 +39,7 @@ __all__ = ["PromoteOptions", "PromoteOutcome", "run_promote"]
 PROMOTE_ID_TAG = "hpo_cls.promote_id"
 MEMBER_TAG = "hpo_cls.member"
 SOURCE_RUN_TAG = "hpo_cls.source_run_id"
-
-
-@dataclass
-class PromoteOptions:
-    top: int
-    sweep: str | None = None
-    experiment: str = TrackingConfig().experiment
-    tracking_uri: str = TrackingConfig().uri
-    epochs: int | None = None
-    seeds: int = 1
-    train_on_val: bool = False
-    tta: bool = False
-    weighted: bool = False
-    include_early_stopped: bool = False
-    dedupe: bool = False
-    predict: Path | None = None
-    out: Path = Path("prediction.csv")
-    register_as: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    address: str | None = None
-    workdir: Path | None = None
-    batch_size: int = 64
-    pareto: bool = False  # members from the Pareto front (promote.pareto), within the budgets below
-    max_params: float | None = None
-    max_latency_ms: float | None = None
+SWEEP_IDS_TAG = "hpo_cls.sweep_ids"  # every sweep the members come from (SWEEP_ID_TAG: the first)
 
 
 @dataclass
@@ -103,7 +57,7 @@ class PromoteOutcome:
 def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOutcome:
     """Select, retrain, ensemble, evaluate, register and predict; see the module docstring. Members are
     retrained from scratch and continue from their checkpoints when run again with the same ``workdir``."""
-    plan = _plan(options, MlflowClient(options.tracking_uri), out)
+    plan = plan_promote(options, MlflowClient(options.tracking_uri), out)
     writer = MlflowWriter(options.tracking_uri, options.experiment)
     _open_runs(writer, plan, options)
     finished: set[str] = set()
@@ -123,74 +77,22 @@ def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOut
         raise
 
 
-@dataclass
-class _Plan:
-    """What promote will do, settled before anything trains."""
-
-    sweep: SweepRecord
-    selected: list[Candidate]
-    searched: list[str]
-    members: list[MemberPlan]
-    data_cfg: DataConfig
-    resources: ResourcesConfig
-    epochs: int
-    workdir: Path
-    predict_dir: Path | None
-    promote_id: str
-
-
-def _plan(options: PromoteOptions, client: MlflowClient, out: TextIO) -> _Plan:
-    """Find the sweep, choose its runs and check every option before any retraining starts."""
-    sweep = find_sweep(client, options.experiment, options.sweep)
-    data_cfg, resources, fixed = promote_settings(client, sweep, options.overrides)
-    candidates = load_candidates(client, sweep, warn)
-    if options.pareto:
-        selected = select_pareto(client, sweep, candidates, options.top, max_params=options.max_params,
-                                 max_latency_ms=options.max_latency_ms,
-                                 include_early_stopped=options.include_early_stopped, warn=warn, out=out)
-    elif options.max_params is not None or options.max_latency_ms is not None:
-        raise PromoteError("{max_params} and {max_latency_ms} pick members from the Pareto front: add {pareto}")
-    else:
-        selected = select_top_runs(candidates, options.top, include_early_stopped=options.include_early_stopped,
-                                   dedupe=options.dedupe)
-    searched = [n for n in sweep.params.get("searched", "").split(",") if n in TrialConfig.__dataclass_fields__]
-    say(f"sweep {sweep.sweep_id}: {len(candidates)} finished run(s); promoting the top {len(selected)}:", out)
-    print(format_selection(selected, searched), file=out, flush=True)
-    if options.epochs is not None and options.epochs < 1:
-        raise PromoteError(f"{{epochs}} must be >= 1, got {options.epochs}")
-    epochs = options.epochs or int(float(sweep.params.get("epochs", 0)))
-    if epochs < 1:
-        raise PromoteError("the sweep records no epoch budget; pass {epochs} N")
-    root = Path(data_cfg.root)
-    if not (root / "train").is_dir():
-        raise PromoteError(f"{root}/train: no such folder on this machine; pass {{set}} data.root=DIR")
-    if options.predict is not None and not Path(options.predict).is_dir():
-        raise PromoteError(f"{{predict}} {options.predict}: no such folder")
-    if options.train_on_val:
-        warn("members also train on val/, so the validation numbers below are NOT held out")
-    return _Plan(
-        sweep=sweep, selected=selected, searched=searched, members=plan_members(selected, options.seeds, fixed),
-        data_cfg=data_cfg, resources=resources, epochs=epochs,
-        workdir=Path(options.workdir or Path("promote_runs") / sweep.sweep_id).resolve(),
-        predict_dir=options.predict or (root / "test" if (root / "test").is_dir() else None),
-        promote_id=f"{sweep.sweep_id}-promote-{time.strftime('%Y%m%d-%H%M%S')}",
-    )
-
-
-def _open_runs(writer: MlflowWriter, plan: _Plan, options: PromoteOptions) -> None:
+def _open_runs(writer: MlflowWriter, plan: PromotePlan, options: PromoteOptions) -> None:
     """The promote run and one nested run per member."""
     sweep = plan.sweep
     common_tags = {SWEEP_ID_TAG: sweep.sweep_id, SWEEP_NAME_TAG: sweep.name,
                    HELD_OUT_TAG: str(not options.train_on_val).lower()}
     writer.open_run("promote", {PROMOTE_ID_TAG: plan.promote_id, ROLE_TAG: "promote"}, run_name=plan.promote_id,
-                    tags={**common_tags, "hpo_cls.sweep_run_id": sweep.run_id},
-                    params={"top": options.top, "epochs": plan.epochs, "seeds": options.seeds, "tta": options.tta,
+                    tags={**common_tags, "hpo_cls.sweep_run_id": sweep.run_id,
+                          SWEEP_IDS_TAG: ",".join(s.sweep_id for s in plan.sweeps)},
+                    params={"top": len(plan.selected), "epochs": plan.epochs, "seeds": options.seeds, "tta": options.tta,
                             "weighted": options.weighted, "train_on_val": options.train_on_val,
                             "include_early_stopped": options.include_early_stopped, "dedupe": options.dedupe,
                             "pareto": options.pareto, "max_params": options.max_params,
                             "max_latency_ms": options.max_latency_ms,
                             "data_root": str(plan.data_cfg.root), "image_size": plan.data_cfg.image_size,
-                            "workdir": str(plan.workdir),
+                            "workdir": str(plan.workdir), "diverse": options.diverse or "none",
+                            "parameters": sum(plan.parameters),
                             "source_run_ids": ",".join(c.run_id for c in plan.selected)})
     for p in plan.members:
         writer.open_run(p.key, {PROMOTE_ID_TAG: plan.promote_id, MEMBER_TAG: p.key},
@@ -201,7 +103,7 @@ def _open_runs(writer: MlflowWriter, plan: _Plan, options: PromoteOptions) -> No
                                 "train_on_val": options.train_on_val}, parent_key="promote")
 
 
-def _retrain(plan: _Plan, options: PromoteOptions, writer: MlflowWriter, finished: set[str],
+def _retrain(plan: PromotePlan, options: PromoteOptions, writer: MlflowWriter, finished: set[str],
              out: TextIO) -> list[MemberResult]:
     """Retrain every member (Ray tasks), each epoch logged to its run; ``finished`` collects the done ones."""
     star = "*" if options.train_on_val else ""
@@ -231,7 +133,7 @@ def _retrain(plan: _Plan, options: PromoteOptions, writer: MlflowWriter, finishe
     return results
 
 
-def _evaluate_register_predict(options: PromoteOptions, plan: _Plan, results: list[MemberResult],
+def _evaluate_register_predict(options: PromoteOptions, plan: PromotePlan, results: list[MemberResult],
                                writer: MlflowWriter, out: TextIO) -> PromoteOutcome:
     from hpo_cls.promote.ensemble import load_ensemble, normalize_weights
 
@@ -241,7 +143,7 @@ def _evaluate_register_predict(options: PromoteOptions, plan: _Plan, results: li
     val_report, test_report = _evaluate(options, plan, loaded, writer, out)
     promote_run_id = writer.run_ids["promote"]
     name = registered_model_name(options.register_as or f"{plan.sweep.name}-ensemble")
-    info, version = register_ensemble(options.tracking_uri, promote_run_id, name, plan.sweep, plan.members, results,
+    info, version = register_ensemble(options.tracking_uri, promote_run_id, name, plan.sweeps, plan.members, results,
                                       weights, loaded.class_names, val_report, plan.searched, tta=options.tta,
                                       weighted=options.weighted, train_on_val=options.train_on_val)
     say(f"registered {name} version {version.version} with alias @{CHAMPION_ALIAS} ({info.model_uri})", out)
@@ -250,7 +152,7 @@ def _evaluate_register_predict(options: PromoteOptions, plan: _Plan, results: li
                           val_report, test_report, csv_path)
 
 
-def _evaluate(options: PromoteOptions, plan: _Plan, loaded, writer: MlflowWriter, out: TextIO):
+def _evaluate(options: PromoteOptions, plan: PromotePlan, loaded, writer: MlflowWriter, out: TextIO):
     """Members and ensemble on val (and on labelled test images, for reporting only)."""
     from hpo_cls.data import list_images
     from hpo_cls.promote.evaluate import (
@@ -277,7 +179,7 @@ def _evaluate(options: PromoteOptions, plan: _Plan, loaded, writer: MlflowWriter
     return val_report, test_report
 
 
-def _predict(options: PromoteOptions, plan: _Plan, loaded, name: str, writer: MlflowWriter,
+def _predict(options: PromoteOptions, plan: PromotePlan, loaded, name: str, writer: MlflowWriter,
              out: TextIO) -> Path | None:
     from hpo_cls.data import list_test_images
     from hpo_cls.promote.predict import (
@@ -293,7 +195,8 @@ def _predict(options: PromoteOptions, plan: _Plan, loaded, name: str, writer: Ml
     with Steps(out, unit="images", line_every=0.25) as steps:
         steps.add("predict", f"predicting {plan.predict_dir}", len(paths))
         probabilities = predict_probabilities(loaded.model, paths, loaded.image_size, options.batch_size,
-                                              on_batch=lambda done: steps.update("predict", done))
+                                              on_batch=lambda done: steps.update("predict", done),
+                                              cfg=loaded.eval_config)
     labels = prediction_frame(probabilities, loaded.class_names)["pred_label"].tolist()
     csv_path = write_prediction_csv(options.out, paths, labels)
     writer.call("promote", lambda client, run_id: client.log_artifact(run_id, str(csv_path)))

@@ -23,6 +23,7 @@ from hpo_cls.data import list_test_images
 from hpo_cls.data.loaders import ImageDataset
 from hpo_cls.data.transforms import build_eval_transform
 from hpo_cls.errors import DataError
+from hpo_cls.spec import TrialConfig
 
 __all__ = [
     "PREDICTION_HEADER",
@@ -52,15 +53,17 @@ def image_sources(frame: pd.DataFrame) -> list[Path | io.BytesIO]:
 
 @torch.inference_mode()
 def predict_probabilities(model: nn.Module, sources: Sequence[Path | io.BytesIO], image_size: int,
-                          batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None,
+                          batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None, *,
+                          cfg: TrialConfig | None = None,
                           on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """Class probabilities ``[N, C]`` of ``model`` (an :class:`~hpo_cls.ensemble.EnsembleModel`) for the
-    images, in the given order; decoded and transformed exactly like the validation images.
-    ``on_batch(images done so far)`` follows each batch."""
+    images, in the given order; decoded and transformed exactly like the validation images of the
+    members' config ``cfg`` (resize mode, normalisation; None: the defaults). ``on_batch(images done so
+    far)`` follows each batch."""
     if not sources:
         raise DataError("no images to predict")
     device = device or next(model.parameters()).device
-    dataset = ImageDataset([(source, i) for i, source in enumerate(sources)], build_eval_transform(image_size))
+    dataset = ImageDataset([(source, i) for i, source in enumerate(sources)], build_eval_transform(image_size, cfg))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     model.eval()
     batches = []

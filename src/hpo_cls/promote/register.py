@@ -55,14 +55,15 @@ def _requirements() -> list[str]:
     return pins
 
 
-def register_ensemble(tracking_uri: str, promote_run_id: str, name: str, sweep: SweepRecord,
+def register_ensemble(tracking_uri: str, promote_run_id: str, name: str, sweeps: Sequence[SweepRecord],
                       plans: Sequence[MemberPlan], results: Sequence[MemberResult], weights: list[float],
                       class_names: list[str], val_report: dict, param_names: Sequence[str], *,
                       tta: bool, weighted: bool, train_on_val: bool):
     """Register the ensemble as model ``name`` with its version tags and description and point
-    ``champion`` at the new version; returns ``(model info, model version)``."""
-    tags = _version_tags(sweep, promote_run_id, plans, weights, val_report, tta=tta, train_on_val=train_on_val)
-    description = _description(sweep, plans, weights, val_report, param_names, tta=tta, weighted=weighted,
+    ``champion`` at the new version; returns ``(model info, model version)``. ``sweeps``: those the
+    members come from, the first one's id and name tag the version."""
+    tags = _version_tags(sweeps, promote_run_id, plans, weights, val_report, tta=tta, train_on_val=train_on_val)
+    description = _description(sweeps, plans, weights, val_report, param_names, tta=tta, weighted=weighted,
                                train_on_val=train_on_val)
     return _register(tracking_uri, promote_run_id, name, results, plans, weights, tta, class_names, tags, description)
 
@@ -98,11 +99,12 @@ def _register(tracking_uri: str, promote_run_id: str, name: str, results: Sequen
     return info, version
 
 
-def _version_tags(sweep: SweepRecord, promote_run_id: str, plans: Sequence[MemberPlan], weights: list[float],
-                  val_report: dict, *, tta: bool, train_on_val: bool) -> dict[str, str]:
+def _version_tags(sweeps: Sequence[SweepRecord], promote_run_id: str, plans: Sequence[MemberPlan],
+                  weights: list[float], val_report: dict, *, tta: bool, train_on_val: bool) -> dict[str, str]:
     tags = {
-        SWEEP_ID_TAG: sweep.sweep_id,
-        SWEEP_NAME_TAG: sweep.name,
+        SWEEP_ID_TAG: sweeps[0].sweep_id,
+        SWEEP_NAME_TAG: sweeps[0].name,
+        "hpo_cls.sweep_ids": ",".join(s.sweep_id for s in sweeps),
         "hpo_cls.promote_run_id": promote_run_id,
         "hpo_cls.members": ",".join(p.key for p in plans),
         "hpo_cls.source_run_ids": ",".join(dict.fromkeys(p.source.run_id for p in plans)),
@@ -117,11 +119,13 @@ def _version_tags(sweep: SweepRecord, promote_run_id: str, plans: Sequence[Membe
     return tags
 
 
-def _description(sweep: SweepRecord, plans: Sequence[MemberPlan], weights: list[float], val_report: dict,
-                 param_names: Sequence[str], *, tta: bool, weighted: bool, train_on_val: bool) -> str:
+def _description(sweeps: Sequence[SweepRecord], plans: Sequence[MemberPlan], weights: list[float],
+                 val_report: dict, param_names: Sequence[str], *, tta: bool, weighted: bool,
+                 train_on_val: bool) -> str:
     held = "" if not train_on_val else " (not held out: members were trained on train+val)"
     how = ("flip TTA, " if tta else "") + ("weighted by val score" if weighted else "equal weights")
-    lines = [f"Ensemble of {len(plans)} member(s) retrained from sweep `{sweep.sweep_id}` "
+    where = ", ".join(f"`{s.sweep_id}`" for s in sweeps)
+    lines = [f"Ensemble of {len(plans)} member(s) retrained from sweep{'s' if len(sweeps) > 1 else ''} {where} "
              f"({how}).",
              f"Validation accuracy {val_report['ensemble']['accuracy']:.4f}{held}, "
              f"{val_report['gain_over_best_member']:+.4f} over the best member.", "",

@@ -62,7 +62,10 @@ def plan_members(selected: Sequence[Candidate], seeds: int,
         base = trial_config_from_dict(overrides or {}, base=c.config)
         for offset in range(seeds):
             cfg = dataclasses.replace(base, seed=base.seed + offset)
-            plans.append(MemberPlan(f"{c.trial_id}-seed{cfg.seed}", c, cfg))
+            key = f"{c.trial_id}-seed{cfg.seed}"
+            if any(p.key == key for p in plans):  # the same trial id in two sweeps
+                key = f"{c.sweep_id or c.run_id[:8]}-{key}"
+            plans.append(MemberPlan(key, c, cfg))
     return plans
 
 

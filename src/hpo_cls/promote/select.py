@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from hpo_cls.errors import PromoteError, SpecError
 from hpo_cls.spec import TrialConfig, trial_config_from_dict
-from hpo_cls.tracking.runs import STATUS_TAG, TRIAL_ID_TAG
+from hpo_cls.tracking.runs import STATUS_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG
 from hpo_cls.tracking.store import SCORE_METRIC, SweepRecord, find_sweep, trial_runs
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "find_sweep",
     "typed_params",
     "load_candidates",
+    "candidate_from_run",
     "select_top_runs",
     "format_selection",
 ]
@@ -46,6 +47,7 @@ class Candidate:
     score: float
     config: TrialConfig
     start_time: int
+    sweep_id: str = ""  # the sweep the run belongs to (promote can mix sweeps)
 
 
 def _type_of(tp: Any) -> tuple[Any, bool]:
@@ -106,20 +108,28 @@ def load_candidates(client: MlflowClient, sweep: SweepRecord, warn: Callable[[st
     """Finished trial runs (completed or early stopped) of the sweep that have a score."""
     candidates = []
     for run in trial_runs(client, sweep):
-        status = run.data.tags.get(STATUS_TAG)
-        if status not in SELECTABLE:
-            continue
-        score = _score(client, run)
-        if score is None:
+        if run.data.tags.get(STATUS_TAG) not in SELECTABLE:
             continue
         try:
-            cfg = trial_config_from_dict(typed_params(run.data.params))
+            candidate = candidate_from_run(client, run)
         except SpecError as exc:
             warn(f"skipping run {run.info.run_id}: its params are not a valid config: {'; '.join(exc.problems)}")
             continue
-        candidates.append(Candidate(run.info.run_id, run.data.tags.get(TRIAL_ID_TAG, run.info.run_id[:8]), status,
-                                    float(score), cfg, run.info.start_time or 0))
+        if candidate is not None:
+            candidates.append(candidate)
     return candidates
+
+
+def candidate_from_run(client: MlflowClient, run) -> Candidate | None:
+    """A trial run as a Candidate (config rebuilt from its params); None without a score. Raises SpecError
+    when its params are not a valid config."""
+    score = _score(client, run)
+    if score is None:
+        return None
+    cfg = trial_config_from_dict(typed_params(run.data.params))
+    tags = run.data.tags
+    return Candidate(run.info.run_id, tags.get(TRIAL_ID_TAG, run.info.run_id[:8]), tags.get(STATUS_TAG, ""),
+                     float(score), cfg, run.info.start_time or 0, tags.get(SWEEP_ID_TAG, ""))
 
 
 def _near_duplicate(a: TrialConfig, b: TrialConfig, tolerance: float = DEDUPE_TOLERANCE) -> bool:
@@ -128,7 +138,7 @@ def _near_duplicate(a: TrialConfig, b: TrialConfig, tolerance: float = DEDUPE_TO
         if f.name == "seed":
             continue
         x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
             if x != y:
                 return False
         elif abs(x - y) > tolerance * max(abs(x), abs(y)):
@@ -137,16 +147,31 @@ def _near_duplicate(a: TrialConfig, b: TrialConfig, tolerance: float = DEDUPE_TO
 
 
 def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_stopped: bool = False,
-                    dedupe: bool = False) -> list[Candidate]:
-    """The ``top`` best candidates by score (ties: earlier run first); raises PromoteError if too few qualify."""
+                    dedupe: bool = False, diverse: str | None = None) -> list[Candidate]:
+    """The ``top`` best candidates by score (ties: earlier run first); raises PromoteError if too few qualify.
+
+    ``diverse``: a TrialConfig key; the best run of each distinct value of it comes first (the best
+    ``top`` of them if there are more values), the remaining places go to the next best runs.
+    """
     if top < 1:
         raise PromoteError(f"{{top}} must be >= 1, got {top}")
+    if diverse is not None and diverse not in TrialConfig.__dataclass_fields__:
+        raise PromoteError(f"{{diverse}} {diverse}: not a configuration key (known: "
+                           f"{', '.join(TrialConfig.__dataclass_fields__)})")
     statuses = SELECTABLE if include_early_stopped else ("completed",)
     ranked = sorted((c for c in candidates if c.status in statuses), key=lambda c: (-c.score, c.start_time, c.run_id))
     kept: list[Candidate] = []
     for c in ranked:
         if not dedupe or not any(_near_duplicate(c.config, k.config) for k in kept):
             kept.append(c)
+    if diverse is not None:
+        firsts, seen = [], set()
+        for c in kept:  # best first, so the first run of each value is its best
+            if getattr(c.config, diverse) not in seen:
+                seen.add(getattr(c.config, diverse))
+                firsts.append(c)
+        rest = [c for c in kept if c not in firsts[:top]]
+        kept = sorted(firsts[:top] + rest[: max(0, top - len(firsts))], key=kept.index)
     if len(kept) >= top:
         return kept[:top]
     early = sum(c.status == "early_stopped" for c in candidates)
@@ -161,11 +186,14 @@ def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_
 
 
 def format_selection(selected: Sequence[Candidate], param_names: Sequence[str]) -> str:
-    """The chosen runs as a table: rank, trial, status, score, the searched params, run id."""
+    """The chosen runs as a table: rank, (sweep, when they come from several), trial, status, score, the
+    searched params, run id."""
     from hpo_cls.console import format_cell, format_table
 
-    rows = [[str(i), c.trial_id, c.status, f"{c.score:.4f}",
+    several = len({c.sweep_id for c in selected}) > 1
+    rows = [[str(i), *([c.sweep_id] if several else []), c.trial_id, c.status, f"{c.score:.4f}",
              *[format_cell(getattr(c.config, n)) for n in param_names], c.run_id] for i, c in enumerate(selected, 1)]
-    return format_table(["#", "trial", "status", SCORE_METRIC, *param_names, "mlflow run"], rows)
+    header = ["#", *(["sweep"] if several else []), "trial", "status", SCORE_METRIC, *param_names, "mlflow run"]
+    return format_table(header, rows)
 
 

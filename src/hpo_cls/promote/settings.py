@@ -15,7 +15,7 @@ from hpo_cls.errors import SpecError
 from hpo_cls.promote.select import SweepRecord
 from hpo_cls.spec import DataConfig, ResourcesConfig, parse_overrides, parse_spec
 
-__all__ = ["promote_settings"]
+__all__ = ["promote_settings", "sweep_spec_yaml"]
 
 _SET_SECTIONS = ("data", "resources", "fixed")
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -29,7 +29,7 @@ def promote_settings(client: MlflowClient, sweep: SweepRecord,
     bad = [".".join(keys) for keys, _ in parsed if keys[0] not in _SET_SECTIONS or len(keys) != 2]
     if bad:
         raise SpecError([f"{{set}} {k}: promote takes data.<key>, resources.<key> or fixed.<key>" for k in bad])
-    spec_raw = _sweep_spec_yaml(client, sweep.run_id)
+    spec_raw = sweep_spec_yaml(client, sweep.run_id)
     data = dict(spec_raw.get("data") or {}) if isinstance(spec_raw.get("data"), dict) else {}
     if "data_root" in sweep.params:
         data["root"] = sweep.params["data_root"]
@@ -41,7 +41,7 @@ def promote_settings(client: MlflowClient, sweep: SweepRecord,
     return spec.data, spec.resources, fixed
 
 
-def _sweep_spec_yaml(client: MlflowClient, run_id: str) -> dict:
+def sweep_spec_yaml(client: MlflowClient, run_id: str) -> dict:
     """The sweep's logged spec.yaml as a dict; ``{}`` for a sweep without one (its params suffice)."""
     if not any(a.path == "spec.yaml" for a in client.list_artifacts(run_id)):
         return {}

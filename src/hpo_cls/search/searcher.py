@@ -47,6 +47,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     configurations over ``max_params`` are told FAIL and proposed again (at most ``max_rejections``).
     ``static_costs(config) -> {metric: value}`` adds config-determined costs besides ``params_m``
     (``flops_g``) for the constraints that need them.
+    ``baseline``: parameters of a first trial to enqueue (Optuna ``enqueue_trial``, as Ray's
+    ``points_to_evaluate`` does it), e.g. the spec's fixed configuration.
     """
 
     def __init__(
@@ -61,13 +63,15 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         constraints: Sequence[Constraint] = (),
         static_costs: Callable[[dict[str, Any]], dict[str, float]] | None = None,
         max_rejections: int = 100,
+        baseline: dict[str, Any] | None = None,
     ):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("ray.tune.search.optuna.optuna_search").addFilter(_drop_grid_exhausted_notice)
         metrics, modes = [o.metric for o in objectives], [o.mode for o in objectives]
         if len(objectives) == 1:
             metrics, modes = metrics[0], modes[0]
-        super().__init__(space=space, metric=metrics, mode=modes, sampler=sampler)
+        super().__init__(space=space, metric=metrics, mode=modes, sampler=sampler,
+                         points_to_evaluate=[baseline] if baseline else None)
         self._objectives = tuple(objectives)
         self._constraints = tuple(constraints)
         self._static_costs = static_costs

@@ -7,18 +7,15 @@ hold is not suggested at all, so Optuna's study only holds the parameters that w
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 
 from hpo_cls.spec import Param, TrialConfig, format_value
+from hpo_cls.spec.baseline import baseline_values
+from hpo_cls.spec.space import is_active
 
-__all__ = ["DefineByRun", "is_active", "describe_space", "grid_of", "distribution_of"]
-
-
-def is_active(param: Param, values: Mapping[str, Any]) -> bool:
-    """Whether every ``when`` condition of ``param`` holds for the values chosen so far."""
-    return all(values[parent] in allowed for parent, allowed in param.when.items())
+__all__ = ["DefineByRun", "is_active", "describe_space", "grid_of", "distribution_of", "baseline_point"]
 
 
 def distribution_of(param: Param) -> optuna.distributions.BaseDistribution:
@@ -61,6 +58,14 @@ class DefineByRun:
                     value = param.choices[[format_value(c) for c in param.choices].index(value)]
                 values[param.name] = value
         return None
+
+
+def baseline_point(space: tuple[Param, ...], fixed: TrialConfig) -> dict[str, Any]:
+    """Trial 0's parameters for ``study.enqueue_trial``: the fixed values of the parameters active under
+    the fixed configuration, in the form :func:`suggest` returns them (choices as their Optuna values)."""
+    kinds = {p.name: p.kind for p in space}
+    return {name: format_value(value) if kinds[name] == "choice" else value
+            for name, value in baseline_values(space, fixed).items()}
 
 
 def grid_of(space: tuple[Param, ...]) -> dict[str, list]:

@@ -4,6 +4,8 @@ from hpo_cls.errors import SpecError
 from hpo_cls.spec.load import load_spec, parse_overrides, parse_spec
 from hpo_cls.spec.schema import (
     COST_METRICS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     METRIC_MODES,
     BudgetConfig,
     Constraint,
@@ -41,6 +43,8 @@ __all__ = [
     "COST_METRICS",
     "Objective",
     "Constraint",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "trial_config_from_dict",
     "flatten_trial_config",
     "format_value",

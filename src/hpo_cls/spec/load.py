@@ -96,22 +96,20 @@ def parse_spec(raw: Any, source: Path | str = "<spec>", overrides: list[str] = (
         sections["data"] = dataclasses.replace(sections["data"],
                                                cache_dir=sections["data"].cache_dir.expanduser().resolve())
     search = _parse_search(raw.get("search"), sections["fixed"], problems, where)
+    fixed_raw = raw.get("fixed") if isinstance(raw.get("fixed"), Mapping) else {}
+    fixed_keys = frozenset(k for k in fixed_raw if k in TrialConfig.__dataclass_fields__)
     top_level = _parse_top_level(raw, problems, where)
     objectives = parse_objectives(raw.get("objectives"), raw.get("metric"), problems, where)
     if objectives:
         top_level.update(metric=objectives[0].metric, mode=objectives[0].mode)
     constraints = parse_constraints(raw.get("constraints"), problems, where)
-    budget, scheduler = sections["budget"], sections["scheduler"]
-    if scheduler.type == "asha" and scheduler.grace_period > budget.epochs:
-        problems.append(
-            f"{where}: scheduler.grace_period: {scheduler.grace_period} exceeds budget.epochs {budget.epochs}"
-        )
+    budget = sections["budget"]
     if problems:
         raise SpecError(problems)
     if budget.max_concurrent > budget.num_samples:
         sections["budget"] = dataclasses.replace(budget, max_concurrent=budget.num_samples)
     return SweepSpec(**top_level, **sections, search=search, source=Path(source) if source else None,
-                     objectives=objectives, constraints=constraints)
+                     objectives=objectives, constraints=constraints, fixed_keys=fixed_keys)
 
 
 def _resolve_data_root(data: DataConfig, source: Path | str, root_from_cli: bool) -> DataConfig:

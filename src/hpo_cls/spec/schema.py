@@ -31,13 +31,23 @@ __all__ = [
     "Constraint",
     "METRIC_MODES",
     "COST_METRICS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "format_value",
     "flatten_trial_config",
 ]
 
 
-def _opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, doc=""):
-    return field(default=default, metadata=dict(choices=choices, ge=ge, gt=gt, le=le, lt=lt, doc=doc))
+def _opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, length=None, doc=""):
+    """A config field: default, allowed values or bounds (each item's, for lists), a list's exact
+    ``length``, and a one-line doc."""
+    return field(default=default, metadata=dict(choices=choices, ge=ge, gt=gt, le=le, lt=lt, length=length, doc=doc))
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("crop", "full")
+PLATEAU_METRICS = ("val_acc", "val_loss")
 
 
 @dataclass(frozen=True)
@@ -58,9 +68,9 @@ class TrialConfig:
         doc="where the attention module goes",
     )
     attention_reduction: int = _opt(16, ge=1, doc="channel reduction ratio r of SE/CBAM")
-    dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout before the classifier (and in head_hidden)")
+    dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout right before the classifier")
     dropout_l3_l4: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout between layer3 and layer4")
-    head_hidden: tuple[int, ...] = _opt((), ge=1, doc="extra FC layers (BatchNorm1d + SiLU + dropout)")
+    head_hidden: tuple[int, ...] = _opt((), ge=1, doc="extra FC layers (BatchNorm1d + SiLU + head_dropout)")
     freeze_stages: int = _opt(0, ge=0, le=4, doc="freeze the stem and the first N stages")
     # optimisation
     optimizer: str = _opt("sgd", choices=tuple(OPTIMIZERS))
@@ -69,7 +79,7 @@ class TrialConfig:
     weight_decay: float = _opt(5e-4, ge=0.0, doc="not applied to norm and bias parameters")
     batch_size: int = _opt(64, ge=1)
     lr_scheduler: str = _opt("cosine", choices=tuple(LR_SCHEDULERS))
-    warmup_epochs: int = _opt(0, ge=0, doc="linear warm-up before the cosine schedule")
+    warmup_epochs: int = _opt(0, ge=0, doc="linear warm-up from 0.1 x lr, then the schedule (any lr_scheduler)")
     milestones: tuple[float, ...] = _opt((0.5, 0.75), gt=0.0, le=1.0, doc="multistep: fractions of the epoch budget")
     gamma: float = _opt(0.1, gt=0.0, lt=1.0, doc="multistep / plateau decay factor")
     plateau_patience: int = _opt(2, ge=0)
@@ -90,6 +100,30 @@ class TrialConfig:
     amp: bool = _opt(True, doc="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = _opt(True, doc="channels_last memory format on CUDA (ignored on CPU)")
     compile: bool = _opt(False, doc="torch.compile the model")
+    # Recipe keys: what the seed reports' recipes need beyond the keys above (sweeps/seed_*.yaml use them).
+    # Each default keeps the behaviour these things had before the key existed, so older specs, MLflow
+    # runs and model bundles mean what they meant.
+    resize: str = _opt("crop", choices=RESIZE_MODES,
+                       doc="crop: random-resized crop (train) / short side + centre crop (eval); "
+                           "full: the whole frame squashed to image_size x image_size, train and eval")
+    crop_scale: tuple[float, ...] = _opt((0.08, 1.0), gt=0.0, le=1.0, length=2,
+                                         doc="RandomResizedCrop's area range (resize: crop, images > 64 px)")
+    hflip: float = _opt(0.5, ge=0.0, le=1.0, doc="horizontal-flip probability")
+    vflip: float = _opt(0.0, ge=0.0, le=1.0, doc="vertical-flip probability")
+    hue: float = _opt(0.0, ge=0.0, le=0.5, doc="hue jitter (ColorJitter's hue), beside color_jitter")
+    augment_one_of: bool = _opt(False, doc="apply exactly one of rotation / colour jitter / flips per image")
+    mean: tuple[float, ...] = _opt(IMAGENET_MEAN, length=3, doc="Normalize mean (RGB), train and eval")
+    std: tuple[float, ...] = _opt(IMAGENET_STD, gt=0.0, length=3, doc="Normalize std (RGB), train and eval")
+    head_dropout: float | None = _opt(None, ge=0.0, lt=1.0,
+                                      doc="dropout after each head_hidden layer; unset = dropout (as before)")
+    freeze_stem: bool = _opt(True, doc="freeze_stages >= 1 also freezes the stem (conv1, bn1)")
+    plateau_metric: str = _opt("val_acc", choices=PLATEAU_METRICS, doc="what plateau watches")
+    min_lr: float = _opt(0.0, ge=0.0, doc="LR floor: plateau's min_lr, cosine's eta_min")
+
+    @property
+    def hidden_dropout(self) -> float:
+        """The dropout after each ``head_hidden`` layer: ``head_dropout``, or ``dropout`` when unset."""
+        return self.dropout if self.head_dropout is None else self.head_dropout
 
 
 @dataclass(frozen=True)
@@ -141,6 +175,7 @@ class Param:
 class SearchConfig:
     sampler: str = _opt("tpe", choices=tuple(SAMPLERS))
     seed: int = _opt(0, ge=0)
+    baseline_first: bool = _opt(True, doc="trial 0 trains the fixed configuration; the summary gives the gain over it")
     space: tuple[Param, ...] = ()
 
 
@@ -209,6 +244,7 @@ class SweepSpec:
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+    fixed_keys: frozenset[str] = frozenset()  # keys written under ``fixed`` (file or --set); the rest are defaults
 
     @property
     def trial_fields(self) -> tuple[str, ...]:

@@ -7,11 +7,16 @@ import dataclasses
 from typing import Any, Mapping
 
 from hpo_cls.spec.schema import Param, TrialConfig
-from hpo_cls.spec.validate import check_value, coerce_scalar, field_types
+from hpo_cls.spec.validate import check_value, coerce_scalar, field_types, scalar_type
 
-__all__ = ["PARAM_KINDS", "parse_space"]
+__all__ = ["PARAM_KINDS", "parse_space", "is_active"]
 
 PARAM_KINDS = ("choice", "uniform", "loguniform", "int", "quniform")
+
+
+def is_active(param: Param, values: Mapping[str, Any]) -> bool:
+    """Whether every ``when`` condition of ``param`` holds for the values chosen so far."""
+    return all(values[parent] in allowed for parent, allowed in param.when.items())
 
 
 def parse_space(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -> tuple[Param, ...]:
@@ -62,7 +67,7 @@ def _parse_param(name, kind, entry, f, key, problems, where) -> Param | None:
             return None
     if kind == "choice":
         return _parse_choice(name, spec, f, field_type, f"{key}.{kind}", problems, where)
-    return _parse_range(name, kind, entry, f, field_type, key, problems, where)
+    return _parse_range(name, kind, entry, f, scalar_type(field_type), key, problems, where)
 
 
 def _parse_choice(name, spec, f, field_type, key, problems, where) -> Param | None:

@@ -16,12 +16,20 @@ import yaml
 from hpo_cls.errors import SpecError
 from hpo_cls.spec.schema import TrialConfig
 
-__all__ = ["field_types", "check_value", "coerce_scalar", "parse_section", "trial_config_from_dict"]
+__all__ = ["field_types", "scalar_type", "check_value", "coerce_scalar", "parse_section", "trial_config_from_dict"]
 
 
 @functools.cache
 def field_types(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def scalar_type(tp: Any) -> Any:
+    """``X`` of an ``X | None`` annotation; any other annotation as it is."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return tp
 
 
 def check_value(f: dataclasses.Field, value: Any, tp: Any) -> Any:
@@ -44,6 +52,9 @@ def check_value(f: dataclasses.Field, value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")
         items = tuple(coerce_scalar(args[0], v) for v in value)
+        length = f.metadata.get("length")
+        if length is not None and len(items) != length:
+            raise ValueError(f"expected {length} values, got {len(items)}")
         for i, item in enumerate(items):  # bounds of a tuple field hold for each item
             try:
                 _check_bounds(f.metadata, item)

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from hpo_cls.console import format_cell, format_table, say
+from hpo_cls.errors import SpecError
 from hpo_cls.search.objectives import objective_values, pareto_front
-from hpo_cls.spec import COST_METRICS, METRIC_MODES, SweepSpec, TrialConfig
+from hpo_cls.spec import COST_METRICS, METRIC_MODES, SweepSpec, TrialConfig, trial_config_from_dict
 from hpo_cls.tracking.ui import is_local_store, run_url, runs_view_url, ui_base_url
 from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["TrialOutcome", "SweepOutcome", "trial_status", "error_text", "trial_id_of", "sampled", "status_counts",
-           "ranked", "trial_values", "pareto_members", "print_summary"]
+           "ranked", "trial_values", "pareto_members", "find_baseline", "gain_over", "print_summary"]
 
 STATUSES = ("completed", "early_stopped", "failed")
 
@@ -113,18 +114,62 @@ def _print_pareto(spec: SweepSpec, trials: list[TrialOutcome], out) -> None:
     print(format_table(["#", "trial", *metrics, *[p.name for p in spec.search.space][:4], "mlflow run"], rows), file=out)
 
 
+def find_baseline(spec: SweepSpec, trials: list[TrialOutcome]) -> TrialOutcome | None:
+    """Trial 0 of a baseline-first sweep: the first trial (in creation order) that trained exactly the
+    spec's fixed configuration; None when the sweep has no baseline or it never ran."""
+    if not (spec.search.baseline_first and spec.search.space):
+        return None
+    for trial in trials:
+        try:
+            if trial_config_from_dict(trial.config, base=spec.fixed) == spec.fixed:
+                return trial
+        except SpecError:
+            continue
+    return None
+
+
+def gain_over(baseline: TrialOutcome, best: TrialOutcome, mode: str) -> float:
+    """How much better ``best`` scored than ``baseline`` (positive = better, for either mode)."""
+    difference = best.best_score - baseline.best_score
+    return difference if mode == "max" else -difference
+
+
+def _baseline_lines(spec: SweepSpec, baseline: TrialOutcome | None, best_first: list[TrialOutcome]) -> list[str]:
+    if not (spec.search.baseline_first and spec.search.space):
+        return []
+    if baseline is None:
+        return ["baseline: trial 0 (the spec's fixed configuration) is not among the ended trials"]
+    head = f"baseline: trial {baseline.trial_id} = trial 0, the spec's fixed configuration ({baseline.status}"
+    if baseline.best_score is None or baseline.status == "failed":
+        return [head + "): no score, so no gain over it"]
+    lines = [head + f", {baseline.epochs_run} epochs): best {spec.metric} {baseline.best_score:.4f}"]
+    best = best_first[0]
+    if best is baseline or gain_over(baseline, best, spec.mode) <= 0:
+        lines.append("best trial: the baseline; no searched configuration beat the spec's fixed configuration")
+    else:
+        gain = gain_over(baseline, best, spec.mode)
+        better = "higher" if spec.mode == "max" else "lower"
+        lines.append(f"best trial {best.trial_id}: {spec.metric} {best.best_score:.4f}, gain over the baseline "
+                     f"{gain:+.4f} ({better} {spec.metric})")
+    return lines
+
+
 def print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
     best_first = ranked(outcome.trials, spec.mode)
+    baseline = find_baseline(spec, outcome.trials)
     counts = status_counts(outcome.trials)
     print(file=out)
     say(f"sweep {outcome.sweep_id} finished: " + ", ".join(f"{v} {k}" for k, v in counts.items()), out)
     names = [p.name for p in spec.search.space][:6]
     rows = [
-        [str(i + 1), t.trial_id, t.status, str(t.epochs_run), f"{t.best_score:.4f}",
+        [str(i + 1), t.trial_id + (" (baseline)" if t is baseline else ""), t.status, str(t.epochs_run),
+         f"{t.best_score:.4f}",
          *[format_cell(t.config.get(n, "·")) for n in names], t.run_id or "-"]
         for i, t in enumerate(best_first[:5])
     ]
     print(format_table(["#", "trial", "status", "epochs", f"best {spec.metric}", *names, "mlflow run"], rows), file=out)
+    for line in _baseline_lines(spec, baseline, best_first):
+        print(line, file=out)
     if spec.multi_objective:
         _print_pareto(spec, outcome.trials, out)
     uri = redact_uri(spec.tracking.uri)

@@ -13,6 +13,7 @@ from typing import Any
 from hpo_cls.data import DatasetSummary, describe_dataset
 from hpo_cls.errors import DataError, SpecError
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
+from hpo_cls.spec.baseline import sweep_problems
 
 __all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check_tracking_uri", "checked"]
 
@@ -64,17 +65,18 @@ class Preflight:
 
 def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_errors: bool = True,
                   fixed_only: bool = False) -> Preflight:
-    """Check the data folder (class folders, unreadable images) and every backbone against max_params.
+    """Check the data folder (class folders, unreadable images), every backbone against max_params, and
+    (unless ``fixed_only``) what a sweep needs: ASHA's grace period, trial 0's fixed values.
 
     Backbones checked: the search-space choices, plus ``fixed.backbone`` when a trial can use it (it is
     not searched, or only under a ``when``). ``fixed_only`` (``train``): just ``fixed.backbone``.
     """
     where = str(spec.source or "<spec>")
+    problems = [] if fixed_only else sweep_problems(spec)  # ASHA's grace period, trial 0's values
     try:
         summary = describe_dataset(spec.data.root, scan=scan_images)
     except DataError as exc:
-        return Preflight(None, [f"{where}: data.root: {exc}"])
-    problems = []
+        return Preflight(None, [*problems, f"{where}: data.root: {exc}"])
     if bad_files_are_errors and summary.bad_files:
         shown = ", ".join(f"{path} ({reason})" for path, reason in summary.bad_files[:5])
         more = f" and {len(summary.bad_files) - 5} more" if len(summary.bad_files) > 5 else ""

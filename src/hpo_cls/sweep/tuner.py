@@ -210,6 +210,7 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
 def _searcher(spec: SweepSpec, num_classes: int):
     from hpo_cls.search.samplers import build_sampler
     from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+    from hpo_cls.search.space import baseline_point
     from hpo_cls.sweep.preflight import FlopsCount
 
     flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
@@ -222,6 +223,10 @@ def _searcher(spec: SweepSpec, num_classes: int):
         param_count=ParameterBudget(spec.fixed, num_classes),
         max_params=spec.max_params,
         static_costs=FlopsCount(spec.fixed, num_classes, spec.data.image_size) if flops_constrained else None,
+        # The grid sampler reaches the fixed configuration (a grid point, checked at load) by itself;
+        # enqueued first, that point would be trained twice and another one never.
+        baseline=(baseline_point(spec.search.space, spec.fixed)
+                  if spec.search.baseline_first and spec.search.sampler != "grid" else None),
     )
 
 
@@ -268,7 +273,8 @@ def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
             "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
             "objectives": objectives_param(spec.objectives), "constraints": constraints_param(spec.constraints),
             "data_root": str(spec.data.root), "image_size": spec.data.image_size,
-            "searched": ",".join(p.name for p in spec.search.space), **extra_params,
+            "searched": ",".join(p.name for p in spec.search.space),
+            "max_params": spec.max_params, "baseline_first": spec.search.baseline_first, **extra_params,
         },
     )
     tracker.start()

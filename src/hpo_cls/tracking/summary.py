@@ -13,6 +13,8 @@ from hpo_cls.spec import SweepSpec, flatten_trial_config, trial_config_from_dict
 from hpo_cls.sweep.outcome import (
     SweepOutcome,
     TrialOutcome,
+    find_baseline,
+    gain_over,
     pareto_members,
     ranked,
     sampled,
@@ -24,7 +26,9 @@ from hpo_cls.sweep.outcome import (
 from hpo_cls.tracking.runs import finalize_trial_op, open_sweep_run, open_trial_run
 from hpo_cls.tracking.writer import MlflowWriter
 
-__all__ = ["summarize_sweep"]
+__all__ = ["summarize_sweep", "BASELINE_TAG"]
+
+BASELINE_TAG = "hpo_cls.baseline"  # "true" on trial 0's run: the spec's fixed configuration
 
 
 def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results,
@@ -61,7 +65,10 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     for t in trials:
         t.run_id = writer.run_ids.get(t.trial_id)
     best_first = ranked(trials, spec.mode)
-    writer.call("parent", _finalize_parent_op(spec, trials, best_first, plots_dir, cost or {}))
+    baseline = find_baseline(spec, trials)
+    if baseline is not None:
+        writer.call(baseline.trial_id, lambda client, run_id: client.set_tag(run_id, BASELINE_TAG, "true"))
+    writer.call("parent", _finalize_parent_op(spec, trials, best_first, baseline, plots_dir, cost or {}))
     writer.close(timeout=300)
     shutil.rmtree(plots_dir, ignore_errors=True)
     if writer.failed_ops:
@@ -108,9 +115,9 @@ def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: s
         pareto_figure(spec.objectives, trials, front).savefig(Path(directory, "pareto_front.png"), dpi=110)
 
 
-def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome], plots_dir: str,
-                        cost: dict[str, float]):
-    """Status, counts and best trial on the parent run; trials.csv and the plots in ``plots_dir``."""
+def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: list[TrialOutcome],
+                        baseline: TrialOutcome | None, plots_dir: str, cost: dict[str, float]):
+    """Status, counts, best trial and baseline on the parent run; trials.csv and the plots in ``plots_dir``."""
     from mlflow.entities import Metric, RunTag
 
     from hpo_cls.tracking.pareto import pareto_frame
@@ -129,6 +136,10 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
             metrics.append(Metric(f"best_{spec.metric}", ranked[0].best_score, now, 0))
             tags += [RunTag("hpo_cls.best_trial_id", ranked[0].trial_id),
                      RunTag("hpo_cls.best_run_id", ranked[0].run_id or "")]
+        if baseline is not None and baseline.best_score is not None and ranked:
+            tags.append(RunTag("hpo_cls.baseline_trial_id", baseline.trial_id))
+            metrics += [Metric(f"baseline_{spec.metric}", baseline.best_score, now, 0),
+                        Metric("gain_over_baseline", gain_over(baseline, ranked[0], spec.mode), now, 0)]
         client.log_batch(run_id, metrics=metrics, tags=tags)
         trials_frame(trials).to_csv(Path(plots_dir, "trials.csv"), index=False)
         client.log_artifacts(run_id, plots_dir)

@@ -29,7 +29,7 @@ from hpo_cls.train.engine import (
     train_one_epoch,
     use_channels_last,
 )
-from hpo_cls.train.optim import build_optimizer, build_scheduler
+from hpo_cls.train.optim import build_optimizer, build_scheduler, step_scheduler
 
 __all__ = ["TrainingRun", "TrialSetup", "seed_everything"]
 
@@ -134,10 +134,7 @@ class TrainingRun:
             batch_transform=self.loaders.batch_transform,
         )
         result = self.last_eval = self.evaluate()
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(result.accuracy)
-        elif self.scheduler is not None:
-            self.scheduler.step()
+        step_scheduler(self.scheduler, self.cfg, val_loss=result.loss, val_acc=result.accuracy)
         self.epoch += 1
         if result.accuracy > self.best_val_acc:
             self.best_val_acc, self.best_epoch = result.accuracy, self.epoch

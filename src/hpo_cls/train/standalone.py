@@ -18,13 +18,17 @@ from hpo_cls.spec import SweepSpec
 __all__ = ["train_fixed"]
 
 
-def train_fixed(spec: SweepSpec, out_dir: Path, out: TextIO = sys.stdout) -> Path:
+def train_fixed(spec: SweepSpec, out_dir: Path, out: TextIO | None = None) -> Path:
     """Train ``spec.fixed`` for ``spec.budget.epochs`` epochs into ``out_dir``; returns ``out_dir``."""
+    from hpo_cls.spec.recipe import recipe_lines
     from hpo_cls.train.checkpoint import save_checkpoint
     from hpo_cls.train.run import TrainingRun
 
+    out = out or sys.stdout  # looked up per call: a default bound at import outlives a redirected stdout
     out_dir.mkdir(parents=True, exist_ok=True)
     epochs = spec.budget.epochs
+    print(f"configuration of {spec.source or spec.name} (* = a default, not written in the spec):", file=out)
+    print("\n".join(recipe_lines(spec)), file=out, flush=True)
     run = TrainingRun(spec.data, spec.fixed, epochs)
     print(f"training {spec.fixed.backbone} on {spec.data.root} ({run.num_classes} classes, "
           f"{len(run.loaders.train.dataset)} train / {len(run.loaders.val.dataset)} val images) "

@@ -1,0 +1,164 @@
+"""What ``hpo-cls promote`` will do, settled before anything trains: the options, the runs chosen (from one
+or more sweeps, or named), the members, and every check that can fail early — epochs, image size,
+preprocessing, the data folder, and the ensemble's parameter budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from mlflow.tracking import MlflowClient
+
+from hpo_cls.console import say, warn
+from hpo_cls.errors import PromoteError
+from hpo_cls.promote.checks import (
+    check_image_sizes,
+    check_preprocessing,
+    common_epochs,
+    ensemble_parameters,
+    sweep_max_params,
+)
+from hpo_cls.promote.retrain import MemberPlan, plan_members
+from hpo_cls.promote.select import Candidate, SweepRecord, format_selection
+from hpo_cls.promote.settings import promote_settings
+from hpo_cls.promote.pareto import pareto_selection
+from hpo_cls.promote.sources import Selection, select_runs
+from hpo_cls.spec import DataConfig, ResourcesConfig, TrackingConfig, TrialConfig
+
+__all__ = ["PromoteOptions", "PromotePlan", "plan_promote"]
+
+
+@dataclass
+class PromoteOptions:
+    top: int | None = None
+    sweep: str | Sequence[str] | None = None  # one sweep id / spec name, or several
+    experiment: str = TrackingConfig().experiment
+    tracking_uri: str = TrackingConfig().uri
+    epochs: int | None = None
+    seeds: int = 1
+    train_on_val: bool = False
+    tta: bool = False
+    weighted: bool = False
+    include_early_stopped: bool = False
+    dedupe: bool = False
+    predict: Path | None = None
+    out: Path = Path("prediction.csv")
+    register_as: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    address: str | None = None
+    workdir: Path | None = None
+    batch_size: int = 64
+    runs: list[str] = field(default_factory=list)  # exactly these trial runs, from any sweeps
+    diverse: str | None = None  # the best run per distinct value of this key first
+    max_params: float | None = None  # the ensemble's budget (default: the sweeps' max_params); with pareto, each member's
+    pareto: bool = False  # members from the Pareto front (promote.pareto), within max_params / max_latency_ms
+    max_latency_ms: float | None = None
+
+    @property
+    def sweeps(self) -> list[str | None]:
+        if self.sweep is None or isinstance(self.sweep, str):
+            return [self.sweep]
+        return list(self.sweep) or [None]
+
+
+@dataclass
+class PromotePlan:
+    """What promote will do; ``sweeps[0]`` is the sweep whose data, resources and name are used."""
+
+    sweeps: list[SweepRecord]
+    selected: list[Candidate]
+    searched: list[str]
+    members: list[MemberPlan]
+    parameters: list[int]  # per member
+    data_cfg: DataConfig
+    resources: ResourcesConfig
+    epochs: int
+    workdir: Path
+    predict_dir: Path | None
+    promote_id: str
+
+    @property
+    def sweep(self) -> SweepRecord:
+        return self.sweeps[0]
+
+
+def _check_flags(options: PromoteOptions) -> None:
+    if options.max_params is not None and options.max_params < 1:
+        raise PromoteError(f"{{max_params}} must be >= 1, got {options.max_params:g}")
+    if options.max_latency_ms is not None and not options.pareto:
+        raise PromoteError("{max_latency_ms} picks members from the Pareto front: add {pareto}")
+    if options.pareto and (options.runs or options.diverse or options.dedupe):
+        raise PromoteError("{pareto} picks its members from the front: drop {runs}, {diverse} and {dedupe}")
+    if options.runs:
+        clashing = [name for name, given in (("top", options.top is not None), ("sweep", options.sweep),
+                                             ("diverse", options.diverse), ("dedupe", options.dedupe),
+                                             ("include_early_stopped", options.include_early_stopped)) if given]
+        if clashing:
+            raise PromoteError("{runs} promotes exactly the runs named; drop "
+                               + ", ".join(f"{{{name}}}" for name in clashing))
+
+
+def _searched(sweeps: Sequence[SweepRecord], diverse: str | None) -> list[str]:
+    names = [n for s in sweeps for n in s.params.get("searched", "").split(",")]
+    names = [*([diverse] if diverse else []), *names]
+    return [n for n in dict.fromkeys(names) if n in TrialConfig.__dataclass_fields__]
+
+
+def _announce(selection, options: PromoteOptions, searched: list[str], out: TextIO) -> None:
+    ids = ", ".join(s.sweep_id for s in selection.sweeps)
+    if options.runs:
+        say(f"promoting the {len(selection.selected)} run(s) named, from sweep(s) {ids}:", out)
+    else:
+        how = f", best per {options.diverse} first" if options.diverse else ""
+        say(f"sweep(s) {ids}: {selection.considered} finished run(s); promoting the top "
+            f"{len(selection.selected)}{how}:", out)
+    print(format_selection(selection.selected, searched), file=out, flush=True)
+
+
+def _select(options: PromoteOptions, client: MlflowClient, out: TextIO) -> Selection:
+    if options.pareto:
+        return pareto_selection(client, options.experiment, options.sweeps[0], options.top or 0,
+                                max_params=options.max_params, max_latency_ms=options.max_latency_ms,
+                                include_early_stopped=options.include_early_stopped, warn=warn, out=out)
+    return select_runs(client, experiment=options.experiment, sweeps=options.sweeps, runs=options.runs,
+                       top=options.top, include_early_stopped=options.include_early_stopped,
+                       dedupe=options.dedupe, diverse=options.diverse, warn=warn)
+
+
+def plan_promote(options: PromoteOptions, client: MlflowClient, out: TextIO) -> PromotePlan:
+    """Choose the runs and check every option before any retraining starts."""
+    import time
+
+    from hpo_cls.data import class_mapping
+
+    _check_flags(options)
+    selection = _select(options, client, out)
+    primary = selection.sweeps[0]
+    data_cfg, resources, fixed = promote_settings(client, primary, options.overrides)
+    searched = _searched(selection.sweeps, options.diverse)
+    _announce(selection, options, searched, out)
+    epochs = common_epochs(selection.sweeps, options.epochs)
+    check_image_sizes(selection.sweeps, data_cfg.image_size)
+    root = Path(data_cfg.root)
+    if not (root / "train").is_dir():
+        raise PromoteError(f"{root}/train: no such folder on this machine; pass {{set}} data.root=DIR")
+    if options.predict is not None and not Path(options.predict).is_dir():
+        raise PromoteError(f"{{predict}} {options.predict}: no such folder")
+    members = plan_members(selection.selected, options.seeds, fixed)
+    check_preprocessing(members)
+    # With --pareto, max_params bounded each member; the ensemble keeps the sweeps' own budget.
+    ensemble_budget = None if options.pareto or options.max_params is None else int(options.max_params)
+    max_params = ensemble_budget or min(sweep_max_params(client, s) for s in selection.sweeps)
+    parameters = ensemble_parameters(members, len(class_mapping(root / "train")), max_params)
+    say(f"ensemble of {len(members)} member(s): {sum(parameters):,} parameters (max_params {max_params:,}; "
+        + ", ".join(f"{m.key} {c:,}" for m, c in zip(members, parameters)) + ")", out)
+    if options.train_on_val:
+        warn("members also train on val/, so the validation numbers below are NOT held out")
+    return PromotePlan(
+        sweeps=selection.sweeps, selected=selection.selected, searched=searched, members=members,
+        parameters=parameters, data_cfg=data_cfg, resources=resources, epochs=epochs,
+        workdir=Path(options.workdir or Path("promote_runs") / primary.sweep_id).resolve(),
+        predict_dir=options.predict or (root / "test" if (root / "test").is_dir() else None),
+        promote_id=f"{primary.sweep_id}-promote-{time.strftime('%Y%m%d-%H%M%S')}",
+    )
