@@ -52,6 +52,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("ray.tune.search.optuna.optuna_search").addFilter(_drop_grid_exhausted_notice)
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler)
+        self._define_by_run = space
         self._max_epochs = max_epochs
         self._param_count = param_count
         self._max_params = max_params
@@ -75,6 +76,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     def _suggest_within_budget(self, trial_id: str) -> dict | None:
         for _ in range(self._max_rejections):
             config = super().suggest(trial_id)
+            if isinstance(config, dict):  # not Searcher.FINISHED: Optuna names back to trial-config keys
+                config = self._define_by_run.config_keys(config)
             count = self._param_count(config)
             if count <= self._max_params:
                 return config

@@ -78,7 +78,7 @@ def print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
     counts = status_counts(outcome.trials)
     print(file=out)
     say(f"sweep {outcome.sweep_id} finished: " + ", ".join(f"{v} {k}" for k, v in counts.items()), out)
-    names = [p.name for p in spec.search.space][:6]
+    names = list(spec.search.names)[:6]
     rows = [
         [str(i + 1), t.trial_id, t.status, str(t.epochs_run), f"{t.best_score:.4f}",
          *[format_cell(t.config.get(n, "·")) for n in names], t.run_id or "-"]

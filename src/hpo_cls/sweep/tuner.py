@@ -125,7 +125,7 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
     from hpo_cls.sweep.progress import ProgressTable
 
     searcher = _searcher(spec, num_classes)
-    progress = ProgressTable([p.name for p in spec.search.space], spec.budget.epochs, spec.metric,
+    progress = ProgressTable(list(spec.search.names), spec.budget.epochs, spec.metric,
                              interval_s=progress_interval_s)
     tuner = tune.Tuner(
         trainable,
@@ -197,7 +197,7 @@ def _tracker(spec: SweepSpec, sweep_id: str):
             "sampler": spec.search.sampler, "scheduler": spec.scheduler.type, "num_samples": spec.budget.num_samples,
             "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
             "data_root": str(spec.data.root), "image_size": spec.data.image_size,
-            "searched": ",".join(p.name for p in spec.search.space),
+            "searched": ",".join(spec.search.names),
         },
     )
     tracker.start()
