@@ -36,6 +36,7 @@ from hpo_cls.promote.select import (
     find_sweep,
     format_selection,
     load_candidates,
+    near_duplicate_pairs,
     select_top_runs,
 )
 from hpo_cls.promote.settings import promote_settings
@@ -145,6 +146,9 @@ def _plan(options: PromoteOptions, client: MlflowClient, out: TextIO) -> _Plan:
     searched = [n for n in sweep.params.get("searched", "").split(",") if n in TrialConfig.__dataclass_fields__]
     say(f"sweep {sweep.sweep_id}: {len(candidates)} finished run(s); promoting the top {len(selected)}:", out)
     print(format_selection(selected, searched), file=out, flush=True)
+    for better, worse in near_duplicate_pairs(selected):
+        warn(f"{worse.trial_id} is a near-duplicate of {better.trial_id} (same choices, numbers within 5%): as "
+             "ensemble members they add little over one; --dedupe promotes the next distinct run instead")
     if options.epochs is not None and options.epochs < 1:
         raise PromoteError(f"{{epochs}} must be >= 1, got {options.epochs}")
     epochs = options.epochs or int(float(sweep.params.get("epochs", 0)))
