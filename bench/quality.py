@@ -16,6 +16,8 @@ Prints one line per seed and the means: ``stock_best_val`` (the stock sweep's be
 every trial), ``hpo_best_val`` (the sweep's best trial), ``ensemble_val`` (the promoted 2-member ensemble on
 val), ``ratio = ensemble_val / stock_best_val`` and ``wall_ratio = (sweep + promote wall) / stock wall``.
 Compute counts as equal when ``wall_ratio <= 1.2``: promote's retraining is part of hpo-cls's bill.
+Each seed's line also gives the epochs each side trained, the ensemble's gain over its best member and the
+near-duplicate pairs among the sweep's top 3 completed runs (what ``promote --dedupe`` would change).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class SeedResult:
     sweep_wall_s: float
     promote_wall_s: float
     hpo_epochs: int
+    ensemble_gain: float
+    duplicates_top3: int
 
     @property
     def ratio(self) -> float:
@@ -102,7 +106,17 @@ def read_hpo(uri: str, experiment: str, sweep_id: str) -> dict:
     parent, promote = runs("sweep")[0], runs("promote")[0]
     epochs = sum(int(r.data.tags.get("hpo_cls.epochs_run", 0)) for r in runs("trial"))
     return {"best": parent.data.metrics["best_val_acc"], "ensemble": promote.data.metrics["val_acc"],
-            "epochs": epochs}
+            "gain": promote.data.metrics["val_gain_over_best_member"], "epochs": epochs,
+            "duplicates": near_duplicates_in_top(client, experiment, sweep_id, 3)}
+
+
+def near_duplicates_in_top(client: MlflowClient, experiment: str, sweep_id: str, top: int) -> int:
+    """Near-duplicate pairs among the sweep's ``top`` completed runs: what ``--dedupe`` would change."""
+    from hpo_cls.promote.select import find_sweep, load_candidates, near_duplicate_pairs
+
+    candidates = load_candidates(client, find_sweep(client, experiment, sweep_id))
+    ranked = sorted((c for c in candidates if c.status == "completed"), key=lambda c: -c.score)
+    return len(near_duplicate_pairs(ranked[:top]))
 
 
 def run_seed(seed: int, spec_path: Path, overrides: list[str], spec, root: Path, keep: Path | None) -> SeedResult:
@@ -117,7 +131,7 @@ def run_seed(seed: int, spec_path: Path, overrides: list[str], spec, root: Path,
                 hpo = run_hpo(workdir, spec_path, overrides, spec, seed)
     (stock_s, stock_best), (sweep_s, promote_s, found) = stock, hpo
     return SeedResult(seed, stock_best, found["best"], found["ensemble"], stock_s, sweep_s, promote_s,
-                      found["epochs"])
+                      found["epochs"], found["gain"], found["duplicates"])
 
 
 def main() -> None:
@@ -144,7 +158,8 @@ def main() -> None:
         print(f"seed={seed} stock_best_val={r.stock_best_val:.4f} hpo_best_val={r.hpo_best_val:.4f} "
               f"ensemble_val={r.ensemble_val:.4f} ratio={r.ratio:.3f} | wall stock={r.stock_wall_s:.0f}s "
               f"sweep={r.sweep_wall_s:.0f}s promote={r.promote_wall_s:.0f}s wall_ratio={r.wall_ratio:.3f} | "
-              f"epochs stock={b.num_samples * b.epochs} hpo={r.hpo_epochs}+{2 * b.epochs}", flush=True)
+              f"epochs stock={b.num_samples * b.epochs} hpo={r.hpo_epochs}+{2 * b.epochs} | ensemble gain "
+              f"{r.ensemble_gain:+.4f}, near-duplicates in top 3: {r.duplicates_top3}", flush=True)
     mean = {k: statistics.mean(getattr(r, k) for r in results) for k in ("stock_best_val", "hpo_best_val",
                                                                          "ensemble_val")}
     wall = sum(r.sweep_wall_s + r.promote_wall_s for r in results) / sum(r.stock_wall_s for r in results)

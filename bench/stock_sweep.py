@@ -39,7 +39,8 @@ def load_data(root: str):
 def train_cifar(config: dict, root: str, epochs: int, seed: int) -> None:
     torch.manual_seed(seed)
     train_set, val_set = load_data(root)
-    model = torchvision.models.resnet18(num_classes=len(train_set.classes))
+    # not `train_set.classes`: cloudpickle would then ship torch.classes with the function, and fails
+    model = torchvision.models.resnet18(num_classes=len(train_set.class_to_idx))
     model.fc = nn.Sequential(nn.Dropout(config["dropout"]), model.fc)
     criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
