@@ -28,6 +28,7 @@ from hpo_cls.promote.select import (
     Candidate,
     find_sweep,
     load_candidates,
+    near_duplicate_pairs,
     select_top_runs,
     typed_params,
 )
@@ -173,6 +174,26 @@ def test_dedupe_keeps_the_best_of_near_identical_configs():
     assert [c.trial_id for c in select_top_runs(candidates, 3)] == ["best", "near", "far"]
     with pytest.raises(PromoteError, match="1 near-duplicate config"):
         select_top_runs(candidates, 4, dedupe=True)
+
+
+def test_near_duplicate_members_are_paired_best_first():
+    best, near, far = (_candidate("best", 0.9, lr=0.100), _candidate("near", 0.8, lr=0.103, seed=1),
+                       _candidate("far", 0.7, lr=0.2))
+    assert [(a.trial_id, b.trial_id) for a, b in near_duplicate_pairs([best, near, far])] == [("best", "near")]
+    assert near_duplicate_pairs([best, far]) == []
+
+
+def test_promote_warns_before_retraining_near_duplicate_members(store, experiment, capsys):
+    name, exp_id = experiment
+    log_sweep(store.client, exp_id, "dup-1", "dup", [
+        ("a", "completed", [0.5], {"lr": 0.100, "dropout": 0.2}, True),
+        ("b", "completed", [0.4], {"lr": 0.102, "dropout": 0.2, "seed": 3}, True),  # within 5%, another seed
+    ])
+    # the sweep's data root does not exist here, so promote stops right after selecting (exit 2)
+    assert main(["promote", "--top", "2", "--tracking-uri", store.uri, "--experiment", name]) == 2
+    err = capsys.readouterr().err
+    assert "warning: b is a near-duplicate of a (same choices, numbers within 5%)" in err
+    assert "--dedupe promotes the next distinct run instead" in err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +349,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
         assert re.search(rf"member {member} 1/1 epochs  train_loss [\d.]+  val_acc [\d.]+  [\d.]+s/epoch$", promote.stdout,
                          re.M)
     assert f"predicting {tiny_data / 'test'} 7/7 images" in promote.stdout
+    assert "near-duplicate" not in promote.stderr, "two different configs are not flagged"
     print(f"promote took {time.monotonic() - start:.1f}s")
 
     # Predicting needs no Ray: the registered model loads through mlflow.pyfunc only.

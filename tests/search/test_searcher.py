@@ -96,3 +96,18 @@ def test_searcher_survives_a_save_and_restore(tmp_path):
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert len(restored.study.trials) == 1
     assert restored.suggest("b") is not None
+
+
+def test_alternatives_reach_tune_under_their_trial_config_key():
+    space = (Param("optimizer", "choice", choices=("adamw", "sgd")),
+             Param("lr", "loguniform", low=1e-4, high=1e-2, log=True, when={"optimizer": ("adamw",)},
+                   label="lr|optimizer=adamw"),
+             Param("lr", "loguniform", low=0.01, high=0.2, log=True, when={"optimizer": ("sgd",)},
+                   label="lr|optimizer=sgd"))
+    searcher = BudgetAwareOptunaSearch(
+        DefineByRun(space, TrialConfig()), metric="val_acc", mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=4, param_count=lambda config: 1, max_params=10)
+    configs = [searcher.suggest(f"t{i}") for i in range(10)]
+    assert all(set(c) == {"optimizer", "lr"} for c in configs), "Tune and the trainable see config keys only"
+    assert all((c["lr"] >= 0.01) == (c["optimizer"] == "sgd") for c in configs), "each from its own range"
+    assert {t.params.keys() - {"optimizer"} == {f"lr|optimizer={t.params['optimizer']}"} for t in searcher.study.trials} == {True}

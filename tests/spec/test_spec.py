@@ -195,6 +195,48 @@ def test_list_choice_round_trips_through_optuna_into_trial_config():
     assert seen == {(), (1024, 512)}, "Optuna's '[1024, 512]' string becomes the tuple the model is built with"
 
 
+PER_OPTIMIZER = """
+search:
+  space:
+    optimizer: {choice: [adamw, sgd]}
+    lr:
+      - {loguniform: [1.0e-4, 1.0e-2], when: {optimizer: adamw}}
+      - {loguniform: [0.01, 0.2], when: {optimizer: sgd}}
+"""
+
+
+def test_alternatives_give_one_key_a_range_per_condition_each_its_own_optuna_param():
+    space, fixed = space_of(PER_OPTIMIZER)
+    trials = sampled_params(PER_OPTIMIZER)
+    ranges = {"adamw": (1e-4, 1e-2), "sgd": (0.01, 0.2)}
+    for t in trials:
+        optimizer = t.params["optimizer"]
+        assert set(t.params) == {"optimizer", f"lr|optimizer={optimizer}"}, "TPE models each range apart"
+        cfg = trial_config_from_dict(DefineByRun(space, fixed).config_keys(t.params), base=fixed)
+        low, high = ranges[optimizer]
+        assert cfg.optimizer == optimizer and low <= cfg.lr <= high, "the value lands in the trial config's lr"
+    assert {t.params["optimizer"] for t in trials} == {"adamw", "sgd"}
+    assert parse_spec(yaml.safe_load("name: t\n" + PER_OPTIMIZER)).search.names == ("optimizer", "lr")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("search: {space: {optimizer: {choice: [adamw, sgd]}, lr: [{uniform: [0.1, 0.2], when: {optimizer: sgd}}, "
+     "{uniform: [0.01, 0.02], when: {optimizer: [sgd, adamw]}}]}}\n",
+     "search.space.lr[1].when: can hold together with search.space.lr[0]"),
+    ("search: {space: {lr: [{uniform: [0.1, 0.2]}, {uniform: [0.01, 0.02]}]}}\n",
+     "search.space.lr[1].when: can hold together with search.space.lr[0]"),
+    ("search: {space: {optimizer: {choice: [adamw, sgd]}, lr: [{uniform: [0.1, 0.2], when: {optimizer: sgd}}, "
+     "{uniform: [0.02, 0.01], when: {optimizer: adamw}}]}}\n",
+     "search.space.lr[1].uniform: low must be < high"),
+    ("search: {space: {lr: []}}\n", "search.space.lr: expected a mapping"),
+])
+def test_bad_alternatives_are_one_line_naming_the_item(tmp_path, text, expected):
+    path = write_spec(tmp_path, text)
+    problems = problems_of(path)
+    assert len(problems) == 1, f"exactly one problem expected, got {problems}"
+    assert problems[0].startswith(f"{path}: {expected}"), "the line names the alternative's index"
+
+
 def test_grid_sampler_covers_list_choices():
     text = "search: {sampler: grid, space: {head_hidden: {choice: [[], [64]]}, optimizer: {choice: [sgd, adam]}}}\n"
     space, fixed = space_of(text)

@@ -29,3 +29,27 @@ def test_confusion_matrix_is_drawn_off_pyplot_in_a_thread(tmp_path):
     assert not errors
     assert plt.get_fignums() == before  # nothing left for anyone to close
     assert all((tmp_path / f"cm{i}.png").read_bytes().startswith(b"\x89PNG") for i in range(4))
+
+
+def test_plot_study_holds_the_alternative_each_trial_used():
+    from types import SimpleNamespace
+
+    import yaml
+
+    from hpo_cls.spec import parse_spec
+    from hpo_cls.tracking.plots import build_study
+
+    spec = parse_spec(yaml.safe_load("""
+name: t
+search:
+  space:
+    optimizer: {choice: [adamw, sgd]}
+    lr:
+      - {loguniform: [1.0e-4, 1.0e-2], when: {optimizer: adamw}}
+      - {loguniform: [0.01, 0.2], when: {optimizer: sgd}}
+"""))
+    trials = [SimpleNamespace(trial_id="a", best_score=0.5, config={"optimizer": "adamw", "lr": 1e-3}),
+              SimpleNamespace(trial_id="b", best_score=0.6, config={"optimizer": "sgd", "lr": 0.05})]
+    study = build_study(spec, trials)
+    assert [t.params for t in study.trials] == [{"optimizer": "adamw", "lr|optimizer=adamw": 1e-3},
+                                                {"optimizer": "sgd", "lr|optimizer=sgd": 0.05}]

@@ -20,7 +20,7 @@ from hpo_cls.promote.checks import (
     sweep_max_params,
 )
 from hpo_cls.promote.retrain import MemberPlan, plan_members
-from hpo_cls.promote.select import Candidate, SweepRecord, format_selection
+from hpo_cls.promote.select import Candidate, SweepRecord, format_selection, near_duplicate_pairs
 from hpo_cls.promote.settings import promote_settings
 from hpo_cls.promote.pareto import pareto_selection
 from hpo_cls.promote.sources import Selection, select_runs
@@ -138,6 +138,9 @@ def plan_promote(options: PromoteOptions, client: MlflowClient, out: TextIO) -> 
     data_cfg, resources, fixed = promote_settings(client, primary, options.overrides)
     searched = _searched(selection.sweeps, options.diverse)
     _announce(selection, options, searched, out)
+    for better, worse in near_duplicate_pairs(selection.selected):
+        warn(f"{worse.trial_id} is a near-duplicate of {better.trial_id} (same choices, numbers within 5%): as "
+             "ensemble members they add little over one; {dedupe} promotes the next distinct run instead")
     epochs = common_epochs(selection.sweeps, options.epochs)
     check_image_sizes(selection.sweeps, data_cfg.image_size)
     root = Path(data_cfg.root)

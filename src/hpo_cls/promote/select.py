@@ -30,6 +30,7 @@ __all__ = [
     "load_candidates",
     "candidate_from_run",
     "select_top_runs",
+    "near_duplicate_pairs",
     "format_selection",
 ]
 
@@ -183,6 +184,11 @@ def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_
     if early and not include_early_stopped:
         hints.insert(0, f"add {{include_early_stopped}} ({early} early-stopped run(s) available)")
     raise PromoteError(f"{message}; {' or '.join(hints)}")
+
+
+def near_duplicate_pairs(selected: Sequence[Candidate]) -> list[tuple[Candidate, Candidate]]:
+    """(better, worse) pairs of selected runs whose configs are near-identical: averaging them adds little."""
+    return [(a, b) for j, b in enumerate(selected) for a in selected[:j] if _near_duplicate(a.config, b.config)]
 
 
 def format_selection(selected: Sequence[Candidate], param_names: Sequence[str]) -> str:

@@ -75,6 +75,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._objectives = tuple(objectives)
         self._constraints = tuple(constraints)
         self._static_costs = static_costs
+        self._define_by_run = space
         self._max_epochs = max_epochs
         self._param_count = param_count
         self._max_params = max_params
@@ -99,6 +100,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
     def _suggest_within_budget(self, trial_id: str) -> dict | None:
         for _ in range(self._max_rejections):
             config = super().suggest(trial_id)
+            if isinstance(config, dict):  # not Searcher.FINISHED: Optuna names back to trial-config keys
+                config = self._define_by_run.config_keys(config)
             count = self._param_count(config)
             if count > self._max_params:
                 self.rejected_over_budget += 1

@@ -7,7 +7,7 @@ hold is not suggested at all, so Optuna's study only holds the parameters that w
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import optuna
 
@@ -15,7 +15,8 @@ from hpo_cls.spec import Param, TrialConfig, format_value
 from hpo_cls.spec.baseline import baseline_values
 from hpo_cls.spec.space import is_active
 
-__all__ = ["DefineByRun", "is_active", "describe_space", "grid_of", "distribution_of", "baseline_point"]
+__all__ = ["DefineByRun", "is_active", "active_params", "describe_space", "grid_of", "distribution_of",
+           "baseline_point"]
 
 
 def distribution_of(param: Param) -> optuna.distributions.BaseDistribution:
@@ -33,16 +34,17 @@ def suggest(trial: optuna.Trial, param: Param) -> Any:
     """Suggest ``param`` through the trial's public API, from :func:`distribution_of`."""
     d = distribution_of(param)
     if isinstance(d, optuna.distributions.CategoricalDistribution):
-        return trial.suggest_categorical(param.name, list(d.choices))
+        return trial.suggest_categorical(param.optuna_name, list(d.choices))
     if isinstance(d, optuna.distributions.IntDistribution):
-        return trial.suggest_int(param.name, d.low, d.high, step=d.step, log=d.log)
-    return trial.suggest_float(param.name, d.low, d.high, step=d.step, log=d.log)
+        return trial.suggest_int(param.optuna_name, d.low, d.high, step=d.step, log=d.log)
+    return trial.suggest_float(param.optuna_name, d.low, d.high, step=d.step, log=d.log)
 
 
 class DefineByRun:
     """Callable ``trial -> None`` for ``OptunaSearch(space=...)``; picklable so searcher state saves.
 
-    Values of inactive parameters come from ``fixed``; the trial's config holds only suggested values.
+    Values of inactive parameters come from ``fixed``; the trial's config holds only suggested values,
+    under their Optuna names (:meth:`config_keys` maps them back to trial-config keys).
     """
 
     def __init__(self, space: tuple[Param, ...], fixed: TrialConfig):
@@ -53,11 +55,32 @@ class DefineByRun:
         values = {name: getattr(self.fixed, name) for name in TrialConfig.__dataclass_fields__}
         for param in self.space:
             if is_active(param, values):
-                value = suggest(trial, param)
-                if param.kind == "choice":  # back from its Optuna form ("[1024, 512]") for `when` checks
-                    value = param.choices[[format_value(c) for c in param.choices].index(value)]
-                values[param.name] = value
+                values[param.name] = _typed(param, suggest(trial, param))
         return None
+
+    def config_keys(self, suggested: Mapping[str, Any]) -> dict[str, Any]:
+        """Suggested values keyed by Optuna name -> keyed by trial-config key (``lr|optimizer=sgd`` -> ``lr``)."""
+        keys = {p.optuna_name: p.name for p in self.space}
+        return {keys.get(name, name): value for name, value in suggested.items()}
+
+
+def _typed(param: Param, value: Any) -> Any:
+    """A choice back from its Optuna form (``"[1024, 512]"``), for ``when`` checks."""
+    if param.kind != "choice":
+        return value
+    return param.choices[[format_value(c) for c in param.choices].index(value)]
+
+
+def active_params(space: tuple[Param, ...], config: Mapping[str, Any], fixed: TrialConfig) -> list[Param]:
+    """The Params that set ``config`` (suggested values by trial-config key), in space order; of
+    alternatives for one key, the one whose condition held, as :class:`DefineByRun` chose it."""
+    values = {name: getattr(fixed, name) for name in TrialConfig.__dataclass_fields__}
+    active = []
+    for param in space:
+        if param.name in config and is_active(param, values):
+            values[param.name] = _typed(param, config[param.name])
+            active.append(param)
+    return active
 
 
 def baseline_point(space: tuple[Param, ...], fixed: TrialConfig) -> dict[str, Any]:
@@ -70,7 +93,7 @@ def baseline_point(space: tuple[Param, ...], fixed: TrialConfig) -> dict[str, An
 
 def grid_of(space: tuple[Param, ...]) -> dict[str, list]:
     """Search space for Optuna's GridSampler (all parameters are ``choice``, checked at load time)."""
-    return {p.name: [format_value(c) for c in p.choices] for p in space}  # the values suggest() uses
+    return {p.optuna_name: [format_value(c) for c in p.choices] for p in space}  # the values suggest() uses
 
 
 def describe_space(space: tuple[Param, ...]) -> list[str]:

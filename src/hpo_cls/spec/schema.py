@@ -159,7 +159,12 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class Param:
-    """One search-space entry. ``when`` maps parameter names to the values that activate this one."""
+    """One search-space entry. ``when`` maps parameter names to the values that activate this one.
+
+    ``name`` is the trial-config key it sets. One of several alternatives for the same key (each with its
+    own range, e.g. an ``lr`` per optimizer) has a ``label`` naming it in Optuna's study, so TPE models
+    each range apart.
+    """
 
     name: str
     kind: str  # choice | uniform | loguniform | int | quniform
@@ -169,6 +174,11 @@ class Param:
     step: float | None = None
     log: bool = False
     when: Mapping[str, tuple] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def optuna_name(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,11 @@ class SearchConfig:
     seed: int = _opt(0, ge=0)
     baseline_first: bool = _opt(True, doc="trial 0 trains the fixed configuration; the summary gives the gain over it")
     space: tuple[Param, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The trial-config keys searched, in order, each once (alternatives share a key)."""
+        return tuple(dict.fromkeys(p.name for p in self.space))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """The search-space grammar: ``search.space`` entries (choice, uniform, loguniform, int, quniform, with
-``when`` conditions) parsed into :class:`~hpo_cls.spec.schema.Param` tuples, every problem reported."""
+``when`` conditions) parsed into :class:`~hpo_cls.spec.schema.Param` tuples, every problem reported.
+
+A key may also take a list of such entries whose ``when`` conditions exclude each other, e.g. one ``lr``
+range per optimizer; each becomes its own Optuna parameter (``lr|optimizer=sgd``) setting the same key."""
 
 from __future__ import annotations
 
@@ -28,34 +31,62 @@ def parse_space(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -
         return ()
     fields = {f.name: f for f in dataclasses.fields(TrialConfig)}
     params: list[Param] = []
-    seen: dict[str, Param] = {}
+    seen: dict[str, tuple[Param, ...]] = {}
     for name, entry in raw.items():
         key = f"{path}.{name}"
         if name not in fields:
             problems.append(f"{where}: {key}: unknown parameter (known: {', '.join(fields)})")
             continue
-        if not isinstance(entry, Mapping):
-            problems.append(f"{where}: {key}: expected a mapping like {{choice: [...]}} or {{uniform: [low, high]}}")
+        alternatives = entry if isinstance(entry, list) else [entry]
+        keys = [f"{key}[{i}]" for i in range(len(alternatives))] if isinstance(entry, list) else [key]
+        if not alternatives:
+            problems.append(f"{where}: {key}: expected a mapping like {{uniform: [low, high]}} or a list of them")
             continue
-        kinds = [k for k in entry if k in PARAM_KINDS]
-        extra = [k for k in entry if k not in PARAM_KINDS and k not in ("when", "log", "step")]
-        if extra:
-            problems.append(f"{where}: {key}.{extra[0]}: unknown key (known: {', '.join(PARAM_KINDS)}, when, log, step)")
+        parsed = [_parse_entry(name, e, k, seen, fixed, fields, problems, where) for e, k in zip(alternatives, keys)]
+        if None in parsed or not _exclusive(parsed, keys, problems, where):
             continue
-        if len(kinds) != 1:
-            problems.append(f"{where}: {key}: give exactly one of {', '.join(PARAM_KINDS)}")
-            continue
-        kind = kinds[0]
-        param = _parse_param(name, kind, entry, fields[name], key, problems, where)
-        if param is None:
-            continue
-        when = _parse_when(entry.get("when"), name, seen, fixed, fields, f"{key}.when", problems, where)
-        if when is None:
-            continue
-        param = dataclasses.replace(param, when=when)
-        seen[name] = param
-        params.append(param)
+        if len(parsed) > 1:
+            parsed = [dataclasses.replace(p, label=_label(p)) for p in parsed]
+        seen[name] = tuple(parsed)
+        params.extend(parsed)
     return tuple(params)
+
+
+def _parse_entry(name, entry, key, seen, fixed, fields, problems, where) -> Param | None:
+    """One ``{kind: ..., when: ...}`` mapping -> Param, or None after reporting its problem."""
+    if not isinstance(entry, Mapping):
+        problems.append(f"{where}: {key}: expected a mapping like {{choice: [...]}} or {{uniform: [low, high]}}")
+        return None
+    kinds = [k for k in entry if k in PARAM_KINDS]
+    extra = [k for k in entry if k not in PARAM_KINDS and k not in ("when", "log", "step")]
+    if extra:
+        problems.append(f"{where}: {key}.{extra[0]}: unknown key (known: {', '.join(PARAM_KINDS)}, when, log, step)")
+        return None
+    if len(kinds) != 1:
+        problems.append(f"{where}: {key}: give exactly one of {', '.join(PARAM_KINDS)}")
+        return None
+    param = _parse_param(name, kinds[0], entry, fields[name], key, problems, where)
+    if param is None:
+        return None
+    when = _parse_when(entry.get("when"), name, seen, fixed, fields, f"{key}.when", problems, where)
+    return None if when is None else dataclasses.replace(param, when=when)
+
+
+def _exclusive(alternatives: list[Param], keys: list[str], problems: list[str], where: str) -> bool:
+    """Alternatives for one key must never hold together: some parameter they both name, with no value
+    in common (``lr`` per ``optimizer``). True when they are, else the problem is reported."""
+    for j, b in enumerate(alternatives):
+        for i, a in enumerate(alternatives[:j]):
+            if not any(set(a.when[k]).isdisjoint(b.when[k]) for k in set(a.when) & set(b.when)):
+                problems.append(f"{where}: {keys[j]}.when: can hold together with {keys[i]}; alternatives for one "
+                                "key need conditions that exclude each other (one parameter, different values)")
+                return False
+    return True
+
+
+def _label(param: Param) -> str:
+    """The Optuna name of one alternative: ``lr|optimizer=sgd``."""
+    return param.name + "|" + ",".join(f"{k}={'/'.join(map(str, v))}" for k, v in param.when.items())
 
 
 def _parse_param(name, kind, entry, f, key, problems, where) -> Param | None:
@@ -178,7 +209,9 @@ def _parse_when(raw, name, seen, fixed, fields, key, problems, where) -> dict | 
             problems.append(f"{where}: {key}.{parent}: {exc}")
             return None
         if parent in seen:
-            possible = seen[parent].choices if seen[parent].kind == "choice" else None
+            alternatives = seen[parent]
+            choice = all(p.kind == "choice" for p in alternatives)
+            possible = [c for p in alternatives for c in p.choices] if choice else None
             if possible is not None and not set(values) & set(possible):
                 problems.append(
                     f"{where}: {key}.{parent}: can never hold: {parent} is searched over "

@@ -160,7 +160,7 @@ def print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
     counts = status_counts(outcome.trials)
     print(file=out)
     say(f"sweep {outcome.sweep_id} finished: " + ", ".join(f"{v} {k}" for k, v in counts.items()), out)
-    names = [p.name for p in spec.search.space][:6]
+    names = list(spec.search.names)[:6]
     rows = [
         [str(i + 1), t.trial_id + (" (baseline)" if t is baseline else ""), t.status, str(t.epochs_run),
          f"{t.best_score:.4f}",

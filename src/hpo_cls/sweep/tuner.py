@@ -273,7 +273,7 @@ def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
             "epochs": spec.budget.epochs, "max_concurrent": spec.budget.max_concurrent, "metric": spec.metric,
             "objectives": objectives_param(spec.objectives), "constraints": constraints_param(spec.constraints),
             "data_root": str(spec.data.root), "image_size": spec.data.image_size,
-            "searched": ",".join(p.name for p in spec.search.space),
+            "searched": ",".join(spec.search.names),
             "max_params": spec.max_params, "baseline_first": spec.search.baseline_first, **extra_params,
         },
     )

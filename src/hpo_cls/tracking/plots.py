@@ -63,17 +63,17 @@ def build_study(spec, trials):
     independent of Tune's searcher state, so it also works after ``--resume``."""
     import optuna
 
-    from hpo_cls.search.space import distribution_of
+    from hpo_cls.search.space import active_params, distribution_of
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
-    params_by_name = {p.name: p for p in spec.search.space}
     for t in trials:
         if t.best_score is None:
             continue
-        params = {k: v for k, v in t.config.items() if k in params_by_name}
-        distributions = {k: distribution_of(params_by_name[k]) for k in params}
         try:
+            active = active_params(spec.search.space, t.config, spec.fixed)
+            params = {p.optuna_name: t.config[p.name] for p in active}
+            distributions = {p.optuna_name: distribution_of(p) for p in active}
             study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=t.best_score))
         except ValueError as exc:  # a value outside its distribution (e.g. the spec changed)
             log.warning("trial %s left out of the Optuna plots: %s", t.trial_id, exc)
