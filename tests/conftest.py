@@ -95,9 +95,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture(autouse=True)
 def _own_ray_temp_dir(monkeypatch, request):
-    from ray_nodes import short_temp_dir
+    import tempfile
 
-    folder = short_temp_dir("rt")
+    folder = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay within 107 chars
     monkeypatch.setenv("RAY_TMPDIR", folder)
     monkeypatch.delenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", raising=False)  # connect_ray sets it for local Rays
     if request.node.get_closest_marker("ray"):

@@ -33,10 +33,18 @@ def hpo_cls(*args: str, cwd: Path, timeout: float = 600, **kwargs) -> subprocess
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def start_sweep(spec: Path, name: str, cwd: Path) -> subprocess.Popen:
-    """`hpo-cls sweep SPEC --name NAME` in the background, output captured."""
-    return subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", name], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_sweep(spec: Path, name: str, cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`hpo-cls sweep SPEC --name NAME [ARGS]` in the background, its output in CWD/NAME.log (a pipe that
+    nobody reads while the test waits could fill up and stall the sweep); see :func:`sweep_output`."""
+    with open(cwd / f"{name}.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", name, *args],
+                                cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def sweep_output(driver: subprocess.Popen, cwd: Path, name: str, timeout: float) -> str:
+    """Wait for the background sweep NAME (:func:`start_sweep`) to end; its output."""
+    driver.wait(timeout=timeout)
+    return (cwd / f"{name}.log").read_text()
 
 
 def epochs_reported(cwd: Path, name: str) -> int:
@@ -118,7 +126,7 @@ def start_mlflow_server(tmp_path: Path, port: int, backend_uri: str | None = Non
         except OSError:
             return False
 
-    wait_for(healthy, 90, "the MLflow server to listen")
+    wait_for(healthy, 180, "the MLflow server to listen")
     return server
 
 

@@ -7,8 +7,6 @@ Faults are triggered by progress (epochs in Tune's result.json files), never aft
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from sweep_helpers import (
     make_images,
     metric_points,
     start_sweep,
+    sweep_output,
     sweep_runs,
     wait_for,
     write_spec,
@@ -62,7 +61,7 @@ def test_killed_trial_process_is_retried_from_its_checkpoint_in_the_same_run(tmp
         assert len(workers) == 1, "one trial runs at a time"
         workers[0].kill()
         ledger["faults_injected"] += 1
-        output, _ = driver.communicate(timeout=400)
+        output = sweep_output(driver, tmp_path, "killed-worker", timeout=400)
     finally:
         kill_tree(driver.pid)
         driver.wait()
@@ -93,15 +92,13 @@ def test_worker_node_killed_mid_sweep_loses_nothing_beyond_its_last_checkpoint(t
     head = RayNode(num_cpus=1)
     try:
         worker = RayNode(address=head.address, num_cpus=1)
-        driver = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", "node-killed",
-                                   "--address", head.address], cwd=tmp_path, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, env=node_env())
+        driver = start_sweep(spec, "node-killed", tmp_path, "--address", head.address, env=node_env())
         try:
             wait_for(one_checkpoint_each_and_a_trial_on_the_second_node, 300,
                      "both trials to checkpoint an epoch, one of them on the second node")
             worker.kill()
             ledger["faults_injected"] += 1
-            output, _ = driver.communicate(timeout=500)
+            output = sweep_output(driver, tmp_path, "node-killed", timeout=500)
         finally:
             kill_tree(driver.pid)
             driver.wait()

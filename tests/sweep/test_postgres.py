@@ -14,6 +14,7 @@ from sweep_helpers import (
     make_images,
     metric_points,
     start_sweep,
+    sweep_output,
     sweep_runs,
     wait_for,
     write_spec,
@@ -75,7 +76,7 @@ def test_postgresql_restarted_mid_sweep_loses_no_metric(tmp_path, mlflow_on_post
         wait_for(lambda: epochs_reported(tmp_path, "pg-restart") >= 2, 300, "two epochs reported")
         mlflow_on_postgres.cluster.restart()  # pg_ctl restart -m fast: every connection of the server is cut
         ledger["faults_injected"] += 1
-        output, _ = driver.communicate(timeout=500)
+        output = sweep_output(driver, tmp_path, "pg-restart", timeout=500)
     finally:
         kill_tree(driver.pid)
         driver.wait()
@@ -100,7 +101,7 @@ def test_mlflow_server_killed_and_restarted_mid_sweep_loses_no_metric(tmp_path, 
         # Trials go on training while the server is down; their metrics wait in the driver's queue.
         wait_for(lambda: epochs_reported(tmp_path, "server-killed") >= down_at + 2, 300, "two epochs while it is down")
         mlflow_on_postgres.start()
-        output, _ = driver.communicate(timeout=600)
+        output = sweep_output(driver, tmp_path, "server-killed", timeout=600)
     finally:
         kill_tree(driver.pid)
         driver.wait()
