@@ -57,16 +57,17 @@ class RayNode:
             self.kill()
             raise AssertionError(self.log.read_text()[-3000:]) from None
         # Its own services (GCS, raylet, ...); idle workers come and go by design and are not counted.
-        self.pids = {p.pid for p in psutil.Process(self.process.pid).children()} | {self.process.pid}
+        self.processes = {p.pid: _title(p) for p in [psutil.Process(self.process.pid),
+                                                     *psutil.Process(self.process.pid).children()]}
 
     def _started(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"ray start exited with {self.process.returncode}: {self.log.read_text()[-3000:]}")
         return "Ray runtime started" in self.log.read_text()
 
-    def alive(self) -> bool:
-        """Every process the node had once started is still running."""
-        return all(running(pid) for pid in self.pids)
+    def dead(self) -> list[str]:
+        """The node's recorded processes that are no longer running (``"PID title"``)."""
+        return [f"{pid} {title}" for pid, title in self.processes.items() if not running(pid)]
 
     def kill(self) -> None:
         """SIGKILL the whole node at once, as a machine failure would."""
@@ -93,10 +94,14 @@ assert ray.get(actor.ping.remote()) == "pong"
 
 
 def start_detached_actor(node: RayNode) -> None:
-    """A detached actor on ``node`` that outlives the driver starting it; its process joins ``node.pids``."""
+    """A detached actor on ``node`` that outlives the driver starting it; its process joins ``node.processes``."""
     result = subprocess.run([sys.executable, "-c", _DETACHED_ACTOR, node.address], capture_output=True, text=True,
                             timeout=180, env=node_env())
     assert result.returncode == 0, result.stderr[-3000:]
     workers = trial_workers(node.process.pid)
     assert workers, "the detached actor's process runs on the node"
-    node.pids |= {p.pid for p in workers}
+    node.processes |= {p.pid: _title(p) for p in workers}
+
+
+def _title(process: psutil.Process) -> str:
+    return " ".join(process.cmdline())[:80]

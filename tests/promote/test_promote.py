@@ -19,6 +19,7 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from sweep_helpers import hpo_cls
 
 from hpo_cls.cli import flag, main
 from hpo_cls.errors import PromoteError
@@ -320,7 +321,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
                "--experiment", "e2e", "--tracking-uri", uri, "--workdir", str(tmp_path / "work"),
                "--out", str(tmp_path / "promote.csv"), "--tta", "--weighted"]
     start = time.monotonic()
-    promote = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    promote = hpo_cls(*command[3:], cwd=tmp_path, timeout=300)  # killed with its local Ray if it overruns
     assert promote.returncode == 0, promote.stdout[-2000:] + "\n--- stderr ---\n" + promote.stderr[-6000:]
     assert "evaluation on val" in promote.stdout and "evaluation on test" in promote.stdout
     assert "registered tiny-ensemble version 1 with alias @champion" in promote.stdout
@@ -359,7 +360,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
 def test_promote_killed_mid_retrain_resumes_its_members_and_registers_one_version(tiny_data, tmp_path, ledger,
                                                                                   fault_figure):
     from processes import kill_tree
-    from sweep_helpers import hpo_cls, wait_for
+    from sweep_helpers import wait_for
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
