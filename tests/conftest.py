@@ -75,7 +75,7 @@ def ledger() -> dict[str, int]:
     return _FAULT_LEDGER
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
+def _print_fault_ledger(terminalreporter) -> None:
     if _FAULT_LEDGER["faults_injected"]:
         figures = ", ".join(f"{k} = {v}" for k, v in _FAULT_LEDGER.items())
         terminalreporter.write_line(f"fault suite: {figures}")
@@ -100,3 +100,89 @@ def finished_sweep(tmp_path_factory):
     assert result.returncode == 0, text[-3000:]
     return SimpleNamespace(root=root, uri=f"sqlite:///{root / 'mlflow.db'}", experiment="tests", sweep_id="finished",
                            log=text)
+
+
+# Fault tests add one figure line each (what was injected, what was measured, what was lost), printed
+# in pytest's closing summary and listed in the README's "Reliability" section.
+_FAULT_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def fault_figure():
+    """``fault_figure(fault, total, lost, unit)`` records ``faults: FAULT -> LOST of TOTAL UNIT lost``."""
+
+    def record(fault: str, total: int, lost: int, unit: str = "metric points") -> None:
+        _FAULT_FIGURES.append(f"faults: {fault} -> {lost} of {total} {unit} lost")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    _print_fault_ledger(terminalreporter)
+    for line in _FAULT_FIGURES:
+        terminalreporter.write_line(line)
+
+
+# Hermetic Ray: every test gets its own Ray temp folder (so a local Ray it starts, in process or in a CLI
+# subprocess, shares no session, socket or address file with any other), and a Ray cluster the suite did
+# not start (the bystander) runs from before the first Ray test until a last test checks it survived.
+
+
+@pytest.fixture(autouse=True)
+def _own_ray_temp_dir(monkeypatch, request):
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay within 107 chars
+    monkeypatch.setenv("RAY_TMPDIR", folder)
+    monkeypatch.delenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", raising=False)  # connect_ray sets it for local Rays
+    if request.node.get_closest_marker("ray"):
+        request.getfixturevalue("bystander_ray")
+    yield
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bystander_ray():
+    """A one-node cluster started with `ray start --head`, with a detached actor whose process is named
+    like a Tune trial's (``ray::ImplicitFunc``): what a user's own Ray work on this machine looks like."""
+    from ray_nodes import RayNode, start_detached_actor
+
+    node = RayNode()
+    try:
+        start_detached_actor(node)
+        yield node
+    finally:
+        node.stop()
+
+
+def pytest_collection_modifyitems(items) -> None:
+    last = [item for item in items if item.get_closest_marker("last")]
+    items[:] = [item for item in items if item not in last] + last
+
+
+@pytest.fixture(scope="session")
+def mlflow_on_postgres(tmp_path_factory):
+    """One PostgreSQL cluster and an MLflow server on it for the whole session (each test its own
+    experiment); skipped only where the PostgreSQL server binaries are missing, and never in CI
+    (.ci/run installs them and sets HPO_CLS_REQUIRE_POSTGRES=1)."""
+    import os
+
+    from postgres import MlflowOnPostgres, PostgresCluster, postgres_bin_dir
+
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        reason = "PostgreSQL server binaries (initdb, pg_ctl) not found: `apt-get install postgresql` to run this test"
+        if os.environ.get("HPO_CLS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cluster = PostgresCluster(bin_dir)
+    try:
+        server = MlflowOnPostgres(cluster, tmp_path_factory.mktemp("mlflow-on-postgres"))
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        cluster.delete()

@@ -14,19 +14,37 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from processes import kill_tree
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def hpo_cls(*args: str, cwd: Path, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpo_cls.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    """Run the CLI; if it has not ended by ``timeout`` (or the test is interrupted), it is killed together
+    with every process it started (a local Ray's), by their PIDs."""
+    command = [sys.executable, "-m", "hpo_cls.cli", *args]
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            kill_tree(process.pid)
+            process.communicate()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def start_sweep(spec: Path, name: str, cwd: Path) -> subprocess.Popen:
-    """`hpo-cls sweep SPEC --name NAME` in the background, output captured."""
-    return subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", name], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_sweep(spec: Path, name: str, cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`hpo-cls sweep SPEC --name NAME [ARGS]` in the background, its output in CWD/NAME.log (a pipe that
+    nobody reads while the test waits could fill up and stall the sweep); see :func:`sweep_output`."""
+    with open(cwd / f"{name}.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "sweep", str(spec), "--name", name, *args],
+                                cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def sweep_output(driver: subprocess.Popen, cwd: Path, name: str, timeout: float) -> str:
+    """Wait for the background sweep NAME (:func:`start_sweep`) to end; its output."""
+    driver.wait(timeout=timeout)
+    return (cwd / f"{name}.log").read_text()
 
 
 def epochs_reported(cwd: Path, name: str) -> int:
@@ -107,12 +125,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
+def start_mlflow_server(tmp_path: Path, port: int, backend_uri: str | None = None,
+                        env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:PORT, proxying artifacts to a folder; its store is SQLite unless
+    ``backend_uri`` names another (``env`` then carries what it needs, e.g. PGPASSWORD)."""
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--backend-store-uri", backend_uri or f"sqlite:///{tmp_path / 'server.db'}",
          "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
     )
 
     def healthy() -> bool:
@@ -122,7 +143,7 @@ def start_mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
         except OSError:
             return False
 
-    wait_for(healthy, 90, "the MLflow server to listen")
+    wait_for(healthy, 180, "the MLflow server to listen")
     return server
 
 
@@ -133,3 +154,26 @@ def stop_server(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def metric_points(tracking_uri: str, experiment: str, results: Path) -> tuple[int, int]:
+    """``(reported, lost)``: the metric points the trials of the sweep in ``results`` reported (each
+    epoch's line of Tune's result.json files, every metric the sweep records) and how many of them are
+    not in the sweep's MLflow runs."""
+    import json
+
+    from hpo_cls.sweep.callbacks import METRIC_KEYS
+
+    client, _, children = sweep_runs(tracking_uri, experiment)
+    runs = {r.data.tags["hpo_cls.trial_id"]: r.info.run_id for r in children}
+    reported = set()
+    for result_file in results.glob("*/result.json"):
+        for line in result_file.read_text().splitlines():
+            result = json.loads(line)
+            reported |= {(result["trial_id"], key, int(result["epoch"])) for key in METRIC_KEYS
+                         if isinstance(result.get(key), (int, float))}
+    stored = set()
+    for trial_id, key in {(t, k) for t, k, _ in reported}:
+        if trial_id in runs:
+            stored |= {(trial_id, key, m.step) for m in client.get_metric_history(runs[trial_id], key)}
+    return len(reported), len(reported - stored)

@@ -19,6 +19,7 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from sweep_helpers import hpo_cls
 
 from hpo_cls.cli import flag, main
 from hpo_cls.errors import PromoteError
@@ -341,7 +342,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
                "--experiment", "e2e", "--tracking-uri", uri, "--workdir", str(tmp_path / "work"),
                "--out", str(tmp_path / "promote.csv"), "--tta", "--weighted"]
     start = time.monotonic()
-    promote = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    promote = hpo_cls(*command[3:], cwd=tmp_path, timeout=300)  # killed with its local Ray if it overruns
     assert promote.returncode == 0, promote.stdout[-2000:] + "\n--- stderr ---\n" + promote.stderr[-6000:]
     assert "evaluation on val" in promote.stdout and "evaluation on test" in promote.stdout
     assert "registered tiny-ensemble version 1 with alias @champion" in promote.stdout
@@ -379,3 +380,38 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     assert {m.data.tags["hpo_cls.source_run_id"] for m in members} == set(source_ids.values())
     assert all(m.data.tags[ROLE_TAG] == "promote_member" for m in members)
     assert all(len(client.get_metric_history(m.info.run_id, "val_acc")) == 1 for m in members)
+
+
+@pytest.mark.ray
+def test_promote_killed_mid_retrain_resumes_its_members_and_registers_one_version(tiny_data, tmp_path, ledger,
+                                                                                  fault_figure):
+    from processes import kill_tree
+    from sweep_helpers import wait_for
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_experiment("resume", artifact_location=(tmp_path / "mlruns").as_uri())
+    _log_tiny_sweep(uri, "resume", tiny_data, tmp_path / "trials")
+    args = ["promote", "--top", "2", "--epochs", "5", "--sweep", "tiny", "--experiment", "resume", "--tracking-uri",
+            uri, "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "prediction.csv")]
+    checkpoints = tmp_path / "work"
+    driver = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(checkpoints.glob("*/checkpoint.pt")), 300, "a member's first checkpoint")
+    finally:
+        kill_tree(driver.pid)  # the driver and the local Ray it started, by their PIDs
+        driver.wait()
+    ledger["faults_injected"] += 1
+    kept = {p.parent.name: load_checkpoint(p)["epoch"] for p in checkpoints.glob("*/checkpoint.pt")}
+
+    again = hpo_cls(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    resumed = {key: int(epoch) for key, epoch in
+               re.findall(r"(\S+): continued from the checkpoint of epoch (\d+)$", again.stdout, re.MULTILINE)}
+    assert resumed == kept, "every member went on from the epoch its checkpoint holds"
+    assert "registered tiny-ensemble version 1 with alias @champion" in again.stdout
+    assert len(client.search_model_versions("name = 'tiny-ensemble'")) == 1, "exactly one version registered"
+    total = sum(kept.values())
+    fault_figure("promote driver killed mid-retrain, same command again", total, total - sum(resumed.values()),
+                 "checkpointed member epochs")

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 
 import pytest
+from processes import kill_tree
 from sweep_helpers import (
     REPO,
-    free_port,
     hpo_cls,
     make_images,
-    start_mlflow_server,
-    stop_server,
     sweep_runs,
     wait_for,
     write_spec,
@@ -55,8 +51,11 @@ def test_quickstart_sweep_records_every_trial_in_mlflow(tmp_path):
             assert any(a.path == "checkpoint" for a in client.list_artifacts(run.info.run_id))
         if status == "completed":
             assert any(a.path == "evaluation" for a in client.list_artifacts(run.info.run_id))
+    # Which trials ASHA stops depends on which of the two running at once reaches a rung first: only what
+    # always holds is asserted here (tests/sweep/test_reuse.py asserts its decisions in a fixed order).
     assert {s for s, _ in statuses} <= {"completed", "early_stopped"}
-    assert any(s == "early_stopped" and n < 4 for s, n in statuses), "ASHA stopped at least one trial early"
+    assert all(n == 4 for s, n in statuses if s == "completed")
+    assert all(n in (1, 3) for s, n in statuses if s == "early_stopped"), "stopped at a rung (epochs 1 and 3)"
 
     parent_artifacts = {a.path for a in client.list_artifacts(parent_id)}
     assert {"trials.csv", "spec.yaml"} <= parent_artifacts
@@ -79,7 +78,7 @@ def test_resume_after_driver_is_killed_keeps_one_run_per_trial(tmp_path, ledger)
 
         wait_for(progressed, 300, "the first trial to finish")
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        kill_tree(driver.pid)  # the driver and the local Ray it started, by their PIDs
         driver.wait()
         ledger["faults_injected"] += 1
 
@@ -105,49 +104,6 @@ def test_bad_resume_and_bad_address_are_clear_errors(tmp_path):
     assert result.returncode == 2
     assert "no sweep of 'tiny' to resume" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.fixture
-def two_node_cluster():
-    port = "6399"
-    # Ray's token authentication: every node and the driver use the token in ~/.ray/auth_token.
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
-    head = subprocess.run(["ray", "start", "--head", "--port", port, "--num-cpus", "1", "--node-ip-address",
-                           "127.0.0.1", "--include-dashboard=false", "--object-store-memory", str(100 * 1024**2)],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert head.returncode == 0, head.stderr
-    try:
-        worker = subprocess.run(["ray", "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
-                                 "--node-ip-address", "127.0.0.1", "--object-store-memory", str(100 * 1024**2)],
-                                capture_output=True, text=True, env=env, timeout=120)
-        assert worker.returncode == 0, worker.stderr
-        yield f"127.0.0.1:{port}", env
-    finally:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
-
-
-def test_two_node_cluster_with_an_mlflow_server_records_every_trial(tmp_path, two_node_cluster):
-    """The production shape on loopback: `ray start --head` + a second node, and a real `mlflow server`."""
-    address, env = two_node_cluster
-    port = free_port()
-    server = start_mlflow_server(tmp_path, port)
-    try:
-        data = make_images(tmp_path / "data")
-        spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 2, "num_samples": 4, "max_concurrent": 2})
-        result = hpo_cls("sweep", str(spec), "--address", address, "--tracking-uri", f"http://127.0.0.1:{port}",
-                         cwd=tmp_path, env=env)
-        assert result.returncode == 0, result.stderr[-3000:]
-        client, parents, children = sweep_runs(f"http://127.0.0.1:{port}", "tests")
-        assert len(parents) == 1 and len(children) == 4
-        nodes = {r.data.tags.get("hpo_cls.node_id") for r in children}
-        assert None not in nodes and len(nodes) == 2, f"trials ran on {nodes}"
-        for run in children:
-            assert run.data.tags["hpo_cls.status"] == "completed"
-            artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
-            assert "checkpoint/model.pt" in artifacts, "artifacts went through the server"
-    finally:
-        stop_server(server)
 
 
 def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path, ledger):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+
+from hpo_cls.sweep.reuse import trial_process_environment
 
 
 __all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "connect_ray", "shutdown_ray"]
@@ -18,15 +21,19 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
 
     The local Ray is always a fresh instance (``address="local"``), never one that `ray start` left running
     here; it binds to 127.0.0.1 with the dashboard off, and its object store is kept small (it only
-    carries small trial setups and results).
+    carries small trial setups and results). The trial processes get
+    :func:`~hpo_cls.sweep.reuse.trial_process_environment`: on a cluster as the job's runtime environment,
+    locally through this process's environment, which the local Ray's workers inherit (a runtime
+    environment would cost every worker a second or two to start).
     """
     import ray
 
     if ray.is_initialized():
         return False
     if address and address != PRIVATE_ADDRESS:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING", runtime_env={"env_vars": trial_process_environment()})
     else:
+        os.environ.update(trial_process_environment())
         # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise
         # in every sweep's output (and ahead of the one-line error when a pre-flight check fails).
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

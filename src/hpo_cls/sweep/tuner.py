@@ -25,6 +25,7 @@ from hpo_cls.sweep.experiment import (
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
 from hpo_cls.sweep.preflight import ParameterBudget
 from hpo_cls.tracking.runs import constraints_param, objectives_param
+from hpo_cls.sweep.reuse import with_fresh_worker_on_failed_reset
 from hpo_cls.train.run import TrialSetup
 
 __all__ = ["run_sweep"]
@@ -121,8 +122,8 @@ def _trainable(spec: SweepSpec):
     from ray import tune
 
     setup = TrialSetup(data=spec.data, fixed=spec.fixed, epochs=spec.budget.epochs, gpu_share=spec.resources.gpu)
-    return tune.with_resources(tune.with_parameters(resolve_trainable(spec.trainable), setup=setup),
-                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    trainable = with_fresh_worker_on_failed_reset(tune.with_parameters(resolve_trainable(spec.trainable), setup=setup))
+    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
 def _announce(spec: SweepSpec, sweep_id: str, report: Callable[[str], None]) -> None:
