@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "PretrainedWeightsUnavailable",
     "NonFiniteLossError",
+    "CommandError",
     "SweepError",
     "PromoteError",
     "TrackingError",
@@ -66,6 +67,10 @@ class PretrainedWeightsUnavailable(HpoClsError, RuntimeError):
 
 class NonFiniteLossError(HpoClsError, RuntimeError):
     """The training loss became NaN or infinite; continuing would only waste compute."""
+
+
+class CommandError(Exception):
+    """A user-facing error of the command line itself (a flag's value): one line, exit status 2."""
 
 
 class SweepError(HpoClsError):

@@ -201,6 +201,7 @@ class Loaders:
         return len(self.class_to_idx)
 
 
+# One function on purpose: which cache, transform, sampler and collate a trial gets is read in one place.
 def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: bool = False, seed: int = 0,
                   cache: bool = True, cache_limit_bytes: int = 4 * 2**30, train_on_val: bool = False,
                   shared_cache: bool = True, device_augment: bool | None = None) -> Loaders:

@@ -59,7 +59,6 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
     import ray
 
     from hpo_cls.sweep.progress import SweepProgress
-    from hpo_cls.tracking.summary import summarize_sweep
 
     out = out or sys.stdout
 
@@ -84,21 +83,8 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         else:
             tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
                                          report)
-        fit_start = time.monotonic()
-        try:
-            results = tuner.fit()
-        finally:
-            progress.close()
-        wall_s = time.monotonic() - fit_start
-        _report_searcher(searcher, report)
-        report("all trials ended; logging checkpoints, the sweep summary and its report to MLflow")
-        cost = {"wall_s": wall_s} if estimate is None else {
-            "wall_s": wall_s, "estimated_wall_s": estimate.wall_s, "estimated_trial_epochs": estimate.trial_epochs}
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results, cost)
-            if started:  # the summary needs only local files: let Ray's processes stop meanwhile
-                ray.shutdown()
-            outcome = summary.result()
+        outcome, wall_s = _fit_and_summarize(spec, sweep_id, experiment_path, tuner, searcher, progress, estimate,
+                                             report, stop_ray=started)
     finally:
         if started:
             ray.shutdown()
@@ -107,6 +93,30 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         say(format_actual(estimate.wall_s, estimate.trial_epochs, wall_s, sum(t.epochs_run for t in outcome.trials)),
             out)
     return outcome
+
+
+def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tuner, searcher, progress,
+                       estimate: SweepEstimate | None, report: Callable[[str], None], stop_ray: bool):
+    """Run the trials, then log the summary to MLflow; returns ``(outcome, seconds the trials took)``."""
+    import ray
+
+    from hpo_cls.tracking.summary import summarize_sweep
+
+    fit_start = time.monotonic()
+    try:
+        results = tuner.fit()
+    finally:
+        progress.close()
+    wall_s = time.monotonic() - fit_start
+    _report_searcher(searcher, report)
+    report("all trials ended; logging checkpoints, the sweep summary and its report to MLflow")
+    cost = {"wall_s": wall_s} if estimate is None else {
+        "wall_s": wall_s, "estimated_wall_s": estimate.wall_s, "estimated_trial_epochs": estimate.trial_epochs}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        summary = pool.submit(summarize_sweep, spec, sweep_id, experiment_path, results, cost)
+        if stop_ray:  # the summary needs only local files: let Ray's processes stop meanwhile
+            ray.shutdown()
+        return summary.result(), wall_s
 
 
 def _report_searcher(searcher, report: Callable[[str], None]) -> None:

@@ -102,6 +102,7 @@ def _optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer: torch.optim
     scaler.update()
 
 
+# Kept as one function, like torchvision's reference train_one_epoch: the step reads top to bottom.
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,

@@ -1,0 +1,3 @@
+from hpo_cls.cli import run
+
+run()

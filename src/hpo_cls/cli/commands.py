@@ -1,0 +1,216 @@
+"""One handler per subcommand: flags in, library calls out. The work lives in the packages
+(``train.standalone``, ``sweep.tuner``, ``promote.pipeline``, ``promote.predict``, ``tracking.report``, ...)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from hpo_cls.errors import CommandError, SpecError
+from hpo_cls.spec import SweepSpec, load_spec
+
+__all__ = ["HANDLERS"]
+
+
+def _load(args) -> SweepSpec:
+    spec = load_spec(args.spec, args.overrides)
+    if getattr(args, "tracking_uri", None):
+        import dataclasses
+
+        spec = dataclasses.replace(spec, tracking=dataclasses.replace(spec.tracking, uri=args.tracking_uri))
+    return spec
+
+
+def cmd_validate(args) -> int:
+    from hpo_cls.search.space import describe_space
+    from hpo_cls.spec.baseline import fixed_and_searched_notes
+    from hpo_cls.sweep.preflight import run_preflight
+
+    spec = _load(args)
+    print(f"spec {args.spec}: name {spec.name!r}, data {spec.data.root}")
+    result = run_preflight(spec, scan_images=not args.no_scan)
+    if result.summary is not None:
+        print(result.summary.report())
+    for backbone, count in result.parameter_counts.items():
+        mark = "over max_params!" if count > spec.max_params else "ok"
+        print(f"model {backbone:<20} {count:>13,} parameters  {mark}")
+    print(f"budget: {spec.budget.num_samples} trials x up to {spec.budget.epochs} epochs, "
+          f"{spec.budget.max_concurrent} at a time; scheduler {spec.scheduler.type}; sampler {spec.search.sampler}")
+    if spec.search.space:
+        print("search space:")
+        for line in describe_space(spec.search.space):
+            print(f"  {line}")
+    for note in fixed_and_searched_notes(spec):
+        print(f"note: {note}")
+    if args.estimate and not result.problems:
+        from hpo_cls.sweep.estimate import estimate_for, slots
+
+        estimate, lines = estimate_for(spec, result, args.device_profile, slots(spec))
+        print("\n".join(lines))
+        result.problems.extend(estimate.problems if estimate else [])
+    if result.problems:
+        raise SpecError(result.problems)
+    print("ok")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from hpo_cls.sweep.preflight import checked
+    from hpo_cls.train.standalone import train_fixed
+
+    spec = _load(args)
+    checked(spec, fixed_only=True)  # train uses the fixed configuration only
+    train_fixed(spec, args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hpo_cls.sweep.cluster import (
+        SWEEP_OBJECT_STORE_BYTES,
+        connect_ray,
+        shutdown_ray,
+    )
+    from hpo_cls.sweep.local_cluster import resolve_address
+    from hpo_cls.tracking.uri import redact_uri
+
+    spec = _load(args)
+    address = resolve_address(args.address)  # before anything imports ray
+    if not args.quiet:
+        print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
+    started = False
+    try:
+        # The checks (decoding every image) and the heavy imports run while Ray's processes start:
+        # seconds saved on every sweep. ray.init stays in the main thread, where it installs its signal
+        # handlers.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checks = pool.submit(_preflight_and_imports, spec)
+            started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
+            result = checks.result()
+        from hpo_cls.sweep.estimate import announce_estimate
+        from hpo_cls.sweep.tuner import run_sweep
+
+        estimate = None if args.resume or args.no_estimate else announce_estimate(spec, result, args.device_profile)
+        run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=address, name=args.name,
+                  resume=args.resume, owns_ray=started, quiet=args.quiet, warm_start=args.warm_start,
+                  estimate=estimate)
+    finally:
+        if started:
+            shutdown_ray()
+    return 0
+
+
+def _preflight_and_imports(spec: SweepSpec):
+    """The pre-flight checks, then the modules the sweep needs before its trials start. (mlflow is
+    imported, and the store opened, by the sweep's writer thread while the first trials start.)"""
+    from hpo_cls.sweep.preflight import checked
+
+    result = checked(spec, check_tracking=True)
+    from hpo_cls.data.loaders import prepare_shared_cache
+
+    prepare_shared_cache(spec.data, spec.fixed)  # trials on this node then map the decoded images instead of decoding
+    import ray.tune  # noqa: F401
+
+    import hpo_cls.sweep.tuner  # noqa: F401
+    return result
+
+
+def cmd_ui(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.tracking.ui import ui_links
+
+    base = f"http://127.0.0.1:{args.port}"
+    links = ui_links(MlflowClient(args.tracking_uri), args.experiment, args.sweep, base)
+    # One worker process: a UI for one person on this machine starts in seconds, not four processes' worth.
+    command = ["mlflow", "ui", "--backend-store-uri", args.tracking_uri, "--host", "127.0.0.1",
+               "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI on {base}  ({' '.join(command)})", *links, sep="\n", flush=True)
+    os.execvp(command[0], command)
+    return 0
+
+
+def cmd_sweeps(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.tracking.store import list_sweeps, sweeps_table
+
+    print(sweeps_table(list_sweeps(MlflowClient(args.tracking_uri), args.experiment)))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.tracking.report import write_report
+
+    path, data = write_report(MlflowClient(args.tracking_uri), args.experiment, args.sweep, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): sweep {data.sweep.sweep_id}, {len(data.trials)} "
+          "trials; open it in a browser (it needs no network)")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from hpo_cls.sweep.local_cluster import resolve_address
+
+    address = resolve_address(args.address)  # before anything imports ray
+    from hpo_cls.promote.pipeline import PromoteOptions, run_promote
+
+    options = PromoteOptions(
+        top=args.top, sweep=args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri,
+        epochs=args.epochs, seeds=args.seeds, train_on_val=args.train_on_val, tta=args.tta, weighted=args.weighted,
+        include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
+        register_as=args.register_as, overrides=args.overrides, address=address, workdir=args.workdir,
+        batch_size=args.batch_size, runs=args.runs, diverse=args.diverse, max_params=args.max_params,
+        pareto=args.pareto, max_latency_ms=args.max_latency_ms,
+    )
+    run_promote(options)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from hpo_cls.console import Steps
+    from hpo_cls.promote.predict import predict_folder
+
+    def progress(done: int, total: int) -> None:
+        steps.add("images", f"predicting {args.dir}", total)
+        steps.update("images", done)
+
+    try:
+        with Steps(unit="images", line_every=0.25) as steps:
+            outcome = predict_folder(args.model_uri, args.dir, args.out, batch_size=args.batch_size,
+                                     tracking_uri=args.tracking_uri, on_progress=progress)
+    except MlflowException as exc:
+        raise CommandError(f"{args.model_uri}: {str(exc).splitlines()[0]}") from None
+    counts = ", ".join(f"{label}: {n}" for label, n in sorted(outcome.label_counts.items()))
+    print(f"wrote {outcome.path}: {outcome.num_images} images in {outcome.seconds:.2f}s "
+          f"({outcome.images_per_s:.1f} images/s); predicted {counts}")
+    return 0
+
+
+def cmd_cluster(args) -> int:
+    from hpo_cls.console import say
+    from hpo_cls.sweep.local_cluster import describe_state, live_cluster, start_cluster, state_path, stop_cluster
+
+    if args.action == "up":
+        if args.idle_timeout < 0:
+            raise CommandError(f"--idle-timeout must be >= 0, got {args.idle_timeout:g}")
+        state, started = start_cluster(args.cpus, args.gpus, idle_timeout_s=args.idle_timeout * 60)
+        say(f"{'started' if started else 'already running:'} {describe_state(state)}; sweeps and promotes "
+            "without --address join it; `hpo-cls cluster down` stops it")
+    elif args.action == "down":
+        state = stop_cluster()
+        say(f"stopped the local Ray at {state.address} (daemon PID {state.pid})" if state
+            else "no hpo-cls cluster running")
+    else:
+        state = live_cluster()
+        say(describe_state(state) if state else f"no hpo-cls cluster running (record: {state_path()})")
+    return 0
+
+
+HANDLERS = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui, "promote": cmd_promote,
+            "predict": cmd_predict, "sweeps": cmd_sweeps, "report": cmd_report, "cluster": cmd_cluster}
