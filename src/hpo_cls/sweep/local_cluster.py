@@ -14,6 +14,7 @@ Ray processes by name or runs ``ray stop``, so a user's other Ray instances are 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -139,12 +140,20 @@ def start_cluster(cpus: float | None = None, gpus: float | None = None, idle_tim
                   object_store_bytes: int = 512 * 1024**2, root: Path | None = None,
                   wait_s: float = 180) -> tuple[ClusterState, bool]:
     """Start the daemon and wait until it has recorded its cluster; ``(state, started)``, where
-    ``started`` is False when a live cluster of ours was already recorded (it is returned as is)."""
-    existing = live_cluster(root)
-    if existing is not None:
-        return existing, False
+    ``started`` is False when a live cluster of ours was already recorded (it is returned as is). Two
+    ``up`` at once start one cluster: the second waits for the first and finds it."""
     path = state_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name("cluster.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        existing = live_cluster(root)
+        if existing is not None:
+            return existing, False
+        return _start_daemon(path, cpus, gpus, idle_timeout_s, object_store_bytes, wait_s), True
+
+
+def _start_daemon(path: Path, cpus: float | None, gpus: float | None, idle_timeout_s: float,
+                  object_store_bytes: int, wait_s: float) -> ClusterState:
     token = secrets.token_hex(8)
     # Ray's unix sockets live under its temp folder, and their paths must stay under ~107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="hpo-cls-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
@@ -162,7 +171,7 @@ def start_cluster(cpus: float | None = None, gpus: float | None = None, idle_tim
     while time.monotonic() < deadline:
         state = read_state(path)
         if state is not None and state.token == token:
-            return state, True
+            return state
         if daemon.poll() is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise SweepError(f"the Ray cluster did not start (exit {daemon.returncode}); its log, {log}:\n"
@@ -186,6 +195,8 @@ def stop_cluster(root: Path | None = None, grace_s: float = 60) -> ClusterState 
     current = read_state(path)  # the daemon removes its record as it stops; one killed could not
     if current is not None and current.token == state.token:
         path.unlink(missing_ok=True)
+    if read_state(path) is None:  # no cluster left that uses this folder's token
+        path.with_name("ray-auth-token").unlink(missing_ok=True)
     shutil.rmtree(state.temp_dir, ignore_errors=True)
     return state if alive else None
 
