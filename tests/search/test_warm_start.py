@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo_cls.cli import flag
+from hpo_cls.console import say
 from hpo_cls.errors import SweepError
 from hpo_cls.search.warm_start import OTHER_SETUP, OUTSIDE_SPACE, warm_start_trials
 from hpo_cls.spec import (
@@ -75,10 +76,11 @@ def test_the_study_holds_the_earlier_trials_before_its_first_proposal(store):
     spec = spec_for(store)
     searcher = _searcher(spec, num_classes=10)
     out = io.StringIO()
-    assert _warm_start(spec, searcher, ["old-1"], out) == 3
+    assert _warm_start(spec, searcher, ["old-1"], lambda message: say(message, out)) == 3  # as run_sweep reports
     assert "warm start from old-1: 3 trial(s) (2 skipped: 1 outside the search space, 1 other fixed values" \
         in out.getvalue()
-    trials = searcher.study.trials
+    # (trial 0, the enqueued fixed configuration, waits in the study until Tune asks for it)
+    trials = [t for t in searcher.study.trials if t.state != TrialState.WAITING]
     assert [t.user_attrs["trial_id"] for t in trials] == ["a", "b", "c"]
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     assert trials[0].params == {"backbone": "resnet18", "mix": "none", "lr": 0.01}

@@ -84,10 +84,10 @@ def test_promote_pareto_with_a_parameter_budget_picks_only_smaller_models(first_
 def test_a_warm_started_sweep_holds_the_first_sweeps_trials_before_its_first_proposal(first_sweep, tmp_path):
     second = write_spec(first_sweep.root / "second.yaml", first_sweep.root / "data", name="pareto",
                         objectives=OBJECTIVES, budget={"epochs": 3, "num_samples": 1, "max_concurrent": 1},
-                        search={"sampler": "tpe", "space": SPACE}, fixed=FIXED)
+                        search={"sampler": "tpe", "space": SPACE, "baseline_first": False}, fixed=FIXED)
     spec = load_spec(second)
     searcher = _searcher(spec, num_classes=3)
-    assert _warm_start(spec, searcher, ["pareto-1"], out=open(tmp_path / "log", "w")) == 2
+    assert _warm_start(spec, searcher, ["pareto-1"], report=lambda message: None) == 2
     assert len(searcher.study.trials) == 2 and searcher.suggest("first") is not None
     assert searcher.study.trials[-1].number == 2, "its first proposal comes after the first sweep's trials"
 

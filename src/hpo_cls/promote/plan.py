@@ -140,7 +140,7 @@ def plan_promote(options: PromoteOptions, client: MlflowClient, out: TextIO) -> 
     _announce(selection, options, searched, out)
     for better, worse in near_duplicate_pairs(selection.selected):
         warn(f"{worse.trial_id} is a near-duplicate of {better.trial_id} (same choices, numbers within 5%): as "
-             "ensemble members they add little over one; {dedupe} promotes the next distinct run instead")
+             "ensemble members they add little over one; --dedupe promotes the next distinct run instead")
     epochs = common_epochs(selection.sweeps, options.epochs)
     check_image_sizes(selection.sweeps, data_cfg.image_size)
     root = Path(data_cfg.root)

@@ -55,7 +55,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self,
         space: DefineByRun,
         *,
-        objectives: Sequence[Objective],
+        objectives: Sequence[Objective] = (),
         sampler: optuna.samplers.BaseSampler,
         max_epochs: int,
         param_count: Callable[[dict[str, Any]], int],
@@ -64,7 +64,11 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         static_costs: Callable[[dict[str, Any]], dict[str, float]] | None = None,
         max_rejections: int = 100,
         baseline: dict[str, Any] | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
     ):
+        if not objectives:  # the single-objective shorthand
+            objectives = (Objective(metric or "val_acc", mode or "max"),)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("ray.tune.search.optuna.optuna_search").addFilter(_drop_grid_exhausted_notice)
         metrics, modes = [o.metric for o in objectives], [o.mode for o in objectives]
