@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import psutil
 
 
@@ -32,19 +34,24 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return descendants(pid)
 
 
-def running(pid: int) -> bool:
+def running(process: psutil.Process) -> bool:
+    """Still running, and still the same process (not another that got its PID)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and every process descended from it (recorded first), and wait until they are gone."""
-    processes = process_tree(pid)
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(processes, timeout=30)
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a process this test started and every process descended from it (recorded first), and
+    wait until they are gone. Nothing is sent once ``process`` has ended: its PID may belong to another
+    process by then (the tree of a process that ended on its own was shut down by it)."""
+    if process.poll() is None:
+        tree = process_tree(process.pid)
+        for member in tree:
+            try:
+                member.kill()  # psutil refuses a PID that now belongs to another process
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(tree, timeout=30)
+    process.wait()

@@ -57,8 +57,8 @@ class RayNode:
             self.kill()
             raise AssertionError(self.log.read_text()[-3000:]) from None
         # Its own services (GCS, raylet, ...); idle workers come and go by design and are not counted.
-        self.processes = {p.pid: _title(p) for p in [psutil.Process(self.process.pid),
-                                                     *psutil.Process(self.process.pid).children()]}
+        self.services = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children()]
+        self.titles = {p.pid: " ".join(p.cmdline())[:80] for p in self.services}
 
     def _started(self) -> bool:
         if self.process.poll() is not None:
@@ -66,13 +66,18 @@ class RayNode:
         return "Ray runtime started" in self.log.read_text()
 
     def dead(self) -> list[str]:
-        """The node's recorded processes that are no longer running (``"PID title"``)."""
-        return [f"{pid} {title}" for pid, title in self.processes.items() if not running(pid)]
+        """The node's services that are no longer running (``"PID command"``)."""
+        return [f"{p.pid} {self.titles[p.pid]}" for p in self.services if not running(p)]
 
     def kill(self) -> None:
-        """SIGKILL the whole node at once, as a machine failure would."""
-        kill_tree(self.process.pid)
-        self.process.wait()
+        """SIGKILL the whole node at once, as a machine failure would (and any of its services that lost
+        their parent `ray start`: psutil refuses a PID that has since gone to another process)."""
+        kill_tree(self.process)
+        for service in getattr(self, "services", []):
+            try:
+                service.kill()
+            except psutil.NoSuchProcess:
+                pass
 
     def stop(self) -> None:
         """End every process of the node (by the PIDs of `ray start` and its descendants) and delete its folder.
@@ -94,14 +99,12 @@ assert ray.get(actor.ping.remote()) == "pong"
 
 
 def start_detached_actor(node: RayNode) -> None:
-    """A detached actor on ``node`` that outlives the driver starting it; its process joins ``node.processes``."""
+    """A detached actor on ``node`` that outlives the driver starting it; its process joins ``node.services``."""
     result = subprocess.run([sys.executable, "-c", _DETACHED_ACTOR, node.address], capture_output=True, text=True,
                             timeout=180, env=node_env())
     assert result.returncode == 0, result.stderr[-3000:]
     workers = trial_workers(node.process.pid)
     assert workers, "the detached actor's process runs on the node"
-    node.processes |= {p.pid: _title(p) for p in workers}
+    node.services += workers
+    node.titles |= {p.pid: " ".join(p.cmdline())[:80] for p in workers}
 
-
-def _title(process: psutil.Process) -> str:
-    return " ".join(process.cmdline())[:80]

@@ -28,7 +28,7 @@ def hpo_cls(*args: str, cwd: Path, timeout: float = 600, **kwargs) -> subprocess
         stdout, stderr = process.communicate(timeout=timeout)
     finally:
         if process.poll() is None:
-            kill_tree(process.pid)
+            kill_tree(process)
             process.communicate()
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 

@@ -400,8 +400,7 @@ def test_promote_killed_mid_retrain_resumes_its_members_and_registers_one_versio
     try:
         wait_for(lambda: any(checkpoints.glob("*/checkpoint.pt")), 300, "a member's first checkpoint")
     finally:
-        kill_tree(driver.pid)  # the driver and the local Ray it started, by their PIDs
-        driver.wait()
+        kill_tree(driver)  # the driver and the local Ray it started, by their PIDs
     ledger["faults_injected"] += 1
     kept = {p.parent.name: load_checkpoint(p)["epoch"] for p in checkpoints.glob("*/checkpoint.pt")}
 

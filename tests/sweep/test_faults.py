@@ -63,8 +63,7 @@ def test_killed_trial_process_is_retried_from_its_checkpoint_in_the_same_run(tmp
         ledger["faults_injected"] += 1
         output = sweep_output(driver, tmp_path, "killed-worker", timeout=400)
     finally:
-        kill_tree(driver.pid)
-        driver.wait()
+        kill_tree(driver)
     assert driver.returncode == 0, output[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client, _, children = sweep_runs(uri, "tests")
@@ -100,8 +99,7 @@ def test_worker_node_killed_mid_sweep_loses_nothing_beyond_its_last_checkpoint(t
             ledger["faults_injected"] += 1
             output = sweep_output(driver, tmp_path, "node-killed", timeout=500)
         finally:
-            kill_tree(driver.pid)
-            driver.wait()
+            kill_tree(driver)
             worker.stop()
     finally:
         head.stop()

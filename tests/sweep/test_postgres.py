@@ -78,8 +78,7 @@ def test_postgresql_restarted_mid_sweep_loses_no_metric(tmp_path, mlflow_on_post
         ledger["faults_injected"] += 1
         output = sweep_output(driver, tmp_path, "pg-restart", timeout=500)
     finally:
-        kill_tree(driver.pid)
-        driver.wait()
+        kill_tree(driver)
     assert driver.returncode == 0, output[-3000:]
     _one_run_per_trial(uri, "pg-restart", trials=2)
     ledger["trials"] += 2
@@ -103,8 +102,7 @@ def test_mlflow_server_killed_and_restarted_mid_sweep_loses_no_metric(tmp_path, 
         mlflow_on_postgres.start()
         output = sweep_output(driver, tmp_path, "server-killed", timeout=600)
     finally:
-        kill_tree(driver.pid)
-        driver.wait()
+        kill_tree(driver)
     assert driver.returncode == 0, output[-3000:]
     _one_run_per_trial(uri, "server-killed", trials=2)
     ledger["trials"] += 2

@@ -83,8 +83,7 @@ def test_resume_after_driver_is_killed_keeps_one_run_per_trial(tmp_path, ledger)
 
         wait_for(progressed, 300, "the first trial to finish")
     finally:
-        kill_tree(driver.pid)  # the driver and the local Ray it started, by their PIDs
-        driver.wait()
+        kill_tree(driver)  # the driver and the local Ray it started, by their PIDs
         ledger["faults_injected"] += 1
 
     result = hpo_cls("sweep", str(spec), "--name", "resumable", "--resume", cwd=tmp_path)
