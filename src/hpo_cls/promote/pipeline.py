@@ -54,9 +54,10 @@ class PromoteOutcome:
     prediction_csv: Path | None
 
 
-def run_promote(options: PromoteOptions, out: TextIO = sys.stdout) -> PromoteOutcome:
+def run_promote(options: PromoteOptions, out: TextIO | None = None) -> PromoteOutcome:
     """Select, retrain, ensemble, evaluate, register and predict; see the module docstring. Members are
     retrained from scratch and continue from their checkpoints when run again with the same ``workdir``."""
+    out = out or sys.stdout  # looked up per call: a default argument would pin the stdout of import time
     plan = plan_promote(options, MlflowClient(options.tracking_uri), out)
     writer = MlflowWriter(options.tracking_uri, options.experiment)
     _open_runs(writer, plan, options)
