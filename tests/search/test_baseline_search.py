@@ -37,3 +37,20 @@ def test_without_a_baseline_the_first_suggestion_is_sampled():
         DefineByRun(spec.search.space, TrialConfig()), metric="val_acc", mode="max",
         sampler=build_sampler(spec.search, 8), max_epochs=1, param_count=lambda config: 1, max_params=10)
     assert searcher.suggest("trial-0")["lr"] != 0.002
+
+
+def test_trial_zero_takes_the_fixed_value_of_a_parameter_searched_per_alternative():
+    # `lr` with one range per optimizer: Optuna knows it as `lr|optimizer=adamw`, and trial 0 must still
+    # train fixed.lr (it once enqueued plain `lr`, which Optuna ignored and sampled instead).
+    spec = parse_spec({"name": "t", "fixed": {"optimizer": "adamw", "lr": 1.0e-3},
+                       "search": {"sampler": "tpe", "space": {
+                           "optimizer": {"choice": ["adamw", "sgd"]},
+                           "lr": [{"loguniform": [3.0e-4, 3.0e-3], "when": {"optimizer": "adamw"}},
+                                  {"loguniform": [0.005, 0.03], "when": {"optimizer": "sgd"}}]}}})
+    searcher = BudgetAwareOptunaSearch(
+        DefineByRun(spec.search.space, spec.fixed), metric="val_acc", mode="max",
+        sampler=build_sampler(spec.search, 8), max_epochs=1, param_count=lambda config: 1, max_params=10,
+        baseline=baseline_point(spec.search.space, spec.fixed))
+    first = searcher.suggest("trial-0")
+    assert first["lr"] == 1.0e-3
+    assert trial_config_from_dict(first, base=spec.fixed) == spec.fixed

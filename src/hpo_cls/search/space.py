@@ -12,7 +12,6 @@ from typing import Any, Mapping
 import optuna
 
 from hpo_cls.spec import Param, TrialConfig, format_value
-from hpo_cls.spec.baseline import baseline_values
 from hpo_cls.spec.space import is_active
 
 __all__ = ["DefineByRun", "is_active", "active_params", "describe_space", "grid_of", "distribution_of",
@@ -85,10 +84,11 @@ def active_params(space: tuple[Param, ...], config: Mapping[str, Any], fixed: Tr
 
 def baseline_point(space: tuple[Param, ...], fixed: TrialConfig) -> dict[str, Any]:
     """Trial 0's parameters for ``study.enqueue_trial``: the fixed values of the parameters active under
-    the fixed configuration, in the form :func:`suggest` returns them (choices as their Optuna values)."""
-    kinds = {p.name: p.kind for p in space}
-    return {name: format_value(value) if kinds[name] == "choice" else value
-            for name, value in baseline_values(space, fixed).items()}
+    the fixed configuration, under their Optuna names (``lr|optimizer=adamw`` for one of several
+    alternatives) and in the form :func:`suggest` returns them (choices as their Optuna values)."""
+    values = {name: getattr(fixed, name) for name in TrialConfig.__dataclass_fields__}
+    return {p.optuna_name: format_value(values[p.name]) if p.kind == "choice" else values[p.name]
+            for p in space if is_active(p, values)}
 
 
 def grid_of(space: tuple[Param, ...]) -> dict[str, list]:
