@@ -81,6 +81,18 @@ def test_notes_name_trial_zero_and_the_searched_range():
     ]
 
 
+def test_notes_for_a_parameter_searched_per_alternative_name_the_condition_of_the_other():
+    space = {"optimizer": {"choice": ["adamw", "sgd"]},
+             "lr": [{"loguniform": [3.0e-4, 3.0e-3], "when": {"optimizer": "adamw"}},
+                    {"loguniform": [0.005, 0.03], "when": {"optimizer": "sgd"}}]}
+    spec = _spec(space, {"optimizer": "adamw", "lr": 1.0e-3})
+    assert fixed_and_searched_notes(spec) == [
+        "fixed.optimizer=adamw is trial 0's value; other trials search [adamw, sgd]",
+        "fixed.lr=0.001 is trial 0's value; other trials search [0.0003, 0.003]",
+        "fixed.lr=0.001 is used whenever optimizer in [sgd] does not hold; trials where it holds search [0.005, 0.03]",
+    ]
+
+
 def test_validate_prints_one_note_per_fixed_and_searched_key(tiny_spec, capsys):
     path = tiny_spec(fixed={"backbone": "resnet18", "small_input": True, "lr": 0.01, "mixup_alpha": 0.2,
                             "mix": "mixup"},

@@ -72,14 +72,16 @@ def _domain(param: Param) -> str:
 
 def fixed_and_searched_notes(spec: SweepSpec) -> list[str]:
     """One note per key written under ``fixed`` that is also searched: which trials train its fixed value."""
-    trial_zero = baseline_values(spec.search.space, spec.fixed) if spec.search.baseline_first else {}
+    values = {name: getattr(spec.fixed, name) for name in TrialConfig.__dataclass_fields__}
+    trial_zero = ({id(p) for p in spec.search.space if is_active(p, values)}  # per alternative, not per key
+                  if spec.search.baseline_first else set())
     notes = []
     for param in spec.search.space:
         if param.name not in spec.fixed_keys:
             continue
         shown = f"fixed.{param.name}={format_value(getattr(spec.fixed, param.name))}"
         domain = _domain(param)
-        if param.name in trial_zero:
+        if id(param) in trial_zero:
             notes.append(f"{shown} is trial 0's value; other trials search {domain}")
         elif param.when:
             condition = ", ".join(f"{k} in [{', '.join(str(format_value(x)) for x in v)}]"
