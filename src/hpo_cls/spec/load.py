@@ -121,8 +121,9 @@ def _resolve_data_root(data: DataConfig, source: Path | str, root_from_cli: bool
 
 
 def _parse_search(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -> SearchConfig:
-    raw = raw or {}
-    if not isinstance(raw, Mapping):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):  # 0, false, '' or [] would otherwise mean "no search" in silence
         problems.append(f"{where}: search: expected a mapping, got {raw!r}")
         raw = {}
     search = parse_section(SearchConfig, {k: v for k, v in raw.items() if k != "space"}, "search", problems, where)
