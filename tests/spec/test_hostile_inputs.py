@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -251,7 +252,7 @@ def test_validate_refuses_an_unknown_tracking_scheme(tmp_path, data_root, capsys
 
 def test_validate_refuses_a_sqlite_store_in_a_missing_folder(tmp_path, data_root, capsys):
     uri = f"sqlite:///{tmp_path}/no/such/folder/mlflow.db"
-    line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), "--tracking-uri", uri)
+    line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), "--set", f"tracking.uri={uri}")
     assert "tracking.uri:" in line and "does not exist" in line
 
 
@@ -271,6 +272,7 @@ def offline_empty_torch_home(tmp_path, monkeypatch):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen reads the proxy settings afresh
     return home
 
 
@@ -289,13 +291,28 @@ def test_train_without_pretrained_weights_is_one_line(tmp_path, data_root, capsy
     assert "resnet18" in line and "pretrained" in line
 
 
+def test_train_with_a_broken_cached_weights_file_is_one_line(tmp_path, data_root, capsys, offline_empty_torch_home):
+    from torchvision import models
+
+    url = models.get_model_weights("resnet18").DEFAULT.url
+    cached = offline_empty_torch_home / "hub" / "checkpoints" / Path(url).name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")  # torch.load raised EOFError (a truncated file: UnpicklingError)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD.replace("DATA", str(data_root)).replace("backbone: resnet18",
+                                                                 "backbone: resnet18, pretrained: true"))
+    assert main(["train", str(spec), "--out", str(tmp_path / "out")]) == 2
+    line = _one_error_line(capsys)
+    assert "fixed.pretrained:" in line and str(cached) in line
+
+
 def test_validate_accepts_cached_pretrained_weights(tmp_path, data_root, capsys, offline_empty_torch_home):
     from torchvision import models
 
     url = models.get_model_weights("resnet18").DEFAULT.url
     cached = offline_empty_torch_home / "hub" / "checkpoints" / Path(url).name
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"")  # only its presence is checked before training
+    cached.write_bytes(b"not checked")  # validate checks that the file is there; train reads it
     spec = tmp_path / "spec.yaml"
     spec.write_text(GOOD.replace("DATA", str(data_root)).replace("backbone: resnet18",
                                                                  "backbone: resnet18, pretrained: true"))
