@@ -276,10 +276,19 @@ def offline_empty_torch_home(tmp_path, monkeypatch):
     return home
 
 
-def test_validate_says_pretrained_weights_are_not_cached(tmp_path, data_root, capsys, offline_empty_torch_home):
-    text = GOOD.replace("DATA", str(data_root)).replace("backbone: resnet18", "backbone: resnet18, pretrained: true")
-    line = _validate(tmp_path, capsys, text)
-    assert "fixed.pretrained:" in line and "resnet18" in line and str(offline_empty_torch_home) in line
+def test_validate_warns_that_pretrained_weights_are_not_available(tmp_path, data_root, capsys,
+                                                                   offline_empty_torch_home):
+    # A warning, not an error: the trials may run on machines that hold the weights (and the shipped seed
+    # specs ask for them); train on this machine fails with one line (the next test).
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD.replace("DATA", str(data_root)).replace("backbone: resnet18",
+                                                                 "backbone: resnet18, pretrained: true"))
+    assert main(["validate", str(spec), "--no-scan"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "Traceback" not in err, err
+    assert "fixed.pretrained:" in warnings[0] and "resnet18" in warnings[0]
+    assert str(offline_empty_torch_home) in warnings[0] and "train would fail" in warnings[0]
 
 
 def test_train_without_pretrained_weights_is_one_line(tmp_path, data_root, capsys, offline_empty_torch_home):
