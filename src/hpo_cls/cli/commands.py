@@ -25,11 +25,15 @@ def _load(args) -> SweepSpec:
 def cmd_validate(args) -> int:
     from hpo_cls.search.space import describe_space
     from hpo_cls.spec.baseline import fixed_and_searched_notes
-    from hpo_cls.sweep.preflight import run_preflight
+    from hpo_cls.console import warn
+    from hpo_cls.sweep.preflight import check_pretrained_weights, deferred_problems, run_preflight
 
     spec = _load(args)
     print(f"spec {args.spec}: name {spec.name!r}, data {spec.data.root}")
     result = run_preflight(spec, scan_images=not args.no_scan)
+    result.problems.extend(deferred_problems(spec))
+    for line in check_pretrained_weights(spec):
+        warn(line)
     if result.summary is not None:
         print(result.summary.report())
     for backbone, count in result.parameter_counts.items():

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from hpo_cls.errors import DataError
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "default_threads", "class_mapping", "list_images", "list_test_images", "scan_images",
+    "IMAGE_EXTENSIONS", "default_threads", "to_rgb", "class_mapping", "list_images", "list_test_images", "scan_images",
     "DatasetSummary", "describe_dataset",
 ]
 
@@ -37,12 +38,24 @@ def _visible(entries) -> list[Path]:
     return sorted(p for p in entries if not p.name.startswith("."))
 
 
+def _refuse_upward_links(folders: list[Path]) -> None:
+    """A class folder that links to its own split folder or above (``train/loop -> ..``) would be listed as a
+    class of its own, holding no images, or the whole data set again."""
+    for folder in folders:
+        if folder.is_symlink():
+            target = folder.resolve()
+            if folder.parent.resolve().is_relative_to(target):
+                raise DataError(f"{folder}: links to a folder above it ({target}), not a class folder; remove the link")
+
+
 def class_mapping(train_dir: Path) -> dict[str, int]:
     """Class folder name -> index: numeric order if every name is an integer, else alphabetical."""
     train_dir = Path(train_dir)
     if not train_dir.is_dir():
         raise DataError(f"{train_dir}: no such folder (expected train/<class>/ image folders)")
-    names = [p.name for p in _visible(train_dir.iterdir()) if p.is_dir()]
+    folders = [p for p in _visible(train_dir.iterdir()) if p.is_dir()]
+    _refuse_upward_links(folders)
+    names = [p.name for p in folders]
     if not names:
         raise DataError(f"{train_dir}: no class folders (expected train/<class>/ image folders)")
     if all(n.isascii() and n.isdigit() for n in names):
@@ -60,6 +73,7 @@ def list_images(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[Pat
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: no such folder")
     folders = [p for p in _visible(split_dir.iterdir()) if p.is_dir()]
+    _refuse_upward_links(folders)
     unknown = [p.name for p in folders if p.name not in class_to_idx]
     if unknown:
         raise DataError(f"{split_dir}: class folder(s) not in train/: {', '.join(unknown)}")
@@ -73,6 +87,20 @@ def list_test_images(test_dir: Path) -> list[Path]:
     if not test_dir.is_dir():
         raise DataError(f"{test_dir}: no such folder")
     return _image_files(test_dir)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit greyscale (modes I;16*, and I as PNG decodes them) is scaled from 0..65535:
+    PIL's own conversion clips it at 255, turning nearly every pixel white."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":  # floats: 0..1 if they fit, else 0..255 like PIL
+            full_scale = 1.0 if values.size and values.max() <= 1.0 else 255.0
+        else:  # a 32-bit image beyond 16 bits: its own maximum is white
+            full_scale = max(65535.0, float(values.max()) if values.size else 0.0)
+        scaled = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB")
+    return image.convert("RGB")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +170,22 @@ def describe_dataset(root: Path, *, scan: bool = True, workers: int | None = Non
         per_index = Counter(y for _, y in samples)
         return {name: per_index[i] for name, i in class_to_idx.items()}
 
+    _check_trainable(root, class_to_idx, train, val)
     paths = [p for p, _ in train] + [p for p, _ in val] + test
     bad = scan_images(paths, workers) if scan else []
     return DatasetSummary(root, class_to_idx, counts(train), counts(val), len(test), bad)
+
+
+def _check_trainable(root: Path, class_to_idx: dict[str, int], train: list, val: list) -> None:
+    """At least two classes, images in every train class folder and in val/: else a model "trains" on
+    one class to val_acc 1.0, has outputs no image trains, or fails on an empty loader after training."""
+    if len(class_to_idx) < 2:
+        raise DataError(f"{root / 'train'}: {len(class_to_idx)} class folder ({', '.join(class_to_idx)}); "
+                        "classification needs at least 2 classes")
+    with_images = {y for _, y in train}
+    empty = [name for name, i in class_to_idx.items() if i not in with_images]
+    if empty:
+        more = f" (and {len(empty) - 1} more: {', '.join(empty[1:6])})" if len(empty) > 1 else ""
+        raise DataError(f"{root / 'train' / empty[0]}: no images{more}; remove the folder or add images")
+    if not val:
+        raise DataError(f"{root / 'val'}: no images in any class folder; validation needs some")

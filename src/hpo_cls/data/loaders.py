@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from hpo_cls.data.device_augment import CropCollate, DeviceAugment, device_augment_supported
 from hpo_cls.data.folders import (
     class_mapping,
+    to_rgb,
     default_threads,
     list_images,
     list_test_images,
@@ -41,7 +42,7 @@ Cache = torch.Tensor | Sequence[torch.Tensor]
 def _load_rgb(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc}); run `hpo-cls validate` on the data") from None
 

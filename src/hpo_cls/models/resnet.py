@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from collections import OrderedDict
 from urllib.parse import urlparse
 
@@ -17,19 +18,25 @@ from .names import TORCHVISION_BACKBONES
 from .registry import Backbone, register_model
 
 
+def imagenet_weights(name: str) -> tuple[str, str]:
+    """(download URL, path in torch hub's cache) of torchvision backbone ``name``'s ImageNet weights."""
+    url = models.get_model_weights(name).DEFAULT.url
+    return url, os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+
+
 def _load_torchvision(name: str, pretrained: bool) -> models.ResNet:
     if not pretrained:
         return models.get_model(name)
-    weights = models.get_model_weights(name).DEFAULT
     try:
-        return models.get_model(name, weights=weights)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a broken file raises RuntimeError
-        filename = os.path.basename(urlparse(weights.url).path)
-        target = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+        return models.get_model(name, weights=models.get_model_weights(name).DEFAULT)
+    # URLError is an OSError; a broken or truncated cached file raises RuntimeError, EOFError or UnpicklingError
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        url, target = imagenet_weights(name)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PretrainedWeightsUnavailable(
-            f"cannot get ImageNet weights {filename} for {name} ({exc}); "
-            f"download {weights.url} and place it at {target}, or set pretrained: false"
-        ) from exc
+            f"fixed.pretrained: cannot get ImageNet weights {os.path.basename(target)} for {name} ({reason}); "
+            f"download {url} and place it at {target}, or set pretrained: false"
+        ) from None
 
 
 def _torchvision_resnet(name: str, *, pretrained: bool, small_input: bool) -> Backbone:

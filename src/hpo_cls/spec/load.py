@@ -6,8 +6,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from hpo_cls.errors import SpecError
 from hpo_cls.spec.schema import (
     METRIC_MODES,
@@ -21,6 +19,7 @@ from hpo_cls.spec.schema import (
     TrackingConfig,
     TrialConfig,
 )
+from hpo_cls.spec.safe_yaml import load_yaml, read_text
 from hpo_cls.spec.objectives import parse_constraints, parse_objectives
 from hpo_cls.spec.space import parse_space
 from hpo_cls.spec.validate import coerce_scalar, parse_section
@@ -39,9 +38,9 @@ def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
             problems.append(f"{{set}} {item}: expected key.path=value")
             continue
         try:
-            value = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError:
-            problems.append(f"{{set}} {item}: value is not valid YAML")
+            value = load_yaml(text, f"{{set}} {key}") if text else ""
+        except SpecError as exc:
+            problems.extend(exc.template.split("\n"))
             continue
         parsed.append((key.split("."), value))
     if problems:
@@ -122,8 +121,9 @@ def _resolve_data_root(data: DataConfig, source: Path | str, root_from_cli: bool
 
 
 def _parse_search(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -> SearchConfig:
-    raw = raw or {}
-    if not isinstance(raw, Mapping):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):  # 0, false, '' or [] would otherwise mean "no search" in silence
         problems.append(f"{where}: search: expected a mapping, got {raw!r}")
         raw = {}
     search = parse_section(SearchConfig, {k: v for k, v in raw.items() if k != "space"}, "search", problems, where)
@@ -174,20 +174,7 @@ def _parse_top_level(raw: dict, problems: list[str], where: str) -> dict[str, An
 def load_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     """Read and validate a sweep spec file; raises :class:`SpecError` with one line per problem."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError([f"{path}: no such file"]) from None
-    except OSError as exc:
-        raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError([f"{path}: invalid YAML: {at}{problem}"]) from None
-    return parse_spec(raw, path, overrides)
+    return parse_spec(load_yaml(read_text(path), str(path)), path, overrides)
 
 
 def _deep_copy(value):

@@ -56,7 +56,7 @@ def _objective(entry: Any, key: str, problems: list[str], where: str) -> Objecti
         problems.append(f"{where}: {key}.{extra[0]}: unknown key (known: metric, mode)")
         return None
     metric = entry.get("metric")
-    if metric not in ALL_METRICS:
+    if not isinstance(metric, str) or metric not in ALL_METRICS:  # a list or mapping is not hashable
         problems.append(f"{where}: {key}.metric: {metric!r} is not one of {', '.join(ALL_METRICS)}")
         return None
     mode = entry.get("mode", ALL_METRICS[metric])

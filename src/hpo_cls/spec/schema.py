@@ -44,6 +44,11 @@ def _opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, length=No
     return field(default=default, metadata=dict(choices=choices, ge=ge, gt=gt, le=le, lt=lt, length=length, doc=doc))
 
 
+# Upper bounds far beyond any real use: they only stop a typo (1e30 epochs, image_size 100000) from
+# passing validation and failing hours later, or allocating tens of GB.
+MAX_EPOCHS = 10_000
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("crop", "full")
@@ -67,22 +72,22 @@ class TrialConfig:
         choices=ATTENTION_PLACEMENTS,
         doc="where the attention module goes",
     )
-    attention_reduction: int = _opt(16, ge=1, doc="channel reduction ratio r of SE/CBAM")
+    attention_reduction: int = _opt(16, ge=1, le=1024, doc="channel reduction ratio r of SE/CBAM")
     dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout right before the classifier")
     dropout_l3_l4: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout between layer3 and layer4")
-    head_hidden: tuple[int, ...] = _opt((), ge=1, doc="extra FC layers (BatchNorm1d + SiLU + head_dropout)")
+    head_hidden: tuple[int, ...] = _opt((), ge=1, le=65536, doc="extra FC layers (BatchNorm1d + SiLU + head_dropout)")
     freeze_stages: int = _opt(0, ge=0, le=4, doc="freeze the stem and the first N stages")
     # optimisation
     optimizer: str = _opt("sgd", choices=tuple(OPTIMIZERS))
     lr: float = _opt(0.05, gt=0.0)
     momentum: float = _opt(0.9, ge=0.0, lt=1.0, doc="SGD momentum")
     weight_decay: float = _opt(5e-4, ge=0.0, doc="not applied to norm and bias parameters")
-    batch_size: int = _opt(64, ge=1)
+    batch_size: int = _opt(64, ge=1, le=65536)
     lr_scheduler: str = _opt("cosine", choices=tuple(LR_SCHEDULERS))
-    warmup_epochs: int = _opt(0, ge=0, doc="linear warm-up from 0.1 x lr, then the schedule (any lr_scheduler)")
+    warmup_epochs: int = _opt(0, ge=0, le=MAX_EPOCHS, doc="linear warm-up from 0.1 x lr, then the schedule (any lr_scheduler)")
     milestones: tuple[float, ...] = _opt((0.5, 0.75), gt=0.0, le=1.0, doc="multistep: fractions of the epoch budget")
     gamma: float = _opt(0.1, gt=0.0, lt=1.0, doc="multistep / plateau decay factor")
-    plateau_patience: int = _opt(2, ge=0)
+    plateau_patience: int = _opt(2, ge=0, le=MAX_EPOCHS)
     label_smoothing: float = _opt(0.0, ge=0.0, lt=1.0)
     grad_clip: float = _opt(0.0, ge=0.0, doc="max gradient norm; 0 = off")
     ema_decay: float = _opt(0.0, ge=0.0, lt=1.0, doc="EMA of weights, evaluated instead; 0 = off")
@@ -96,7 +101,7 @@ class TrialConfig:
     color_jitter: float = _opt(0.0, ge=0.0, le=1.0)
     random_erasing: float = _opt(0.0, ge=0.0, le=1.0, doc="probability")
     # runtime
-    seed: int = _opt(0, ge=0)
+    seed: int = _opt(0, ge=0, le=MAX_SEED)
     amp: bool = _opt(True, doc="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = _opt(True, doc="channels_last memory format on CUDA (ignored on CPU)")
     compile: bool = _opt(False, doc="torch.compile the model")
@@ -129,8 +134,8 @@ class TrialConfig:
 @dataclass(frozen=True)
 class DataConfig:
     root: Path = _opt(Path("data"), doc="folder with train/<class_id>/, val/<class_id>/, optional test/")
-    image_size: int = _opt(224, ge=8)
-    workers: int = _opt(2, ge=0, doc="DataLoader worker processes per trial")
+    image_size: int = _opt(224, ge=8, le=2048, doc="side of the square input in pixels")
+    workers: int = _opt(2, ge=0, le=256, doc="DataLoader worker processes per trial")
     balanced_sampling: bool = _opt(False, doc="WeightedRandomSampler by inverse class frequency")
     cache_dir: Path | None = _opt(None, doc="decoded-image cache shared by a node's trials "
                                             "(default: $HPO_CLS_CACHE_DIR or ~/.cache/hpo-cls)")
@@ -138,9 +143,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    epochs: int = _opt(10, ge=1, doc="epochs of a trial that is not stopped early")
-    num_samples: int = _opt(8, ge=1, doc="number of trials")
-    max_concurrent: int = _opt(2, ge=1, doc="trials running at once (TPE sees results between)")
+    epochs: int = _opt(10, ge=1, le=MAX_EPOCHS, doc="epochs of a trial that is not stopped early")
+    num_samples: int = _opt(8, ge=1, le=100_000, doc="number of trials")
+    max_concurrent: int = _opt(2, ge=1, le=10_000, doc="trials running at once (TPE sees results between)")
     time_budget_s: float | None = _opt(None, gt=0.0, doc="stop starting trials after this many seconds")
 
 
@@ -153,7 +158,7 @@ class ResourcesConfig:
 @dataclass(frozen=True)
 class SchedulerConfig:
     type: str = _opt("asha", choices=("asha", "fifo"))
-    grace_period: int = _opt(1, ge=1, doc="epochs every trial gets before it can be stopped")
+    grace_period: int = _opt(1, ge=1, le=MAX_EPOCHS, doc="epochs every trial gets before it can be stopped")
     reduction_factor: float = _opt(3.0, gt=1.0)
 
 
@@ -184,7 +189,7 @@ class Param:
 @dataclass(frozen=True)
 class SearchConfig:
     sampler: str = _opt("tpe", choices=tuple(SAMPLERS))
-    seed: int = _opt(0, ge=0)
+    seed: int = _opt(0, ge=0, le=MAX_SEED)
     baseline_first: bool = _opt(True, doc="trial 0 trains the fixed configuration; the summary gives the gain over it")
     space: tuple[Param, ...] = ()
 
@@ -202,8 +207,8 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class FaultToleranceConfig:
-    max_failures: int = _opt(2, ge=0, doc="retries of a crashed trial, from its last checkpoint")
-    keep_checkpoints: int = _opt(2, ge=1, doc="best checkpoints kept per trial")
+    max_failures: int = _opt(2, ge=0, le=1000, doc="retries of a crashed trial, from its last checkpoint")
+    keep_checkpoints: int = _opt(2, ge=1, le=1000, doc="best checkpoints kept per trial")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def parse_space(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -
     fields = {f.name: f for f in dataclasses.fields(TrialConfig)}
     params: list[Param] = []
     seen: dict[str, tuple[Param, ...]] = {}
-    for name, entry in raw.items():
+    names = list(raw)
+    for position, (name, entry) in enumerate(raw.items()):
         key = f"{path}.{name}"
         if name not in fields:
             problems.append(f"{where}: {key}: unknown parameter (known: {', '.join(fields)})")
@@ -42,6 +43,8 @@ def parse_space(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -
         if not alternatives:
             problems.append(f"{where}: {key}: expected a mapping like {{uniform: [low, high]}} or a list of them")
             continue
+        if _forward_references(alternatives, keys, set(names[position + 1:]), problems, where):
+            continue
         parsed = [_parse_entry(name, e, k, seen, fixed, fields, problems, where) for e, k in zip(alternatives, keys)]
         if None in parsed or not _exclusive(parsed, keys, problems, where):
             continue
@@ -50,6 +53,21 @@ def parse_space(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -
         seen[name] = tuple(parsed)
         params.extend(parsed)
     return tuple(params)
+
+
+def _forward_references(alternatives: list, keys: list[str], later: set[str], problems: list[str],
+                        where: str) -> bool:
+    """Report conditions on parameters listed further down: parameters are suggested in order, so such a
+    condition would be checked against the fixed value (a cycle of two would always hold). True if any."""
+    found = False
+    for entry, key in zip(alternatives, keys):
+        when = entry.get("when") if isinstance(entry, Mapping) else None
+        for parent in when if isinstance(when, Mapping) else ():
+            if parent in later:
+                problems.append(f"{where}: {key}.when.{parent}: {parent} is listed after this parameter; "
+                                f"list {parent} first (conditions may only name parameters listed above)")
+                found = True
+    return found
 
 
 def _parse_entry(name, entry, key, seen, fixed, fields, problems, where) -> Param | None:

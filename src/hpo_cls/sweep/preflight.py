@@ -15,7 +15,8 @@ from hpo_cls.errors import DataError, SpecError
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
 from hpo_cls.spec.baseline import sweep_problems
 
-__all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check_tracking_uri", "checked"]
+__all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check_tracking_uri", "check_trainable",
+           "check_pretrained_weights", "deferred_problems", "checked"]
 
 # TrialConfig fields that change the parameter count; everything else shares one cache entry.
 _MODEL_FIELDS = ("backbone", "small_input", "attention", "attention_placement", "attention_reduction",
@@ -110,6 +111,10 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
 
     from hpo_cls.tracking.uri import redact_uri
 
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme and scheme not in _TRACKING_SCHEMES:
+        return (f"tracking.uri: {redact_uri(uri)}: unknown scheme {scheme}:// (MLflow stores: a folder, "
+                f"{', '.join(s + '://' for s in _TRACKING_SCHEMES)})")
     if uri.startswith("sqlite:///"):
         folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
         if not os.path.isdir(folder):
@@ -128,6 +133,62 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
         reason = getattr(exc, "reason", exc)
         return (f"tracking.uri: cannot reach an MLflow server at {redact_uri(uri)} ({reason}); "
                 "start it or fix {tracking_uri}")
+
+
+_TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_trainable(dotted: str) -> str | None:
+    """A problem line if the spec's ``trainable`` cannot be imported (the sweep would fail on it later)."""
+    from hpo_cls.errors import SweepError
+    from hpo_cls.sweep.experiment import resolve_trainable
+
+    try:
+        resolve_trainable(dotted)
+    except SweepError as exc:
+        return str(exc)
+    except Exception as exc:  # the user's module itself fails to import: say how, in one line
+        return f"trainable: importing {dotted!r} fails: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def check_pretrained_weights(spec: SweepSpec, timeout_s: float = 5.0) -> list[str]:
+    """One line per torchvision backbone a trial may start from ImageNet weights that are neither in torch
+    hub's cache nor downloadable now (a machine without internet). ``validate`` warns rather than refuses:
+    the trials may run on machines that hold them, and the shipped seed specs ask for them."""
+    import os
+    import urllib.request
+
+    from hpo_cls.models.names import TORCHVISION_BACKBONES
+    from hpo_cls.models.resnet import imagenet_weights
+
+    space = {p.name: p for p in spec.search.space}
+    pretrained = space["pretrained"].choices if "pretrained" in space else (spec.fixed.pretrained,)
+    if True not in pretrained:
+        return []
+    backbones = set(space["backbone"].choices) if "backbone" in space else set()
+    if "backbone" not in space or space["backbone"].when:
+        backbones.add(spec.fixed.backbone)
+    wanted = [(name, *imagenet_weights(name)) for name in sorted(backbones & set(TORCHVISION_BACKBONES))]
+    missing = [(name, url, target) for name, url, target in wanted
+               if not (os.path.isfile(target) and os.path.getsize(target))]
+    if not missing:
+        return []
+    try:
+        with urllib.request.urlopen(urllib.request.Request(missing[0][1], method="HEAD"), timeout=timeout_s):
+            return []  # train downloads them
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+    return [f"{spec.source}: fixed.pretrained: ImageNet weights for {name} are not in torch hub's cache and cannot "
+            f"be downloaded ({reason}); train would fail here: download {url} and place it at {target}, or set pretrained: false"
+            for name, url, target in missing]
+
+
+def deferred_problems(spec: SweepSpec) -> list[str]:
+    """What ``sweep`` finds only when it starts (the tracking store, the trainable), for ``validate`` to
+    report up front. (Missing ImageNet weights are a warning: see :func:`check_pretrained_weights`.)"""
+    problems = [check_tracking_uri(spec.tracking.uri), check_trainable(spec.trainable)]
+    return [f"{spec.source}: {p}" for p in problems if p]
 
 
 def checked(spec: SweepSpec, *, scan: bool = True, check_tracking: bool = False,
