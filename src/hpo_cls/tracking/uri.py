@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import urllib.parse
+import re
 
-__all__ = ["redact_uri", "default_retry_seconds"]
+__all__ = ["redact_uri", "redact_text", "default_retry_seconds"]
+
+# ``scheme://user:password@`` anywhere in a text: the user stays, the password goes. Matched as text, not
+# parsed, so a URI that urllib refuses (a bad port, an unclosed ``[``) is redacted too, never raises.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#@:]*):([^\s/?#]*)@")
+# ``?token=...``, ``&password=...``, ``;api_key=...``: query values whose name says they are a secret.
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;][^\s=&;#?]*(?:pass|pwd|secret|token|key|auth|credential|signature|sig\b)[^\s=&;#?]*=)[^\s&;#]*")
 
 
 def redact_uri(uri: str) -> str:
-    """The URI with any password replaced, for printing (``http://user:***@host``)."""
-    parts = urllib.parse.urlsplit(uri)
-    if not parts.password:
-        return uri
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """The URI with any password or secret query value replaced, for printing (``http://user:***@host``)."""
+    return redact_text(uri)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a message, an error from MLflow) with the secrets of every URI in it replaced by ``***``."""
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}***", text)
 
 
 def default_retry_seconds(tracking_uri: str) -> float:
