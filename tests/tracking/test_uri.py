@@ -37,3 +37,20 @@ def test_redact_uri_leaves_uris_without_secrets_alone(uri):
 def test_redact_text_finds_uris_inside_a_message():
     message = f"API request to http://u:{SECRET}@h:1/api/2.0/x failed; see https://h/?token={SECRET}"
     assert SECRET not in redact_text(message)
+
+
+def test_unreachable_reason_names_a_closed_port_quickly():
+    import socket
+    import time
+
+    from hpo_cls.tracking.uri import unreachable_reason
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends
+    start = time.monotonic()
+    reason = unreachable_reason(f"http://u:{SECRET}@127.0.0.1:{port}")
+    assert reason and str(port) in reason and SECRET not in reason
+    assert time.monotonic() - start < 10
+    assert unreachable_reason("sqlite:///mlflow.db") is None
+    assert "not a valid URI" in unreachable_reason("https://h:notaport/")

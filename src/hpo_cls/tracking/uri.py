@@ -32,3 +32,30 @@ def default_retry_seconds(tracking_uri: str) -> float:
     scheme = tracking_uri.split("://", 1)[0].lower() if "://" in tracking_uri else ""
     local = scheme in ("sqlite", "file") or (not scheme and not tracking_uri.startswith("databricks"))
     return 30.0 if local else 600.0
+
+
+# Ports of the stores a URI may name without one; other schemes (sqlite, file, databricks) are not probed.
+_DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def unreachable_reason(uri: str, timeout_s: float = 5.0) -> str | None:
+    """Why the server a tracking URI names cannot be reached (one TCP connect, at most ``timeout_s``), or
+    None when it answers or the store is local. MLflow itself retries an unreachable server for minutes."""
+    import socket
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port  # raises ValueError: not a number, or out of range
+    except ValueError as exc:
+        return f"not a valid URI ({exc})"
+    default = _DEFAULT_PORTS.get(parts.scheme.split("+", 1)[0].lower())
+    if default is None:
+        return None
+    if not parts.hostname:
+        return "no host in the URI"
+    try:
+        socket.create_connection((parts.hostname, port or default), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"{parts.hostname}:{port or default}: {exc.strerror or exc}"
+    return None
