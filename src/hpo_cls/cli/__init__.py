@@ -22,7 +22,13 @@ def flag(option: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(build_parser().parse_args(argv))
+    except BrokenPipeError:  # `--help` too is printed into the closed pipe
+        return _closed_pipe()
+
+
+def _dispatch(args) -> int:
     # MLflow logs store migrations and similar at INFO; hpo-cls prints what a user needs itself.
     # (Read by mlflow when it is first imported, which the commands do lazily after this point.)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -31,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return HANDLERS[args.command](args) or 0
-    except BrokenPipeError:
-        return _closed_pipe()
+    except BrokenPipeError:  # a ConnectionError, but not the Ray cluster's: main ends quietly
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
