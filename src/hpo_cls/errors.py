@@ -21,6 +21,7 @@ __all__ = [
     "SweepError",
     "PromoteError",
     "TrackingError",
+    "OutputError",
 ]
 
 
@@ -83,3 +84,7 @@ class PromoteError(HpoClsError):
 
 class TrackingError(HpoClsError):
     """The tracking store does not hold what was asked for (an experiment, a sweep)."""
+
+
+class OutputError(HpoClsError):
+    """An output path cannot be written: a file where a folder belongs, a run already there, a lock held."""

@@ -61,7 +61,8 @@ def cmd_train(args) -> int:
 
     spec = _load(args)
     checked(spec, fixed_only=True)  # train uses the fixed configuration only
-    train_fixed(spec, args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    train_fixed(spec, args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                resume=args.resume, force=args.force)
     return 0
 
 
