@@ -19,6 +19,7 @@ __all__ = [
     "NonFiniteLossError",
     "CommandError",
     "SweepError",
+    "SweepStopped",
     "PromoteError",
     "TrackingError",
     "OutputError",
@@ -76,6 +77,15 @@ class CommandError(Exception):
 
 class SweepError(HpoClsError):
     """A sweep cannot start or continue."""
+
+
+class SweepStopped(SweepError):
+    """A signal (SIGTERM) stopped the sweep before its trials ended; its state is saved for ``--resume``."""
+
+    def __init__(self, sweep_id: str, signal_name: str):
+        super().__init__(f"sweep {sweep_id} was stopped ({signal_name}) before its trials ended; its checkpoints "
+                         "and MLflow runs are kept for {resume}")
+        self.sweep_id, self.signal_name = sweep_id, signal_name
 
 
 class PromoteError(HpoClsError):

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from hpo_cls.errors import CommandError, SpecError
+from hpo_cls.errors import CommandError, SpecError, SweepStopped
 from hpo_cls.spec import SweepSpec, load_spec
 
 __all__ = ["HANDLERS"]
@@ -97,10 +97,29 @@ def cmd_sweep(args) -> int:
         run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=address, name=args.name,
                   resume=args.resume, owns_ray=started, quiet=args.quiet, warm_start=args.warm_start,
                   estimate=estimate)
+    except SweepStopped as stopped:
+        raise CommandError(f"sweep {stopped.sweep_id} was stopped ({stopped.signal_name}) before its trials ended; "
+                           f"continue it with: {_resume_command(args, stopped.sweep_id)}") from None
     finally:
         if started:
             shutdown_ray()
     return 0
+
+
+def _resume_command(args, sweep_id: str) -> str:
+    """The ``hpo-cls sweep`` command that continues sweep ``sweep_id`` as ``args`` started it."""
+    import shlex
+
+    from hpo_cls.tracking.uri import redact_uri
+
+    words = ["hpo-cls", "sweep", str(args.spec), "--name", sweep_id, "--resume"]
+    words += [word for override in args.overrides for word in ("--set", override)]
+    if args.tracking_uri:
+        words += ["--tracking-uri", redact_uri(args.tracking_uri)]
+    if args.address:
+        words += ["--address", args.address]
+    words += ["--quiet"] if args.quiet else []
+    return shlex.join(words)
 
 
 def _preflight_and_imports(spec: SweepSpec):

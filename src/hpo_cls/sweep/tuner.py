@@ -15,17 +15,12 @@ from hpo_cls.search.space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
 from hpo_cls.sweep.estimate import SweepEstimate, format_actual
-from hpo_cls.sweep.experiment import (
-    git_commit,
-    resolve_trainable,
-    sweep_directory,
-    trial_dirname,
-    versions,
-)
+from hpo_cls.sweep.experiment import git_commit, resolve_trainable, sweep_directory, trial_dirname, versions
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
 from hpo_cls.sweep.preflight import ParameterBudget
 from hpo_cls.tracking.runs import constraints_param, objectives_param
 from hpo_cls.sweep.reuse import with_fresh_worker_on_failed_reset
+from hpo_cls.sweep.stop import GracefulStop
 from hpo_cls.train.run import TrialSetup
 
 __all__ = ["run_sweep"]
@@ -77,14 +72,16 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
     progress = SweepProgress(sweep_id, spec.budget.num_samples, spec.budget.epochs, spec.metric, spec.mode,
                              [p.name for p in spec.search.space], spec.budget.time_budget_s, quiet=quiet, stream=out)
     try:
-        if resume:
-            tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
-            progress = _restored_progress(tuner, progress)
-        else:
-            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
-                                         report)
-        outcome, wall_s = _fit_and_summarize(spec, sweep_id, experiment_path, tuner, searcher, progress, estimate,
-                                             report, stop_ray=started)
+        with GracefulStop(sweep_id) as stop:
+            if resume:
+                tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
+                progress = _restored_progress(tuner, progress)
+            else:
+                tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
+                                             report)
+            stop.progress = progress
+            outcome, wall_s = _fit_and_summarize(spec, sweep_id, experiment_path, tuner, searcher, progress,
+                                                 estimate, report, stop_ray=started, stop=stop)
     finally:
         if started:
             ray.shutdown()
@@ -96,8 +93,9 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
 
 
 def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tuner, searcher, progress,
-                       estimate: SweepEstimate | None, report: Callable[[str], None], stop_ray: bool):
-    """Run the trials, then log the summary to MLflow; returns ``(outcome, seconds the trials took)``."""
+                       estimate: SweepEstimate | None, report: Callable[[str], None], stop_ray: bool,
+                       stop: GracefulStop):
+    """Run the trials, then log the summary to MLflow unless a signal stopped them; ``(outcome, trials' s)``."""
     import ray
 
     from hpo_cls.tracking.summary import summarize_sweep
@@ -107,6 +105,7 @@ def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tun
         results = tuner.fit()
     finally:
         progress.close()
+    stop.check()
     wall_s = time.monotonic() - fit_start
     _report_searcher(searcher, report)
     report("all trials ended; logging checkpoints, the sweep summary and its report to MLflow")
