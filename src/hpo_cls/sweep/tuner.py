@@ -288,7 +288,9 @@ def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
         },
     )
     tracker.start()
-    spec_text = spec.source.read_text() if spec.source and spec.source.is_file() else ""
+    from hpo_cls.tracking.uri import redact_text  # a tracking.uri written in the spec may carry a password
+
+    spec_text = redact_text(spec.source.read_text()) if spec.source and spec.source.is_file() else ""
     if spec_text:
         tracker.writer.call("parent", lambda client, run_id: client.log_text(run_id, spec_text, "spec.yaml"))
     return tracker
