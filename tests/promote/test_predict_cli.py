@@ -44,9 +44,10 @@ def _images(folder: Path, count: int = 3) -> Path:
 
 
 @pytest.fixture
-def registered(tmp_path) -> tuple[str, str]:
+def registered(tmp_path):
     """A one-member ensemble registered by hpo-cls's own registration code: ``(tracking uri, model uri)``."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from hpo_cls.promote.register import _register
 
@@ -56,14 +57,16 @@ def registered(tmp_path) -> tuple[str, str]:
              "config": flatten_trial_config(TINY), "image_size": 16, "class_to_idx": classes}
     bundle = save_checkpoint(model_bundle(state), tmp_path / "m0" / "model.pt")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("hpo-cls", artifact_location=(tmp_path / "artifacts").as_uri())
-    mlflow.set_experiment("hpo-cls")
-    with mlflow.start_run() as run:
-        pass
-    _register(uri, run.info.run_id, "tiny", [SimpleNamespace(bundle_path=str(bundle))],
-              [SimpleNamespace(key="m0")], [1.0], False, list(classes), {}, "a test model")
-    return uri, "models:/tiny@champion"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("hpo-cls", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(experiment)
+    previous = mlflow.get_tracking_uri()
+    try:
+        _register(uri, run.info.run_id, "tiny", [SimpleNamespace(bundle_path=str(bundle))],
+                  [SimpleNamespace(key="m0")], [1.0], False, list(classes), {}, "a test model")
+        yield uri, "models:/tiny@champion"
+    finally:
+        mlflow.set_tracking_uri(previous)  # _register sets the process-wide URI, as promote does in its process
 
 
 @pytest.mark.parametrize("batch_size", ["-1", "0"])
