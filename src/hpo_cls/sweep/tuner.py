@@ -42,13 +42,12 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
               resume: bool = False, owns_ray: bool = False, quiet: bool = False,
               warm_start: Sequence[str] = (), estimate: SweepEstimate | None = None,
               out: TextIO | None = None) -> SweepOutcome:
-    """Run (or resume) a sweep to the end and log its summary to MLflow.
+    """Run (or resume) a sweep to the end and log its summary to MLflow (SIGTERM: see :mod:`.stop`).
 
-    Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller
-    connected it for this sweep, so it is shut down here as soon as the trials have ended. ``quiet``:
-    print the final summary only. ``warm_start``: ids of earlier sweeps (same tracking store) whose
-    finished trials the searcher learns from before its first proposal. ``estimate``: printed against
-    the time the trials took."""
+    Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller connected it
+    for this sweep, so it is shut down here as soon as the trials have ended. ``quiet``: print the final summary
+    only. ``warm_start``: ids of earlier sweeps (same tracking store) whose finished trials the searcher learns
+    from before its first proposal. ``estimate``: printed against the time the trials took."""
     if resume and warm_start:
         raise SweepError("{warm_start} starts a new sweep; a resumed sweep keeps its searcher's history")
     import ray
@@ -79,7 +78,6 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
             else:
                 tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
                                              report)
-            stop.progress = progress
             outcome, wall_s = _fit_and_summarize(spec, sweep_id, experiment_path, tuner, searcher, progress,
                                                  estimate, report, stop_ray=started, stop=stop)
     finally:
@@ -100,6 +98,7 @@ def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tun
 
     from hpo_cls.tracking.summary import summarize_sweep
 
+    stop.progress = progress  # told of a signal, so it does not report the trials Tune stops as ended
     fit_start = time.monotonic()
     try:
         results = tuner.fit()
