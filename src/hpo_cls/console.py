@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
+from hpo_cls.tracking.uri import redact_text  # a leaf module (re only): no MLflow import
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -26,12 +28,12 @@ LIVE, LINES, QUIET = "live", "lines", "quiet"  # the output modes: see output_mo
 
 def say(message: str, out: TextIO | None = None) -> None:
     """A progress line on stdout (or ``out``), flushed at once so logs and pipes see it live."""
-    print(f"{PREFIX} {message}", file=out or sys.stdout, flush=True)
+    print(f"{PREFIX} {redact_text(message)}", file=out or sys.stdout, flush=True)
 
 
 def warn(message: str, out: TextIO | None = None) -> None:
     """A warning on stderr (or ``out``)."""
-    print(f"{PREFIX} warning: {message}", file=out or sys.stderr, flush=True)
+    print(f"{PREFIX} warning: {redact_text(message)}", file=out or sys.stderr, flush=True)
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -19,8 +19,10 @@ __all__ = [
     "NonFiniteLossError",
     "CommandError",
     "SweepError",
+    "SweepStopped",
     "PromoteError",
     "TrackingError",
+    "OutputError",
 ]
 
 
@@ -77,9 +79,22 @@ class SweepError(HpoClsError):
     """A sweep cannot start or continue."""
 
 
+class SweepStopped(SweepError):
+    """A signal (SIGTERM) stopped the sweep before its trials ended; its state is saved for ``--resume``."""
+
+    def __init__(self, sweep_id: str, signal_name: str):
+        super().__init__(f"sweep {sweep_id} was stopped ({signal_name}) before its trials ended; its checkpoints "
+                         "and MLflow runs are kept for {resume}")
+        self.sweep_id, self.signal_name = sweep_id, signal_name
+
+
 class PromoteError(HpoClsError):
     """Promote cannot go on (unknown sweep, too few runs, over the parameter budget, ...)."""
 
 
 class TrackingError(HpoClsError):
     """The tracking store does not hold what was asked for (an experiment, a sweep)."""
+
+
+class OutputError(HpoClsError):
+    """An output path cannot be written: a file where a folder belongs, a run already there, a lock held."""

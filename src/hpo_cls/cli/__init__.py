@@ -9,6 +9,7 @@ import sys
 
 from hpo_cls.cli.args import build_parser
 from hpo_cls.errors import CommandError, HpoClsError, SpecError
+from hpo_cls.tracking.uri import redact_text
 
 __all__ = ["main", "run", "flag", "build_parser", "EXIT_BAD_INPUT"]
 
@@ -21,33 +22,49 @@ def flag(option: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(build_parser().parse_args(argv))
+    except BrokenPipeError:  # `--help` too is printed into the closed pipe
+        return _closed_pipe()
+
+
+def _dispatch(args) -> int:
     # MLflow logs store migrations and similar at INFO; hpo-cls prints what a user needs itself.
     # (Read by mlflow when it is first imported, which the commands do lazily after this point.)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from hpo_cls.cli.commands import HANDLERS
 
-    handler = HANDLERS[args.command]
     try:
-        return handler(args) or 0
-    except SpecError as exc:
-        for line in exc.render_lines(flag):
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except HpoClsError as exc:
-        print(f"error: {exc.render(flag)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ConnectionError as exc:
-        print(f"error: cannot connect to the Ray cluster at {getattr(args, 'address', None)}: {exc}",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return HANDLERS[args.command](args) or 0
+    except BrokenPipeError:  # a ConnectionError, but not the Ray cluster's: main ends quietly
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (HpoClsError, CommandError, ConnectionError) as exc:
+        for line in _error_lines(exc, args):
+            print(f"error: {redact_text(line)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _error_lines(exc: Exception, args) -> list[str]:
+    """The ``error:`` lines of a user-facing error (not yet redacted)."""
+    if isinstance(exc, SpecError):
+        return exc.render_lines(flag)
+    if isinstance(exc, HpoClsError):
+        return [exc.render(flag)]
+    if isinstance(exc, ConnectionError):
+        return [f"cannot connect to the Ray cluster at {getattr(args, 'address', None)}: {exc}"]
+    return [str(exc)]
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``hpo-cls sweeps | head``): stop quietly, the standard way. Python
+    flushes stdout again at exit; pointing it at devnull keeps that from raising a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 def run() -> None:
@@ -57,7 +74,10 @@ def run() -> None:
     MLflow would only add most of a second to every command.
     """
     code = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _closed_pipe()
     sys.stderr.flush()
     logging.shutdown()
     os._exit(code)

@@ -57,6 +57,10 @@ def _add_train(commands) -> None:
                                         "progress per epoch; writes checkpoint.pt and metrics.csv.")
     _add_spec_args(p)
     p.add_argument("--out", type=Path, help="output folder (default: runs/<name>-<time>)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint (same spec and --set values)")
+    again.add_argument("--force", action="store_true", help="overwrite the run already in --out")
 
 
 def _add_sweep(commands) -> None:

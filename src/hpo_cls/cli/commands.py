@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from hpo_cls.errors import CommandError, SpecError
+from hpo_cls.errors import CommandError, SpecError, SweepStopped
 from hpo_cls.spec import SweepSpec, load_spec
 
 __all__ = ["HANDLERS"]
@@ -65,7 +65,8 @@ def cmd_train(args) -> int:
 
     spec = _load(args)
     checked(spec, fixed_only=True)  # train uses the fixed configuration only
-    train_fixed(spec, args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    train_fixed(spec, args.out or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                resume=args.resume, force=args.force)
     return 0
 
 
@@ -100,10 +101,29 @@ def cmd_sweep(args) -> int:
         run_sweep(spec, num_classes=len(result.summary.class_to_idx), address=address, name=args.name,
                   resume=args.resume, owns_ray=started, quiet=args.quiet, warm_start=args.warm_start,
                   estimate=estimate)
+    except SweepStopped as stopped:
+        raise CommandError(f"sweep {stopped.sweep_id} was stopped ({stopped.signal_name}) before its trials ended; "
+                           f"continue it with: {_resume_command(args, stopped.sweep_id)}") from None
     finally:
         if started:
             shutdown_ray()
     return 0
+
+
+def _resume_command(args, sweep_id: str) -> str:
+    """The ``hpo-cls sweep`` command that continues sweep ``sweep_id`` as ``args`` started it."""
+    import shlex
+
+    from hpo_cls.tracking.uri import redact_uri
+
+    words = ["hpo-cls", "sweep", str(args.spec), "--name", sweep_id, "--resume"]
+    words += [word for override in args.overrides for word in ("--set", override)]
+    if args.tracking_uri:
+        words += ["--tracking-uri", redact_uri(args.tracking_uri)]
+    if args.address:
+        words += ["--address", args.address]
+    words += ["--quiet"] if args.quiet else []
+    return shlex.join(words)
 
 
 def _preflight_and_imports(spec: SweepSpec):
@@ -121,36 +141,56 @@ def _preflight_and_imports(spec: SweepSpec):
     return result
 
 
-def cmd_ui(args) -> int:
+def _client(tracking_uri: str):
+    """An MlflowClient on a store that answers: an unreachable server is an error line within seconds
+    (MLflow itself retries it for minutes)."""
+    from hpo_cls.errors import TrackingError
+    from hpo_cls.tracking.uri import redact_uri, unreachable_reason
+
+    reason = unreachable_reason(tracking_uri)
+    if reason:
+        raise TrackingError(f"cannot reach the tracking store at {redact_uri(tracking_uri)} ({reason}); "
+                            "start it or fix {tracking_uri}")
     from mlflow.tracking import MlflowClient
 
+    return MlflowClient(tracking_uri)
+
+
+def _mlflow_command() -> list[str]:
+    """``mlflow`` on PATH, else this interpreter's ``python -m mlflow`` (a venv used without activating it)."""
+    import shutil
+    import sys
+
+    found = shutil.which("mlflow")
+    return [found] if found else [sys.executable, "-m", "mlflow"]
+
+
+def cmd_ui(args) -> int:
     from hpo_cls.tracking.ui import ui_links
+    from hpo_cls.tracking.uri import redact_uri
 
     base = f"http://127.0.0.1:{args.port}"
-    links = ui_links(MlflowClient(args.tracking_uri), args.experiment, args.sweep, base)
+    links = ui_links(_client(args.tracking_uri), args.experiment, args.sweep, base)
     # One worker process: a UI for one person on this machine starts in seconds, not four processes' worth.
-    command = ["mlflow", "ui", "--backend-store-uri", args.tracking_uri, "--host", "127.0.0.1",
-               "--port", str(args.port), "--workers", "1"]
-    print(f"MLflow UI on {base}  ({' '.join(command)})", *links, sep="\n", flush=True)
-    os.execvp(command[0], command)
+    # The store URI goes by environment, not argv: a password in it would show in `ps` to every user.
+    command = [*_mlflow_command(), "ui", "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+    shown = f"MLFLOW_BACKEND_STORE_URI={redact_uri(args.tracking_uri)} mlflow ui {' '.join(command[-6:])}"
+    print(f"MLflow UI on {base}  ({shown})", *links, sep="\n", flush=True)
+    os.execvpe(command[0], command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": args.tracking_uri})
     return 0
 
 
 def cmd_sweeps(args) -> int:
-    from mlflow.tracking import MlflowClient
-
     from hpo_cls.tracking.store import list_sweeps, sweeps_table
 
-    print(sweeps_table(list_sweeps(MlflowClient(args.tracking_uri), args.experiment)))
+    print(sweeps_table(list_sweeps(_client(args.tracking_uri), args.experiment)))
     return 0
 
 
 def cmd_report(args) -> int:
-    from mlflow.tracking import MlflowClient
-
     from hpo_cls.tracking.report import write_report
 
-    path, data = write_report(MlflowClient(args.tracking_uri), args.experiment, args.sweep, args.out)
+    path, data = write_report(_client(args.tracking_uri), args.experiment, args.sweep, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): sweep {data.sweep.sweep_id}, {len(data.trials)} "
           "trials; open it in a browser (it needs no network)")
     return 0
@@ -179,6 +219,11 @@ def cmd_predict(args) -> int:
 
     from hpo_cls.console import Steps
     from hpo_cls.promote.predict import predict_folder
+
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.tracking_uri:
+        _client(args.tracking_uri)  # an unreachable server: an error line now, not minutes of retries
 
     def progress(done: int, total: int) -> None:
         steps.add("images", f"predicting {args.dir}", total)

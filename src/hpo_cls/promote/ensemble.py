@@ -190,7 +190,8 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
         self.batch_size = int(config.get("batch_size", DEFAULT_BATCH_SIZE))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        batch_size = int((params or {}).get("batch_size") or self.batch_size)
+        given = (params or {}).get("batch_size")
+        batch_size = self.batch_size if given is None else int(given)  # 0 is refused, not taken as the default
         probabilities = predict_probabilities(self.ensemble.model, image_sources(model_input),
                                               self.ensemble.image_size, batch_size, cfg=self.ensemble.eval_config)
         return prediction_frame(probabilities, self.ensemble.class_names)

@@ -32,6 +32,7 @@ from hpo_cls.tracking.runs import (
     TRIAL_ID_TAG,
     end_run_op,
 )
+from hpo_cls.tracking.uri import redact_uri
 from hpo_cls.tracking.writer import MlflowWriter
 
 __all__ = ["PromoteOptions", "PromoteOutcome", "run_promote"]
@@ -203,5 +204,5 @@ def _predict(options: PromoteOptions, plan: PromotePlan, loaded, name: str, writ
     writer.call("promote", lambda client, run_id: client.log_artifact(run_id, str(csv_path)))
     say(f"wrote {csv_path} ({len(paths)} images from {plan.predict_dir})", out)
     say(f"same predictions later: hpo-cls predict models:/{name}@{CHAMPION_ALIAS} {plan.predict_dir} "
-        f"--tracking-uri {options.tracking_uri}", out)
+        f"--tracking-uri {redact_uri(options.tracking_uri)}", out)
     return csv_path

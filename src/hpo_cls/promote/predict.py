@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -32,6 +33,7 @@ __all__ = [
     "predict_probabilities",
     "prediction_frame",
     "write_prediction_csv",
+    "check_output_file",
     "PredictOutcome",
     "predict_folder",
 ]
@@ -62,8 +64,11 @@ def predict_probabilities(model: nn.Module, sources: Sequence[Path | io.BytesIO]
     far)`` follows each batch."""
     if not sources:
         raise DataError("no images to predict")
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {batch_size}")
     device = device or next(model.parameters()).device
-    dataset = ImageDataset([(source, i) for i, source in enumerate(sources)], build_eval_transform(image_size, cfg))
+    dataset = _NamedImageDataset([(source, i) for i, source in enumerate(sources)],
+                                 build_eval_transform(image_size, cfg))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     model.eval()
     batches = []
@@ -72,6 +77,18 @@ def predict_probabilities(model: nn.Module, sources: Sequence[Path | io.BytesIO]
         if on_batch is not None:
             on_batch(sum(len(b) for b in batches))
     return torch.cat(batches)
+
+
+class _NamedImageDataset(ImageDataset):
+    """An image PIL refuses as a decompression bomb (far more pixels than its file suggests) is a DataError
+    naming the file, not a traceback."""
+
+    def __getitem__(self, index: int):
+        try:
+            return super().__getitem__(index)
+        except Image.DecompressionBombError as exc:
+            path = self.samples[index][0]
+            raise DataError(f"{path}: refused to decode ({exc}); remove it from the folder") from None
 
 
 def prediction_frame(probabilities: torch.Tensor, class_names: Sequence[str]) -> pd.DataFrame:
@@ -104,6 +121,34 @@ def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequen
     return path
 
 
+def check_output_file(out: Path) -> None:
+    """A DataError unless ``out`` can be written as a file: not a folder, its parent a folder (or creatable)."""
+    out = Path(out)
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; {{out}} names the CSV file to write")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataError(f"{out}: {parent} is a file, not a folder")
+
+
+def _load_verified(model_uri: str, tracking_uri: str | None):
+    """The pyfunc model, loaded from a local copy whose files match the checksums recorded at registration
+    (loading a model runs its code: a tampered copy is refused before any of it runs)."""
+    import tempfile
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from hpo_cls.console import warn
+    from hpo_cls.promote.integrity import registered_checksums, verify_model_files
+
+    expected = registered_checksums(model_uri, MlflowClient(tracking_uri))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        verify_model_files(model_uri, local, expected, warn)
+        return mlflow.pyfunc.load_model(local)
+
+
 @dataclass(frozen=True)
 class PredictOutcome:
     path: Path
@@ -126,9 +171,10 @@ def predict_folder(model_uri: str, folder: Path, out: Path, *, batch_size: int =
     paths = list_test_images(folder)
     if not paths:
         raise DataError(f"{folder}: no images")
+    check_output_file(out)  # before the model loads and predicts, not after
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = _load_verified(model_uri, tracking_uri)
     start = time.perf_counter()
     frames = []
     for first in range(0, len(paths), batch_size):

@@ -14,6 +14,7 @@ from typing import Sequence
 from mlflow.tracking import MlflowClient
 
 from hpo_cls.console import format_cell
+from hpo_cls.promote.integrity import CHECKSUM_TAG, model_checksums
 from hpo_cls.promote.retrain import MemberPlan, MemberResult
 from hpo_cls.promote.select import SweepRecord
 from hpo_cls.spec import flatten_trial_config
@@ -93,10 +94,19 @@ def _register(tracking_uri: str, promote_run_id: str, name: str, results: Sequen
             pip_requirements=_requirements(),
         )
     client = MlflowClient(tracking_uri)
+    tags = {**tags, CHECKSUM_TAG: json.dumps(_logged_checksums(info.model_uri), sort_keys=True)}
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.update_model_version(name, version.version, description=description)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
     return info, version
+
+
+def _logged_checksums(model_uri: str) -> dict[str, str]:
+    """SHA-256 of every file of the model as logged (read back from the store, exactly what predict gets)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return model_checksums(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
 
 
 def _version_tags(sweeps: Sequence[SweepRecord], promote_run_id: str, plans: Sequence[MemberPlan],

@@ -20,6 +20,7 @@ from hpo_cls.promote.select import (
     select_top_runs,
 )
 from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG
+from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["Selection", "sweep_by_id", "load_named_runs", "select_runs"]
 
@@ -48,7 +49,7 @@ def _named_run(client: MlflowClient, run_id: str):
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise PromoteError(f"{{runs}}: no run {run_id} in the store at {client.tracking_uri}") from None
+        raise PromoteError(f"{{runs}}: no run {run_id} in the store at {redact_uri(client.tracking_uri)}") from None
     role, status = run.data.tags.get(ROLE_TAG), run.data.tags.get(STATUS_TAG)
     if role != "trial":
         raise PromoteError(f"{{runs}}: run {run_id} is not a trial of a sweep (its role is {role or 'unset'})")

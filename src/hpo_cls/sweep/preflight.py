@@ -15,8 +15,8 @@ from hpo_cls.errors import DataError, SpecError
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
 from hpo_cls.spec.baseline import sweep_problems
 
-__all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check_tracking_uri", "check_trainable",
-           "check_pretrained_weights", "deferred_problems", "checked"]
+__all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check_tracking_uri", "health_request",
+           "check_trainable", "check_pretrained_weights", "deferred_problems", "checked"]
 
 # TrialConfig fields that change the parameter count; everything else shares one cache entry.
 _MODEL_FIELDS = ("backbone", "small_input", "attention", "attention_placement", "attention_reduction",
@@ -103,8 +103,9 @@ def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_er
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
-    """A problem line if an MLflow server at an http(s) URI does not answer its health check, or if a
-    SQLite store cannot be created where its URI points (the store itself is opened in the background)."""
+    """A problem line if an MLflow server at an http(s) URI does not answer its health check (or the URI
+    cannot be parsed), or if a SQLite store cannot be created where its URI points (the store itself is
+    opened in the background)."""
     import os
     import urllib.error
     import urllib.request
@@ -125,12 +126,16 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
     if not uri.startswith(("http://", "https://")):
         return None
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+        request = health_request(uri)
+    except ValueError as exc:
+        return f"tracking.uri: {redact_uri(uri)} is not a valid URI ({exc}); fix {{tracking_uri}}"
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             if response.status == 200:
                 return None
             return f"tracking.uri: MLflow server at {redact_uri(uri)} answered {response.status} to its health check"
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        reason = redact_uri(str(getattr(exc, "reason", exc)))
         return (f"tracking.uri: cannot reach an MLflow server at {redact_uri(uri)} ({reason}); "
                 "start it or fix {tracking_uri}")
 
@@ -189,6 +194,30 @@ def deferred_problems(spec: SweepSpec) -> list[str]:
     report up front. (Missing ImageNet weights are a warning: see :func:`check_pretrained_weights`.)"""
     problems = [check_tracking_uri(spec.tracking.uri), check_trainable(spec.trainable)]
     return [f"{spec.source}: {p}" for p in problems if p]
+
+
+def health_request(uri: str):
+    """The ``GET <uri>/health`` request for an http(s) tracking URI: ``user:password@`` goes into a Basic
+    Authorization header, not the host. Raises ValueError for a URI urllib cannot parse (a bad port, an
+    unclosed ``[``, no host)."""
+    import base64
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    port = parts.port  # raises ValueError: not a number, or out of range
+    if not parts.hostname:
+        raise ValueError("no host")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if port is None else f"{host}:{port}"
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
 
 
 def checked(spec: SweepSpec, *, scan: bool = True, check_tracking: bool = False,

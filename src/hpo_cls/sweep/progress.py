@@ -58,9 +58,10 @@ class SweepProgress(tune.Callback):
         self._mode = QUIET
         self._last_refresh = 0.0
         self._synced = False  # trials were compared with Tune's list once (see _sync)
+        self.interrupted = False  # a signal stopped the sweep: Tune ends its running trials, they did not end
 
     def __getstate__(self):
-        return {**self.__dict__, "stream": None, "board": None, "_view": None}
+        return {**self.__dict__, "stream": None, "board": None, "_view": None, "interrupted": False}
 
     def setup(self, **info) -> None:
         out = self.stream or sys.stdout
@@ -109,7 +110,8 @@ class SweepProgress(tune.Callback):
         self._refresh()
 
     def on_experiment_end(self, trials, **info) -> None:
-        self._sync(trials)
+        if not self.interrupted:  # else the trials Tune stopped would read as stopped early
+            self._sync(trials)
         self.close()
 
     def _sync(self, trials) -> None:

@@ -15,17 +15,12 @@ from hpo_cls.search.space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
 from hpo_cls.sweep.estimate import SweepEstimate, format_actual
-from hpo_cls.sweep.experiment import (
-    git_commit,
-    resolve_trainable,
-    sweep_directory,
-    trial_dirname,
-    versions,
-)
+from hpo_cls.sweep.experiment import git_commit, resolve_trainable, sweep_directory, trial_dirname, versions
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
 from hpo_cls.sweep.preflight import ParameterBudget
 from hpo_cls.tracking.runs import constraints_param, objectives_param
 from hpo_cls.sweep.reuse import with_fresh_worker_on_failed_reset
+from hpo_cls.sweep.stop import GracefulStop
 from hpo_cls.train.run import TrialSetup
 
 __all__ = ["run_sweep"]
@@ -47,13 +42,12 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
               resume: bool = False, owns_ray: bool = False, quiet: bool = False,
               warm_start: Sequence[str] = (), estimate: SweepEstimate | None = None,
               out: TextIO | None = None) -> SweepOutcome:
-    """Run (or resume) a sweep to the end and log its summary to MLflow.
+    """Run (or resume) a sweep to the end and log its summary to MLflow (SIGTERM: see :mod:`.stop`).
 
-    Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller
-    connected it for this sweep, so it is shut down here as soon as the trials have ended. ``quiet``:
-    print the final summary only. ``warm_start``: ids of earlier sweeps (same tracking store) whose
-    finished trials the searcher learns from before its first proposal. ``estimate``: printed against
-    the time the trials took."""
+    Joins ``address`` or starts a local Ray unless one is connected already; ``owns_ray``: the caller connected it
+    for this sweep, so it is shut down here as soon as the trials have ended. ``quiet``: print the final summary
+    only. ``warm_start``: ids of earlier sweeps (same tracking store) whose finished trials the searcher learns
+    from before its first proposal. ``estimate``: printed against the time the trials took."""
     if resume and warm_start:
         raise SweepError("{warm_start} starts a new sweep; a resumed sweep keeps its searcher's history")
     import ray
@@ -77,14 +71,15 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
     progress = SweepProgress(sweep_id, spec.budget.num_samples, spec.budget.epochs, spec.metric, spec.mode,
                              [p.name for p in spec.search.space], spec.budget.time_budget_s, quiet=quiet, stream=out)
     try:
-        if resume:
-            tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
-            progress = _restored_progress(tuner, progress)
-        else:
-            tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
-                                         report)
-        outcome, wall_s = _fit_and_summarize(spec, sweep_id, experiment_path, tuner, searcher, progress, estimate,
-                                             report, stop_ray=started)
+        with GracefulStop(sweep_id) as stop:
+            if resume:
+                tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
+                progress = _restored_progress(tuner, progress)
+            else:
+                tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
+                                             report)
+            outcome, wall_s = _fit_and_summarize(spec, sweep_id, experiment_path, tuner, searcher, progress,
+                                                 estimate, report, stop_ray=started, stop=stop)
     finally:
         if started:
             ray.shutdown()
@@ -96,17 +91,20 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
 
 
 def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tuner, searcher, progress,
-                       estimate: SweepEstimate | None, report: Callable[[str], None], stop_ray: bool):
-    """Run the trials, then log the summary to MLflow; returns ``(outcome, seconds the trials took)``."""
+                       estimate: SweepEstimate | None, report: Callable[[str], None], stop_ray: bool,
+                       stop: GracefulStop):
+    """Run the trials, then log the summary to MLflow unless a signal stopped them; ``(outcome, trials' s)``."""
     import ray
 
     from hpo_cls.tracking.summary import summarize_sweep
 
+    stop.progress = progress  # told of a signal, so it does not report the trials Tune stops as ended
     fit_start = time.monotonic()
     try:
         results = tuner.fit()
     finally:
         progress.close()
+    stop.check()
     wall_s = time.monotonic() - fit_start
     _report_searcher(searcher, report)
     report("all trials ended; logging checkpoints, the sweep summary and its report to MLflow")
@@ -289,7 +287,9 @@ def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
         },
     )
     tracker.start()
-    spec_text = spec.source.read_text() if spec.source and spec.source.is_file() else ""
+    from hpo_cls.tracking.uri import redact_text  # a tracking.uri written in the spec may carry a password
+
+    spec_text = redact_text(spec.source.read_text()) if spec.source and spec.source.is_file() else ""
     if spec_text:
         tracker.writer.call("parent", lambda client, run_id: client.log_text(run_id, spec_text, "spec.yaml"))
     return tracker

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from hpo_cls.errors import TrackingError
 from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG
+from hpo_cls.tracking.uri import redact_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -63,7 +64,7 @@ def experiment_id_of(client: MlflowClient, experiment: str) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is None or found.lifecycle_stage == "deleted":
         names = [e.name for e in client.search_experiments()]
-        raise TrackingError(f"no MLflow experiment {experiment!r} at {client.tracking_uri} "
+        raise TrackingError(f"no MLflow experiment {experiment!r} at {redact_uri(client.tracking_uri)} "
                             f"(experiments: {', '.join(names) or 'none'}); pass {{experiment}} or {{tracking_uri}}")
     return found.experiment_id
 

@@ -22,7 +22,7 @@ from hpo_cls.tracking.runs import (
     find_run,
     param_value,
 )
-from hpo_cls.tracking.uri import default_retry_seconds, redact_uri
+from hpo_cls.tracking.uri import default_retry_seconds, redact_text, redact_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -190,10 +190,10 @@ class MlflowWriter:
             except Exception as exc:  # noqa: BLE001 - any client/server error: keep retrying, never crash
                 if time.monotonic() > deadline:
                     self.failed_ops += 1
-                    self.warn(f"gave up an MLflow write after {self.retry_for_s:.0f}s: {exc}")
+                    self.warn(f"gave up an MLflow write after {self.retry_for_s:.0f}s: {redact_text(str(exc))}")
                     return
                 if not warned:
-                    self.warn(f"MLflow write failed, retrying in the background: {str(exc).splitlines()[0][:200]}")
+                    self.warn(f"MLflow write failed, retrying in the background: {redact_text(str(exc).splitlines()[0])[:200]}")
                     warned = True
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)

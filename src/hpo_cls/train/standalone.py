@@ -1,7 +1,8 @@
 """``hpo-cls train``: the spec's ``fixed`` configuration trained once, without Ray, one line per epoch.
 
 Writes ``checkpoint.pt`` (resumes exactly), ``metrics.csv``, ``per_class_report.csv``,
-``confusion_matrix.png`` and ``config.json`` into the output folder.
+``confusion_matrix.png`` and ``config.json`` into the output folder; a run already there is continued
+(``--resume``) or replaced (``--force``), never overwritten silently.
 """
 
 from __future__ import annotations
@@ -13,51 +14,91 @@ from pathlib import Path
 from typing import TextIO
 
 from hpo_cls.errors import NonFiniteLossError
-from hpo_cls.spec import SweepSpec
+from hpo_cls.spec import SweepSpec, flatten_trial_config
 
 __all__ = ["train_fixed"]
 
 
-def train_fixed(spec: SweepSpec, out_dir: Path, out: TextIO | None = None) -> Path:
-    """Train ``spec.fixed`` for ``spec.budget.epochs`` epochs into ``out_dir``; returns ``out_dir``."""
+def train_fixed(spec: SweepSpec, out_dir: Path, out: TextIO | None = None, *, resume: bool = False,
+                force: bool = False) -> Path:
+    """Train ``spec.fixed`` for ``spec.budget.epochs`` epochs into ``out_dir``; returns ``out_dir``. A run
+    already in ``out_dir`` is refused unless ``resume`` (go on from its checkpoint) or ``force`` (start over)."""
     from hpo_cls.spec.recipe import recipe_lines
-    from hpo_cls.train.checkpoint import save_checkpoint
+    from hpo_cls.train.out_dir import claimed_out_dir
     from hpo_cls.train.run import TrainingRun
 
     out = out or sys.stdout  # looked up per call: a default bound at import outlives a redirected stdout
-    out_dir.mkdir(parents=True, exist_ok=True)
-    epochs = spec.budget.epochs
-    print(f"configuration of {spec.source or spec.name} (* = a default, not written in the spec):", file=out)
-    print("\n".join(recipe_lines(spec)), file=out, flush=True)
-    run = TrainingRun(spec.data, spec.fixed, epochs)
-    print(f"training {spec.fixed.backbone} on {spec.data.root} ({run.num_classes} classes, "
-          f"{len(run.loaders.train.dataset)} train / {len(run.loaders.val.dataset)} val images) "
-          f"for {epochs} epochs on {run.device.type}", file=out, flush=True)
-    rows = []
-    while run.epoch < epochs:
-        try:
-            metrics = run.run_epoch()
-        except NonFiniteLossError as exc:
-            raise NonFiniteLossError(f"training diverged: {exc}; lower fixed.lr or enable fixed.grad_clip") from None
-        rows.append(metrics)
-        print(f"epoch {metrics['epoch']}/{epochs}  train_loss {metrics['train_loss']:.4f}  "
-              f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
-              f"val_acc {metrics['val_acc']:.4f}  lr {metrics['lr']:.3g}  "
-              f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_time_s']:.1f}s", file=out, flush=True)
-        save_checkpoint(run.state_dict(), out_dir)
-    _write_reports(run, rows, out_dir)
+    with claimed_out_dir(out_dir, resume=resume, force=force) as checkpoint:
+        epochs = spec.budget.epochs
+        print(f"configuration of {spec.source or spec.name} (* = a default, not written in the spec):", file=out)
+        print("\n".join(recipe_lines(spec)), file=out, flush=True)
+        run = TrainingRun(spec.data, spec.fixed, epochs)
+        rows = _resume(run, checkpoint, out_dir) if checkpoint else []
+        print(f"training {spec.fixed.backbone} on {spec.data.root} ({run.num_classes} classes, "
+              f"{len(run.loaders.train.dataset)} train / {len(run.loaders.val.dataset)} val images) "
+              f"for {epochs} epochs on {run.device.type}" + (f", from epoch {run.epoch}" if checkpoint else ""),
+              file=out, flush=True)
+        _train_epochs(run, rows, out_dir, out)
+        _write_reports(run, rows, out_dir)
     print(f"best val_acc {run.best_val_acc:.4f} at epoch {run.best_epoch}; wrote {out_dir}/checkpoint.pt, "
           "metrics.csv, per_class_report.csv, confusion_matrix.png", file=out, flush=True)
     return out_dir
 
 
-def _write_reports(run, rows: list[dict], out_dir: Path) -> None:
-    from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
+def _train_epochs(run, rows: list[dict], out_dir: Path, out: TextIO) -> None:
+    from hpo_cls.train.checkpoint import save_checkpoint
 
+    while run.epoch < run.epochs:
+        try:
+            metrics = run.run_epoch()
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(f"training diverged: {exc}; lower fixed.lr or enable fixed.grad_clip") from None
+        rows.append(metrics)
+        print(f"epoch {metrics['epoch']}/{run.epochs}  train_loss {metrics['train_loss']:.4f}  "
+              f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
+              f"val_acc {metrics['val_acc']:.4f}  lr {metrics['lr']:.3g}  "
+              f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_time_s']:.1f}s", file=out, flush=True)
+        save_checkpoint(run.state_dict(), out_dir)
+        _write_metrics(rows, out_dir)  # with the checkpoint, so a resumed run keeps the earlier epochs' rows
+
+
+def _resume(run, checkpoint: Path, out_dir: Path) -> list[dict]:
+    """Load ``checkpoint`` into ``run`` (it must be of the same configuration and epoch budget, or the
+    resumed run would not be the one it continues); returns the metric rows of the epochs it holds."""
+    from hpo_cls.errors import CheckpointError
+    from hpo_cls.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    mine, theirs = flatten_trial_config(run.cfg), state.get("config", {})
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if state.get("epochs") != run.epochs:
+        differ.append(f"budget.epochs ({state.get('epochs')} in the checkpoint)")
+    if differ:
+        raise CheckpointError(f"{checkpoint}: trained with a different configuration ({', '.join(differ)}); "
+                              "resume with the same spec and --set values, or pass {force} to start over")
+    try:
+        run.load_state_dict(state)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint}: cannot resume from it ({str(exc).splitlines()[0]})") from None
+    metrics = out_dir / "metrics.csv"
+    if not metrics.exists():
+        return []
+    with open(metrics, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= run.epoch]
+
+
+def _write_metrics(rows: list[dict], out_dir: Path) -> None:
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _write_reports(run, rows: list[dict], out_dir: Path) -> None:
+    from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
+
+    if run.last_eval is None:  # resumed a finished run: its reports are already there
+        return
     report = run.class_report(run.last_eval)
     per_class_frame(report).to_csv(out_dir / "per_class_report.csv", index=False)
     names = [row["class"] for row in report]

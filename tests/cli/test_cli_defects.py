@@ -1,0 +1,79 @@
+"""The command line on hostile surroundings (issue #15): a closed pipe, no ``mlflow`` on PATH, a store that
+does not answer, a password in the store URI. Each ends in one ``error:`` line or quietly, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+SECRET = "S3CRET-pw"
+
+
+def hpo_cls(*args, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpo_cls.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["validate", "{spec}", "--no-scan"]], ids=["help", "validate"])
+def test_output_into_a_closed_pipe_ends_quietly(tiny_spec, tmp_path, args):
+    read, write = os.pipe()
+    os.close(read)  # the reader (`| head`) is gone before the first line is written
+    args = [str(tiny_spec()) if a == "{spec}" else a for a in args]
+    process = subprocess.run([sys.executable, "-m", "hpo_cls.cli", *args], stdout=write, stderr=subprocess.PIPE,
+                             text=True, cwd=tmp_path, timeout=300)
+    os.close(write)
+    assert "Traceback" not in process.stderr and "BrokenPipeError" not in process.stderr, process.stderr
+    assert process.returncode in (0, 1)
+
+
+@pytest.mark.parametrize("command", ["ui", "sweeps", "report"])
+def test_an_unreachable_store_is_an_error_line_without_its_password(tmp_path, command):
+    port = closed_port()
+    start = time.monotonic()
+    result = hpo_cls(command, "--tracking-uri", f"postgresql://u:{SECRET}@127.0.0.1:{port}/mlflow", cwd=tmp_path,
+                     timeout=120)
+    assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert str(port) in line and "u:***@" in line
+    assert SECRET not in result.stdout + result.stderr
+    assert time.monotonic() - start < 30, "no minutes of connection retries"
+
+
+def test_ui_without_mlflow_on_path_starts_and_keeps_the_store_uri_off_its_command_line(tmp_path):
+    port = closed_port()
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # the venv's bin (with `mlflow`) is not on it
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ui = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert ui.poll() is None, ui.stdout.read()
+                assert time.monotonic() < deadline, "the MLflow UI did not come up"
+                time.sleep(1)
+        command_lines = [" ".join(p.cmdline()) for p in [psutil.Process(ui.pid), *psutil.Process(ui.pid).children(True)]]
+        assert not any(str(tmp_path / "mlflow.db") in line for line in command_lines), "the store URI is not in argv"
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)  # the group this test started (start_new_session)
+        ui.wait(timeout=30)

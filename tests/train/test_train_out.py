@@ -1,0 +1,95 @@
+"""``hpo-cls train --out``: refused before any training when it cannot hold the run, locked against a second
+run, never overwritten silently; ``--resume`` continues exactly, ``--force`` starts over (issue #15)."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from processes import kill_tree
+
+from hpo_cls.train.checkpoint import load_checkpoint
+from hpo_cls.train.out_dir import LOCK_FILE
+
+FAST = {"fixed": {"backbone": "wrn16_4", "small_input": True, "batch_size": 4, "lr": 0.01, "amp": False}}
+
+
+def hpo_cls(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpo_cls.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, f"exit status 2, got {result.returncode}: {result.stderr}"
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def metric_rows(out: Path) -> list[dict]:
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_an_out_that_cannot_be_a_folder_is_an_error_line(tiny_spec, tmp_path, where):
+    (tmp_path / "taken").write_text("not a folder")
+    out = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "run"
+    line = error_line(hpo_cls("train", tiny_spec(**FAST), "--out", out, cwd=tmp_path))
+    assert str(out) in line and "--out" in line
+
+
+def test_a_second_train_into_a_locked_out_is_refused(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a first `hpo-cls train` holds while it runs
+        line = error_line(hpo_cls("train", tiny_spec(**FAST), "--out", out, cwd=tmp_path))
+    assert "another `hpo-cls train`" in line
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_an_existing_run_is_refused_then_resumed_exactly_or_forced(tiny_spec, tmp_path):
+    spec = tiny_spec(**FAST, budget={"epochs": 2, "num_samples": 1, "max_concurrent": 1})
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert hpo_cls("train", spec, "--out", whole, cwd=tmp_path).returncode == 0
+    first = _train_until_first_checkpoint(spec, parts, tmp_path)
+
+    before = (parts / "checkpoint.pt").read_bytes()
+    line = error_line(hpo_cls("train", spec, "--out", parts, cwd=tmp_path))
+    assert "--resume" in line and "--force" in line
+    assert (parts / "checkpoint.pt").read_bytes() == before, "the refused run wrote nothing"
+
+    resumed = hpo_cls("train", spec, "--out", parts, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"from epoch {first}" in resumed.stdout
+    assert [r["val_loss"] for r in metric_rows(parts)] == [r["val_loss"] for r in metric_rows(whole)]
+    for key, value in load_checkpoint(whole / "checkpoint.pt")["model"].items():
+        assert torch.equal(value, load_checkpoint(parts / "checkpoint.pt")["model"][key]), f"{key}: resumed exactly"
+
+    line = error_line(hpo_cls("train", spec, "--set", "fixed.lr=0.02", "--out", parts, "--resume", cwd=tmp_path))
+    assert "fixed.lr" in line or "lr" in line, "a resume under another configuration is refused"
+    forced = hpo_cls("train", spec, "--set", "budget.epochs=1", "--out", parts, "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert len(metric_rows(parts)) == 1, "--force started over"
+
+
+def _train_until_first_checkpoint(spec: Path, out: Path, cwd: Path) -> int:
+    """Start a 2-epoch train, kill it (by the Popen this test holds) once a checkpoint is written; returns the
+    epochs that checkpoint holds (1, or 2 if the second epoch won the race)."""
+    train = subprocess.Popen([sys.executable, "-m", "hpo_cls.cli", "train", str(spec), "--out", str(out)], cwd=cwd,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint.pt").exists():
+            assert train.poll() is None and time.monotonic() < deadline, "the first epoch was checkpointed"
+            time.sleep(0.2)
+    finally:
+        kill_tree(train)
+    return load_checkpoint(out / "checkpoint.pt")["epoch"]
