@@ -107,13 +107,15 @@ def test_a_decompression_bomb_is_named_not_a_traceback(registered, tmp_path):
 
 @pytest.mark.parametrize("uri", [f"http://user:{SECRET}@127.0.0.1:{{port}}",
                                  f"http://127.0.0.1:{{port}}/?token={SECRET}"], ids=["userinfo", "token"])
-def test_an_unreachable_server_fails_fast_without_printing_its_password(tmp_path, uri):
+@pytest.mark.parametrize("command", ["predict", "promote"])
+def test_an_unreachable_server_fails_fast_without_printing_its_password(tmp_path, uri, command):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends
     start = time.monotonic()
-    result = hpo_cls("predict", "models:/x@champion", _images(tmp_path / "images"), "--tracking-uri",
-                     uri.format(port=port), cwd=tmp_path, timeout=120)
+    arguments = (["models:/x@champion", _images(tmp_path / "images")] if command == "predict"
+                 else ["--top", "2", "--workdir", tmp_path / "promote"])
+    result = hpo_cls(command, *arguments, "--tracking-uri", uri.format(port=port), cwd=tmp_path, timeout=120)
     line = error_line(result)
     assert time.monotonic() - start < 30, "no minutes of silent retries"
     assert str(port) in line

@@ -199,6 +199,7 @@ def cmd_report(args) -> int:
 def cmd_promote(args) -> int:
     from hpo_cls.sweep.local_cluster import resolve_address
 
+    _client(args.tracking_uri)  # an unreachable server: an error line now, not minutes of retries
     address = resolve_address(args.address)  # before anything imports ray
     from hpo_cls.promote.pipeline import PromoteOptions, run_promote
 
