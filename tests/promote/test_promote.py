@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import re
 import subprocess
@@ -340,7 +341,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
 
     command = [sys.executable, "-m", "hpo_cls.cli", "promote", "--top", "2", "--epochs", "1", "--sweep", "tiny",
                "--experiment", "e2e", "--tracking-uri", uri, "--workdir", str(tmp_path / "work"),
-               "--out", str(tmp_path / "promote.csv"), "--tta", "--weighted"]
+               "--out", str(tmp_path / "promote.csv"), "--tta", "--weighted", "--retrain"]
     start = time.monotonic()
     promote = hpo_cls(*command[3:], cwd=tmp_path, timeout=300)  # killed with its local Ray if it overruns
     assert promote.returncode == 0, promote.stdout[-2000:] + "\n--- stderr ---\n" + promote.stderr[-6000:]
@@ -380,6 +381,32 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     assert {m.data.tags["hpo_cls.source_run_id"] for m in members} == set(source_ids.values())
     assert all(m.data.tags[ROLE_TAG] == "promote_member" for m in members)
     assert all(len(client.get_metric_history(m.info.run_id, "val_acc")) == 1 for m in members)
+
+
+def test_a_member_whose_trial_completed_the_same_training_is_taken_not_retrained(tiny_data, tmp_path):
+    from hpo_cls.promote.pipeline import run_promote
+    from hpo_cls.promote.plan import PromoteOptions
+    from hpo_cls.promote.reuse import REUSED_TAG
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_experiment("reuse", artifact_location=(tmp_path / "mlruns").as_uri())
+    source_ids = _log_tiny_sweep(uri, "reuse", tiny_data, tmp_path / "trials")
+    out = io.StringIO()
+    outcome = run_promote(PromoteOptions(top=2, sweep="tiny", experiment="reuse", tracking_uri=uri,
+                                         workdir=tmp_path / "work", out=tmp_path / "prediction.csv"), out)
+    text = out.getvalue()
+    assert text.count("taken as trained (--retrain trains it again)") == 2 and "retraining" not in text
+    for result in outcome.members:  # the trial's own weights, and its epoch's metrics on the member run
+        trial_weights = load_checkpoint(tmp_path / "trials" / result.key.split("-")[0] / "checkpoint_000000")["model"]
+        member_weights = load_checkpoint(result.bundle_path)["model"]
+        assert all(torch.equal(trial_weights[k], member_weights[k]) for k in trial_weights)
+    members = client.search_runs([client.get_experiment_by_name("reuse").experiment_id],
+                                 filter_string=f"tags.`{ROLE_TAG}` = 'promote_member'")
+    assert {m.data.tags["hpo_cls.source_run_id"] for m in members} == set(source_ids.values())
+    assert all(m.data.tags[REUSED_TAG] == "1" and m.data.tags[STATUS_TAG] == "completed" for m in members)
+    assert all(len(client.get_metric_history(m.info.run_id, "val_acc")) == 1 for m in members)
+    assert (tmp_path / "prediction.csv").is_file()
 
 
 @pytest.mark.ray

@@ -131,6 +131,9 @@ def _add_promote(commands) -> None:
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--epochs", type=int, help="epochs per retrain (default: the sweep's epoch budget)")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain every member, even one whose completed trial already trained it (same "
+                        "configuration, seed, epochs and data: by default its last-epoch checkpoint is taken)")
     p.add_argument("--seeds", type=int, default=1, metavar="S", help="members per run: seed, seed+1, ... (default: 1)")
     p.add_argument("--train-on-val", action="store_true",
                    help="retrain on train+val (val numbers are then not held out)")

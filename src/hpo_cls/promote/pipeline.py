@@ -24,6 +24,7 @@ from hpo_cls.promote.register import (
     registered_model_name,
 )
 from hpo_cls.promote.retrain import MemberResult, retrain_members
+from hpo_cls.promote.reuse import REUSED_TAG, reuse_trial_checkpoints
 from hpo_cls.spec import flatten_trial_config
 from hpo_cls.tracking.runs import (
     ROLE_TAG,
@@ -107,14 +108,39 @@ def _open_runs(writer: MlflowWriter, plan: PromotePlan, options: PromoteOptions)
 
 def _retrain(plan: PromotePlan, options: PromoteOptions, writer: MlflowWriter, finished: set[str],
              out: TextIO) -> list[MemberResult]:
-    """Retrain every member (Ray tasks), each epoch logged to its run; ``finished`` collects the done ones."""
+    """Retrain every member (Ray tasks), each epoch logged to its run, except those whose trial already
+    trained their model (:mod:`hpo_cls.promote.reuse`); ``finished`` collects the done ones."""
+    reused = _reused(plan, options, out)
+    for key, result in reused.items():
+        for metrics in result.history:
+            writer.log_metrics(key, {k: v for k, v in metrics.items() if k != "epoch"}, step=int(metrics["epoch"]))
+        writer.call(key, end_run_op("completed", extra_tags={REUSED_TAG: "1"}))
+        finished.add(key)
+    to_train = [p for p in plan.members if p.key not in reused]
+    trained = {r.key: r for r in _train(plan, to_train, options, writer, finished, out)} if to_train else {}
+    return [reused.get(p.key) or trained[p.key] for p in plan.members]
+
+
+def _reused(plan: PromotePlan, options: PromoteOptions, out: TextIO) -> dict[str, MemberResult]:
+    if options.retrain or options.train_on_val:
+        return {}
+    reused = reuse_trial_checkpoints(MlflowClient(options.tracking_uri), plan.members, plan.sweeps, plan.data_cfg,
+                                     plan.epochs, plan.workdir)
+    for key in reused:
+        say(f"member {key}: its trial completed the same {plan.epochs} epoch(s) with this configuration and seed, "
+            "and its checkpoint is the last epoch: taken as trained (--retrain trains it again)", out)
+    return reused
+
+
+def _train(plan: PromotePlan, members: list, options: PromoteOptions, writer: MlflowWriter, finished: set[str],
+           out: TextIO) -> list[MemberResult]:
     star = "*" if options.train_on_val else ""
     resources = plan.resources
-    say(f"retraining {len(plan.members)} member(s) for {plan.epochs} epoch(s) each on {plan.data_cfg.root} "
+    say(f"retraining {len(members)} member(s) for {plan.epochs} epoch(s) each on {plan.data_cfg.root} "
         f"({resources.cpu:g} CPU{f', {resources.gpu:g} GPU' if resources.gpu else ''} per member); "
         f"checkpoints in {plan.workdir}", out)
     with Steps(out, unit="epochs") as steps:
-        for p in plan.members:
+        for p in members:
             steps.add(p.key, f"member {p.key}", plan.epochs)
 
         def on_epoch(key: str, metrics: dict) -> None:
@@ -124,7 +150,7 @@ def _retrain(plan: PromotePlan, options: PromoteOptions, writer: MlflowWriter, f
                                      f"  {metrics['epoch_time_s']:.1f}s/epoch",
                          eta_s=(plan.epochs - epoch) * metrics["epoch_time_s"])
 
-        results = retrain_members(plan.members, plan.data_cfg, plan.epochs, plan.workdir,
+        results = retrain_members(members, plan.data_cfg, plan.epochs, plan.workdir,
                                   train_on_val=options.train_on_val, cpus=resources.cpu, gpus=resources.gpu,
                                   address=options.address, on_epoch=on_epoch)
     for r in results:

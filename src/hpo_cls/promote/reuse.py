@@ -1,0 +1,85 @@
+"""Members that need no retraining: a completed trial already trained the member's model.
+
+A member is retrained from scratch with its run's configuration and seed, for the epoch budget, on the
+sweep's data. When the run's trial completed that same budget on that same data and its logged checkpoint
+is its last epoch (Tune keeps the best epoch; with a decaying schedule that is usually the last), that
+checkpoint is what the retrain would train again: promote takes it instead (``--retrain`` trains anyway).
+Anything else (another seed, ``fixed.*`` or ``data.*`` overrides, ``--epochs``, ``--train-on-val``, a
+trial stopped early, a best epoch before the last) is retrained as before.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from mlflow.tracking import MlflowClient
+
+from hpo_cls.promote.retrain import MemberPlan, MemberResult
+from hpo_cls.spec import DataConfig
+from hpo_cls.tracking.store import SweepRecord
+from hpo_cls.train.checkpoint import MODEL_FILE, load_checkpoint
+
+__all__ = ["REUSED_TAG", "reuse_trial_checkpoints"]
+
+REUSED_TAG = "hpo_cls.reused_trial_checkpoint"  # on a member run whose trial's checkpoint was taken
+
+_CHECKPOINT_ARTIFACT = f"checkpoint/{MODEL_FILE}"  # what the sweep logs for each finished trial
+_HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
+
+
+def reuse_trial_checkpoints(client: MlflowClient, members: Sequence[MemberPlan], sweeps: Sequence[SweepRecord],
+                            data_cfg: DataConfig, epochs: int, workdir: Path) -> dict[str, MemberResult]:
+    """The members whose trial's logged checkpoint is the model their retrain would train, by key; each
+    bundle is copied to ``workdir/<key>/model.pt``."""
+    by_id = {s.sweep_id: s for s in sweeps}
+    reused = {}
+    for member in members:
+        sweep = by_id.get(member.source.sweep_id) or (sweeps[0] if len(sweeps) == 1 else None)
+        if sweep is None or not _same_training(member, sweep, data_cfg, epochs):
+            continue
+        start = time.perf_counter()
+        bundle_path = _download_bundle(client, member.source.run_id, workdir / member.key)
+        if bundle_path is None:
+            continue
+        bundle = load_checkpoint(bundle_path)
+        if bundle.get("epoch") != epochs or bundle.get("image_size") != data_cfg.image_size:
+            bundle_path.unlink()
+            continue
+        history = _history(client, member.source.run_id, epochs)
+        reused[member.key] = MemberResult(member.key, str(bundle_path), history, 0, time.perf_counter() - start)
+    return reused
+
+
+def _same_training(member: MemberPlan, sweep: SweepRecord, data_cfg: DataConfig, epochs: int) -> bool:
+    """Same configuration and seed, the trial trained the whole budget, the budget is promote's, same data."""
+    params = sweep.params
+    return (member.source.status == "completed" and member.config == member.source.config
+            and int(float(params.get("epochs", 0))) == epochs
+            and str(Path(params.get("data_root", "")).resolve()) == str(Path(data_cfg.root).resolve())
+            and int(params.get("image_size", 0)) == data_cfg.image_size)
+
+
+def _download_bundle(client: MlflowClient, run_id: str, member_dir: Path) -> Path | None:
+    import shutil
+    import tempfile
+
+    if not any(a.path == _CHECKPOINT_ARTIFACT for a in client.list_artifacts(run_id, "checkpoint")):
+        return None
+    member_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=member_dir) as tmp:
+        downloaded = Path(client.download_artifacts(run_id, _CHECKPOINT_ARTIFACT, tmp))
+        target = member_dir / MODEL_FILE
+        shutil.move(str(downloaded), target)
+    return target
+
+
+def _history(client: MlflowClient, run_id: str, epochs: int) -> list[dict]:
+    """The trial's per-epoch metrics, in the form a retrain reports them."""
+    rows: dict[int, dict] = {epoch: {"epoch": epoch} for epoch in range(1, epochs + 1)}
+    for key in _HISTORY_KEYS:
+        for metric in client.get_metric_history(run_id, key):
+            if metric.step in rows:
+                rows[metric.step][key] = metric.value
+    return [rows[epoch] for epoch in sorted(rows)]
