@@ -50,6 +50,7 @@ class SeedResult:
     sweep_wall_s: float
     promote_wall_s: float
     hpo_epochs: int
+    promote_epochs: int
     ensemble_gain: float
     duplicates_top3: int
 
@@ -105,7 +106,11 @@ def read_hpo(uri: str, experiment: str, sweep_id: str) -> dict:
 
     parent, promote = runs("sweep")[0], runs("promote")[0]
     epochs = sum(int(r.data.tags.get("hpo_cls.epochs_run", 0)) for r in runs("trial"))
+    members = client.search_runs([exp_id], f"tags.`hpo_cls.role` = 'promote_member' and "
+                                           f"tags.`mlflow.parentRunId` = '{promote.info.run_id}'")
+    retrained = sum(m.data.tags.get("hpo_cls.reused_trial_checkpoint") != "1" for m in members)
     return {"best": parent.data.metrics["best_val_acc"], "ensemble": promote.data.metrics["val_acc"],
+            "retrained": retrained,
             "gain": promote.data.metrics["val_gain_over_best_member"], "epochs": epochs,
             "duplicates": near_duplicates_in_top(client, experiment, sweep_id, 3)}
 
@@ -131,7 +136,7 @@ def run_seed(seed: int, spec_path: Path, overrides: list[str], spec, root: Path,
                 hpo = run_hpo(workdir, spec_path, overrides, spec, seed)
     (stock_s, stock_best), (sweep_s, promote_s, found) = stock, hpo
     return SeedResult(seed, stock_best, found["best"], found["ensemble"], stock_s, sweep_s, promote_s,
-                      found["epochs"], found["gain"], found["duplicates"])
+                      found["epochs"], found["retrained"] * spec.budget.epochs, found["gain"], found["duplicates"])
 
 
 def main() -> None:
@@ -158,7 +163,7 @@ def main() -> None:
         print(f"seed={seed} stock_best_val={r.stock_best_val:.4f} hpo_best_val={r.hpo_best_val:.4f} "
               f"ensemble_val={r.ensemble_val:.4f} ratio={r.ratio:.3f} | wall stock={r.stock_wall_s:.0f}s "
               f"sweep={r.sweep_wall_s:.0f}s promote={r.promote_wall_s:.0f}s wall_ratio={r.wall_ratio:.3f} | "
-              f"epochs stock={b.num_samples * b.epochs} hpo={r.hpo_epochs}+{2 * b.epochs} | ensemble gain "
+              f"epochs stock={b.num_samples * b.epochs} hpo={r.hpo_epochs}+{r.promote_epochs} retrained | ensemble gain "
               f"{r.ensemble_gain:+.4f}, near-duplicates in top 3: {r.duplicates_top3}", flush=True)
     mean = {k: statistics.mean(getattr(r, k) for r in results) for k in ("stock_best_val", "hpo_best_val",
                                                                          "ensemble_val")}
