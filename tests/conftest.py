@@ -28,6 +28,27 @@ def private_cache_dir(tmp_path_factory):
         os.environ["HPO_CLS_CACHE_DIR"] = previous
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_ray_auth_token(tmp_path_factory):
+    """Ray's token authentication with a token of this test session: every Ray the tests start (private
+    instances, `ray start` nodes, the drivers joining them) reads it from this file, so the suite needs no
+    ~/.ray/auth_token and never writes or uses the user's (`ray start` does not create a missing one)."""
+    import secrets
+
+    saved = {key: os.environ.get(key) for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    yield token
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def tiny_image_folder(tmp_path) -> Path:
     """``train/0..2`` (4 JPEGs each) and ``val/0..2`` (2 each) of 16x16 images, a class-dependent tint."""

@@ -26,8 +26,8 @@ def short_temp_dir(prefix: str) -> str:
 
 
 def node_env(**extra: str) -> dict[str, str]:
-    """The environment of a node and of a driver joining it: Ray's token authentication, with the token
-    in ~/.ray/auth_token (`ray start --head` makes it when missing)."""
+    """The environment of a node and of a driver joining it: Ray's token authentication, with the test
+    session's token (``RAY_AUTH_TOKEN_PATH``, set by the ``private_ray_auth_token`` fixture)."""
     return {**os.environ, "RAY_AUTH_MODE": "token", **extra}
 
 

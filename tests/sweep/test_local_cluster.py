@@ -122,7 +122,8 @@ def test_up_then_sweep_and_promote_join_it_then_down_stops_only_it(cache_root, t
         sweep = hpo_cls("sweep", str(spec), "--name", "joined", cwd=tmp_path)
         assert sweep.returncode == 0, sweep.stderr[-3000:]
         assert f"joining the local Ray at {state.address}" in sweep.stdout
-        promote = hpo_cls("promote", "--top", "1", "--epochs", "1", "--sweep", "joined", "--experiment", "tests",
+        # --retrain: the trial's own checkpoint would otherwise be taken as is, and promote would need no Ray
+        promote = hpo_cls("promote", "--top", "1", "--epochs", "1", "--retrain", "--sweep", "joined", "--experiment", "tests",
                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
         assert promote.returncode == 0, promote.stderr[-3000:]
         assert f"joining the local Ray at {state.address}" in promote.stdout
@@ -149,3 +150,35 @@ def test_idle_cluster_stops_itself(cache_root, tmp_path):
         assert read_state(state_path(cache_root)) is None and not Path(state.temp_dir).exists()
     finally:
         stop_cluster()
+
+
+@pytest.mark.ray
+def test_trial_workers_run_one_torch_thread_per_assigned_cpu_even_with_torch_preloaded():
+    """The cluster daemon preloads torch into Ray's idle workers, which then sized torch's thread pool to the
+    whole machine: two 1-CPU trials ran 2 threads each on 2 cores, 3x slower than in a private Ray."""
+    import ray
+
+    from hpo_cls.sweep.cluster import use_assigned_cpus
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
+             _node_ip_address="127.0.0.1", logging_level="ERROR",
+             _system_config={"preload_python_modules": ["torch"]})
+    try:
+        @ray.remote(num_cpus=1)
+        def threads_in_a_trial() -> tuple[int, int]:
+            import torch
+
+            return use_assigned_cpus(), torch.get_num_threads()
+
+        @ray.remote(num_cpus=2)
+        def threads_in_a_two_cpu_trial() -> tuple[int, int]:
+            import torch
+
+            return use_assigned_cpus(), torch.get_num_threads()
+
+        one_cpu = ray.get([threads_in_a_trial.remote() for _ in range(2)])
+        two_cpus = ray.get(threads_in_a_two_cpu_trial.remote())
+    finally:
+        ray.shutdown()
+    assert one_cpu == [(1, 1), (1, 1)]
+    assert two_cpus == (2, 2)
