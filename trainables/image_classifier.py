@@ -21,6 +21,7 @@ from ray import tune
 from hpo_cls.errors import NonFiniteLossError
 from hpo_cls.spec import trial_config_from_dict
 from hpo_cls.sweep import ray_links
+from hpo_cls.sweep.cluster import use_assigned_cpus
 from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S
 from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
 from hpo_cls.train.run import TrainingRun, TrialSetup
@@ -42,6 +43,7 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     atexit.register(join, TEARDOWN_BOUND_S)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     ray_links.install()  # per-epoch checkpoints reach a local experiment folder by hard link
+    use_assigned_cpus()
     cfg = trial_config_from_dict(config, base=setup.fixed)
     run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
     try:

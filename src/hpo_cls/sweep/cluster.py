@@ -8,7 +8,7 @@ import os
 from hpo_cls.sweep.reuse import trial_process_environment
 
 
-__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "connect_ray", "shutdown_ray"]
+__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "connect_ray", "shutdown_ray", "use_assigned_cpus"]
 
 SWEEP_OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's object store only carries trial setups and results
 PRIVATE_ADDRESS = "local"  # --address local: a private Ray for this command even when a cluster is up
@@ -46,3 +46,20 @@ def shutdown_ray() -> None:
     import ray
 
     ray.shutdown()
+
+
+def use_assigned_cpus() -> int:
+    """In a Ray worker: give torch one thread per CPU Ray assigned to this task or actor; returns the count.
+
+    Ray sets ``OMP_NUM_THREADS`` for a worker process it starts for a task, but a worker started ahead of
+    need with torch preloaded (the ``hpo-cls cluster up`` daemon does that) sized torch's thread pool to
+    the whole machine when it imported torch: two trials on a 2-core node then ran four busy threads and
+    took 3x as long. Setting the count explicitly makes every worker alike."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    threads = max(1, int(cpus)) if cpus else torch.get_num_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
