@@ -182,3 +182,20 @@ def test_trial_workers_run_one_torch_thread_per_assigned_cpu_even_with_torch_pre
         ray.shutdown()
     assert one_cpu == [(1, 1), (1, 1)]
     assert two_cpus == (2, 2)
+
+
+def test_joining_our_cluster_needs_no_runtime_environment_but_any_other_address_does(cache_root, monkeypatch):
+    """Workers of the `cluster up` cluster inherit the trial environment from the daemon; a runtime
+    environment would cost each of them seconds to start. Any other cluster gets it with the job."""
+    from hpo_cls.sweep import cluster, local_cluster
+    from hpo_cls.sweep.reuse import trial_process_environment
+
+    ours = ClusterState(address="127.0.0.1:6379", pid=1, token="t", temp_dir="/nonexistent", started=0.0,
+                        idle_timeout_s=60, cpus=2, gpus=0, trial_env=trial_process_environment())
+    monkeypatch.setattr(local_cluster, "live_cluster", lambda root=None: ours)
+    assert cluster._runtime_env("127.0.0.1:6379") is None
+    assert cluster._runtime_env("10.0.0.5:6379") == {"env_vars": trial_process_environment()}
+    monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", "999")  # the daemon's workers have another value
+    assert cluster._runtime_env("127.0.0.1:6379") == {"env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "999"}}
+    monkeypatch.setattr(local_cluster, "live_cluster", lambda root=None: None)
+    assert cluster._runtime_env("127.0.0.1:6379") is not None

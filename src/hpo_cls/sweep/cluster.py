@@ -24,14 +24,15 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
     carries small trial setups and results). The trial processes get
     :func:`~hpo_cls.sweep.reuse.trial_process_environment`: on a cluster as the job's runtime environment,
     locally through this process's environment, which the local Ray's workers inherit (a runtime
-    environment would cost every worker a second or two to start).
+    environment would cost every worker a second or two to start); on the ``hpo-cls cluster up`` cluster
+    through the daemon's environment, for the same reason.
     """
     import ray
 
     if ray.is_initialized():
         return False
     if address and address != PRIVATE_ADDRESS:
-        ray.init(address=address, logging_level="WARNING", runtime_env={"env_vars": trial_process_environment()})
+        ray.init(address=address, logging_level="WARNING", runtime_env=_runtime_env(address))
     else:
         os.environ.update(trial_process_environment())
         # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise
@@ -40,6 +41,18 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  object_store_memory=object_store_bytes, logging_level="WARNING")
     return True
+
+
+def _runtime_env(address: str) -> dict | None:
+    """None for the ``hpo-cls cluster up`` cluster whose workers already inherit the trial environment (a
+    runtime environment costs each worker seconds to start); else the trial environment for the job."""
+    from hpo_cls.sweep.local_cluster import live_cluster
+
+    wanted = trial_process_environment()
+    local = live_cluster()
+    if local is not None and local.address == address and local.trial_env == wanted:
+        return None
+    return {"env_vars": wanted}
 
 
 def shutdown_ray() -> None:

@@ -61,6 +61,12 @@ def main() -> None:
 
     import ray
 
+    from hpo_cls.sweep.reuse import trial_process_environment
+
+    # Ray's worker processes inherit this environment: drivers joining need no runtime environment for it,
+    # which would cost every trial's worker a second or two to start and bypass the preloaded workers.
+    trial_env = trial_process_environment()
+    os.environ.update(trial_env)
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # Ray starts one idle worker process per CPU ahead of need, and the first driver to join takes them over:
     # with the modules a trial imports preloaded, that sweep's trials start at once instead of after seconds
@@ -79,7 +85,8 @@ def main() -> None:
     state = ClusterState(address=ray.get_runtime_context().gcs_address, pid=os.getpid(), token=args.token,
                          temp_dir=args.temp_dir, started=time.time(), idle_timeout_s=args.idle_timeout_s,
                          cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0), idle_since=time.time(),
-                         auth={k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH") if k in os.environ})
+                         auth={k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH") if k in os.environ},
+                         trial_env=trial_env)
     try:
         write_state(args.state, state)
         print(f"Ray at {state.address}: {state.cpus:g} CPUs, {state.gpus:g} GPUs", flush=True)

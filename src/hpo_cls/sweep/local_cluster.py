@@ -55,6 +55,7 @@ class ClusterState:
     drivers: int = 0  # drivers connected now (sweeps, promotes), the daemon not counted
     idle_since: float | None = None
     auth: dict[str, str] | None = None  # Ray's auth variables a driver needs to join (see _auth_environment)
+    trial_env: dict[str, str] | None = None  # what its worker processes inherit (reuse.trial_process_environment)
 
 
 def state_path(root: Path | None = None) -> Path:
