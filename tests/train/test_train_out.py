@@ -4,6 +4,7 @@ run, never overwritten silently; ``--resume`` continues exactly, ``--force`` sta
 from __future__ import annotations
 
 import csv
+import io
 import fcntl
 import subprocess
 import sys
@@ -93,3 +94,37 @@ def _train_until_first_checkpoint(spec: Path, out: Path, cwd: Path) -> int:
     finally:
         kill_tree(train)
     return load_checkpoint(out / "checkpoint.pt")["epoch"]
+
+
+class _Killed(BaseException):
+    """What a kill looks like to the code it interrupts: nothing after it runs."""
+
+
+@pytest.mark.parametrize("killed_in", ["_write_metrics", "save_checkpoint"])
+def test_a_run_killed_between_an_epochs_writes_resumes_with_every_epochs_row(tiny_spec, tmp_path, monkeypatch,
+                                                                              killed_in):
+    """Deterministic form of the race the subprocess test above can hit: the kill lands inside the second
+    epoch's metrics write or its checkpoint write; the resumed run still reports both epochs, once each."""
+    import hpo_cls.train.checkpoint as checkpoint_module
+    import hpo_cls.train.standalone as standalone
+    from hpo_cls.spec import load_spec
+
+    spec = load_spec(tiny_spec(**FAST, budget={"epochs": 2, "num_samples": 1, "max_concurrent": 1}))
+    out = tmp_path / "run"
+    owner = standalone if killed_in == "_write_metrics" else checkpoint_module
+    real, calls = getattr(owner, killed_in), []
+
+    def killed_on_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, killed_in, killed_on_the_second_epoch)
+    with pytest.raises(_Killed):
+        standalone.train_fixed(spec, out, out=io.StringIO())
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    monkeypatch.setattr(owner, killed_in, real)
+
+    standalone.train_fixed(spec, out, out=io.StringIO(), resume=True)
+    assert [int(row["epoch"]) for row in metric_rows(out)] == [1, 2]

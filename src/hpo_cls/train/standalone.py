@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -58,8 +59,10 @@ def _train_epochs(run, rows: list[dict], out_dir: Path, out: TextIO) -> None:
               f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
               f"val_acc {metrics['val_acc']:.4f}  lr {metrics['lr']:.3g}  "
               f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_time_s']:.1f}s", file=out, flush=True)
+        # Rows first: a run killed between the two writes then holds a row past its checkpoint, which
+        # _resume drops, rather than a checkpoint past its rows, whose epoch the resumed run would lose.
+        _write_metrics(rows, out_dir)
         save_checkpoint(run.state_dict(), out_dir)
-        _write_metrics(rows, out_dir)  # with the checkpoint, so a resumed run keeps the earlier epochs' rows
 
 
 def _resume(run, checkpoint: Path, out_dir: Path) -> list[dict]:
@@ -88,10 +91,13 @@ def _resume(run, checkpoint: Path, out_dir: Path) -> list[dict]:
 
 
 def _write_metrics(rows: list[dict], out_dir: Path) -> None:
-    with open(out_dir / "metrics.csv", "w", newline="") as f:
+    """Replace ``metrics.csv`` atomically (temp file + rename): a kill mid-write keeps the previous rows."""
+    tmp = out_dir / "metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, out_dir / "metrics.csv")
 
 
 def _write_reports(run, rows: list[dict], out_dir: Path) -> None:
