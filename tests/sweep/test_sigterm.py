@@ -33,8 +33,15 @@ def test_sigterm_stops_the_sweep_with_its_resume_command_and_resuming_completes(
     assert len(errors) == 1 and "was stopped (SIGTERM)" in errors[0], output[-3000:]
     assert "Tuner.restore" not in output, "the hpo-cls command, not Tune's Python API"
     assert "stopped early" not in output, "a trial Tune stopped on the signal did not end early"
-    _, _, stopped = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
-    assert stopped and all("hpo_cls.status" not in r.data.tags for r in stopped), "no run is marked ended"
+    client, _, stopped = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    assert stopped, "the trial that reported an epoch has its run"
+    for run in stopped:
+        # The first trial may have finished its epochs before the signal arrived (scheduling decides):
+        # that run is completed in full; the trial the signal interrupted is not marked ended at all.
+        status = run.data.tags.get("hpo_cls.status")
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert status is None or (status == "completed" and sorted(steps) == list(range(1, EPOCHS + 1))), \
+            f"a trial the signal stopped is marked {status!r} after epochs {steps}"
     command = shlex.split(errors[0].split("continue it with: ", 1)[1])
     assert command[:2] == ["hpo-cls", "sweep"] and "--resume" in command and "stoppable" in command
 
