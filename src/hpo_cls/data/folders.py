@@ -6,6 +6,7 @@ Class folders named by integers are ordered numerically, so folder ``"10"`` neve
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from hpo_cls.cache_dir import default_cache_root
 from hpo_cls.errors import DataError
 
 __all__ = [
@@ -122,14 +124,38 @@ def _problem(path: Path) -> str | None:
     return None
 
 
-def scan_images(paths: Sequence[Path], workers: int | None = None) -> list[tuple[Path, str]]:
-    """Fully decode every image (in a thread pool); return ``(path, reason)`` for the bad ones."""
+def scan_images(paths: Sequence[Path], workers: int | None = None,
+                remember_in: Path | None = None) -> list[tuple[Path, str]]:
+    """Fully decode every image (in a thread pool); return ``(path, reason)`` for the bad ones. With
+    ``remember_in``, a list of files that all decoded is remembered there (each file's path, size and
+    modification time): the same files, unchanged, are not decoded again."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images would pass the scan")
     paths = [Path(p) for p in paths]
+    passed = Path(remember_in) / f"{_files_digest(paths)}.ok" if remember_in is not None else None
+    if passed is not None and passed.is_file():
+        return []
     with ThreadPoolExecutor(workers or default_threads()) as pool:
         problems = list(pool.map(_problem, paths))
-    return [(p, reason) for p, reason in zip(paths, problems) if reason is not None]
+    bad = [(p, reason) for p, reason in zip(paths, problems) if reason is not None]
+    if passed is not None and not bad:
+        try:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.touch()
+        except OSError:  # an unwritable cache folder: the next scan decodes again, nothing else
+            pass
+    return bad
+
+
+def _files_digest(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha1(f"{len(paths)}".encode())
+    for path in paths:
+        try:
+            stat = path.stat()
+            digest.update(f"{path.absolute()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path.absolute()}\0missing\n".encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -159,7 +185,8 @@ class DatasetSummary:
 
 
 def describe_dataset(root: Path, *, scan: bool = True, workers: int | None = None) -> DatasetSummary:
-    """Summarise ``root`` (train/, val/, optional test/); with ``scan`` every image is decoded."""
+    """Summarise ``root`` (train/, val/, optional test/); with ``scan`` every image is decoded (once per
+    machine while the files stay as they are: remembered in the hpo-cls cache folder)."""
     root = Path(root)
     class_to_idx = class_mapping(root / "train")
     train = list_images(root / "train", class_to_idx)
@@ -172,7 +199,7 @@ def describe_dataset(root: Path, *, scan: bool = True, workers: int | None = Non
 
     _check_trainable(root, class_to_idx, train, val)
     paths = [p for p, _ in train] + [p for p, _ in val] + test
-    bad = scan_images(paths, workers) if scan else []
+    bad = scan_images(paths, workers, remember_in=default_cache_root() / "scanned") if scan else []
     return DatasetSummary(root, class_to_idx, counts(train), counts(val), len(test), bad)
 
 
