@@ -99,3 +99,25 @@ def test_a_device_profile_from_a_gpu_node_is_read_and_its_memory_checked(tiny_sp
     captured = capsys.readouterr()
     assert "5000.0 images/s train" in captured.out and "peak GPU memory 40.00 of 140.0 GiB" in captured.out
     assert "error: " in captured.err and "resources.gpu: 0.25 of a 140.0 GiB GPU is 35.0 GiB" in captured.err
+
+
+def test_a_configuration_measured_on_this_machine_is_not_measured_again(tiny_spec, tmp_path, monkeypatch, capsys):
+    """The next sweep (or `validate --estimate`) of the same configuration starts without measuring; a change
+    to the trial configuration, or a damaged cache, is measured anew."""
+    import hpo_cls.train.profile as profile_module
+
+    monkeypatch.setenv("HPO_CLS_CACHE_DIR", str(tmp_path / "cache"))
+    measured = []
+    real = profile_module.profile_training
+    monkeypatch.setattr(profile_module, "profile_training",
+                        lambda cfg, *a, **kw: measured.append(cfg.dropout) or real(cfg, *a, **kw))
+    spec = tiny_spec()
+    validate = ["validate", str(spec), "--estimate", "--no-scan"]
+    assert main(validate) == 0 and measured == [0.0]
+    first = estimate_lines(capsys.readouterr().out)
+    assert main(validate) == 0 and measured == [0.0]
+    assert estimate_lines(capsys.readouterr().out) == first
+    assert main([*validate, "--set", "fixed.dropout=0.3"]) == 0 and measured == [0.0, 0.3]
+    for cache in (tmp_path / "cache" / "device-profiles").glob("*.json"):
+        cache.write_text("{not json")
+    assert main(validate) == 0 and measured == [0.0, 0.3, 0.0]

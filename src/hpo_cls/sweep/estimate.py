@@ -2,22 +2,26 @@
 the share of the card a trial gets) and epoch time; for the sweep, the epochs ASHA is expected to train,
 the wall time at ``max_concurrent`` and the GPU-hours. After the sweep, the estimate against what it took.
 
-Throughput comes from a few real training steps on this machine's device (:mod:`hpo_cls.train.profile`), or
-from ``--device-profile FILE`` measured earlier (on a GPU node, say). How many epochs ASHA trains depends on
+Throughput comes from a few real training steps on this machine's device (:mod:`hpo_cls.train.profile`),
+kept per machine so the next sweep of the same configuration starts seconds sooner, or from
+``--device-profile FILE`` measured earlier (on a GPU node, say). How many epochs ASHA trains depends on
 the order scores arrive in; it is simulated with Ray's own rung rule over random trial qualities.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import heapq
 import json
 import math
 import os
+import platform
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpo_cls.cache_dir import default_cache_root
 from hpo_cls.errors import SpecError
 from hpo_cls.spec import SweepSpec
 
@@ -105,31 +109,83 @@ def _profile_key(spec: SweepSpec, backbone: str) -> str:
     return f"{backbone} {spec.data.image_size}px batch {spec.fixed.batch_size} amp {spec.fixed.amp} {device}"
 
 
+def _measured_key(spec: SweepSpec, cfg, num_classes: int) -> str:
+    """The key of a profile in this machine's cache: everything the measurement depends on (the whole trial
+    configuration, CBAM, head and dropout included, not only what ``_profile_key`` names)."""
+    configuration = json.dumps([dataclasses.asdict(cfg), num_classes], sort_keys=True, default=str)
+    return f"{_profile_key(spec, cfg.backbone)} {hashlib.sha256(configuration.encode()).hexdigest()[:16]}"
+
+
+def machine_profile_file() -> Path:
+    """This machine's measured profiles, in the hpo-cls cache folder: one file per machine and software (a
+    shared home seen from several hosts, or a torch upgrade, measures anew)."""
+    import torch
+
+    import hpo_cls
+
+    identity = "|".join([platform.node(), platform.machine(), _cpu_model(), str(os.cpu_count()), torch.__version__,
+                         str(torch.version.cuda), os.environ.get("CUDA_VISIBLE_DEVICES", ""), hpo_cls.__version__])
+    return default_cache_root() / "device-profiles" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
 def measure_profiles(spec: SweepSpec, backbones: list[str], num_classes: int,
                      profile_file: Path | None = None) -> tuple[dict, list[str]]:
     """``({backbone: StepProfile}, [backbones that could not be measured])``: read from ``profile_file``
-    when it holds them, else measured here (and added to the file). A spec that asks for GPUs cannot be
-    measured on a machine without one."""
+    when it holds them, else measured here (and added to the file). Without ``profile_file``, measurements
+    of the same configuration on this machine are reused (:func:`machine_profile_file`). A spec that asks for
+    GPUs cannot be measured on a machine without one."""
     import torch
 
     from hpo_cls.train.profile import StepProfile, profile_training
 
-    stored = _read_profiles(profile_file) if profile_file is not None and profile_file.is_file() else {}
+    cache = profile_file is None
+    path = machine_profile_file() if cache else profile_file
+    stored = (_read_cached_profiles(path) if cache else _read_profiles(path)) if path.is_file() else {}
+    fields = {field.name for field in dataclasses.fields(StepProfile)}
     profiles, missing, measured = {}, [], False
     for backbone in backbones:
-        key = _profile_key(spec, backbone)
-        if key in stored:
+        cfg = dataclasses.replace(spec.fixed, backbone=backbone, pretrained=False, compile=False)
+        key = _measured_key(spec, cfg, num_classes) if cache else _profile_key(spec, backbone)
+        if key in stored and (not cache or isinstance(stored[key], dict) and set(stored[key]) == fields):
             profiles[backbone] = StepProfile(**stored[key])
         elif spec.resources.gpu > 0 and not torch.cuda.is_available():
             missing.append(backbone)
         else:
-            cfg = dataclasses.replace(spec.fixed, backbone=backbone, pretrained=False, compile=False)
             profiles[backbone] = profile_training(cfg, num_classes, spec.data.image_size, gpu_share=spec.resources.gpu,
                                                   threads=max(1, int(spec.resources.cpu)))
             stored[key], measured = profiles[backbone].to_dict(), True
-    if profile_file is not None and measured:
-        profile_file.write_text(json.dumps({"version": _PROFILE_VERSION, "profiles": stored}, indent=1) + "\n")
+    if measured:
+        _write_profiles(path, stored, quiet=cache)
     return profiles, missing
+
+
+def _write_profiles(path: Path, stored: dict, quiet: bool) -> None:
+    """Replace ``path`` at once (sweeps measuring side by side never leave half a file); a cache that cannot
+    be written costs the next sweep a measurement, nothing more."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"version": _PROFILE_VERSION, "profiles": stored}, indent=1) + "\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        if not quiet:
+            raise SpecError([f"{{device_profile}} {path}: cannot write it: {exc.strerror or exc}"]) from None
+
+
+def _read_cached_profiles(path: Path) -> dict:
+    """This machine's cache; one that cannot be read (another version's, damaged) is measured anew."""
+    try:
+        return _read_profiles(path)
+    except SpecError:
+        return {}
 
 
 def _read_profiles(path: Path) -> dict:
