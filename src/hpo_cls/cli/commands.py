@@ -93,6 +93,7 @@ def cmd_sweep(args) -> int:
         with ThreadPoolExecutor(max_workers=1) as pool:
             checks = pool.submit(_preflight_and_imports, spec)
             started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
+            _prestart_trial_workers(spec)
             result = checks.result()
         from hpo_cls.sweep.estimate import announce_estimate
         from hpo_cls.sweep.tuner import run_sweep
@@ -108,6 +109,18 @@ def cmd_sweep(args) -> int:
         if started:
             shutdown_ray()
     return 0
+
+
+def _prestart_trial_workers(spec: SweepSpec) -> None:
+    """Worker processes for the first trials, started on this node now: they import torch and Ray Tune while
+    the checks and the estimate run, instead of after them with the trials waiting."""
+    import ray
+
+    from hpo_cls.sweep.estimate import slots
+    from hpo_cls.sweep.prestart import prestart_trial_workers
+
+    resources = ray.cluster_resources()
+    prestart_trial_workers(slots(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0)))
 
 
 def _resume_command(args, sweep_id: str) -> str:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from hpo_cls.sweep.local_cluster import ClusterState, read_state, write_state
+from hpo_cls.sweep.prestart import PRELOADED
 
 _POLL_S = 2.0
-PRELOADED = ("torch", "torchvision", "ray.tune", "hpo_cls.train.run")  # what every trial process imports
 
 
 def _live_drivers(own_job: str) -> int:

@@ -1,0 +1,58 @@
+"""The first trials start in worker processes the sweep asked Ray for while its checks ran."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import psutil
+import pytest
+
+from hpo_cls.sweep.prestart import prestart_trial_workers
+
+
+def _workers_in_tune_environment() -> set[int]:
+    """Processes under this one (the local Ray's worker processes) in the environment Tune gives trials."""
+    found = set()
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.environ().get("PL_DISABLE_FORK") == "1":
+                found.add(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+@pytest.mark.ray
+def test_a_trial_actor_as_tune_creates_it_starts_in_a_prestarted_worker():
+    """Ray starts a worker process only when an actor asks and then only for that actor's runtime environment
+    (Tune sets one on every trial): a worker prestarted in any other environment would sit idle."""
+    import ray
+    from ray.tune.execution.class_cache import _ActorClassCache
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
+             _node_ip_address="127.0.0.1", logging_level="ERROR")
+    try:
+        assert not _workers_in_tune_environment()
+        assert prestart_trial_workers(1)
+        deadline = time.monotonic() + 120
+        while not (prestarted := _workers_in_tune_environment()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert prestarted, "no worker process was started in the trials' environment"
+
+        class Trial:
+            def pid(self) -> int:
+                import os
+
+                return os.getpid()
+
+        trial = _ActorClassCache().get(Trial).options(num_cpus=1).remote()  # the remote class Tune makes
+        assert ray.get(trial.pid.remote()) in prestarted
+    finally:
+        ray.shutdown()
+
+
+def test_without_grpc_or_workers_to_start_it_asks_nothing(monkeypatch):
+    assert prestart_trial_workers(0) is False
+    monkeypatch.setitem(sys.modules, "grpc", None)  # grpcio missing: the sweep goes on, its workers start later
+    assert prestart_trial_workers(2) is False
