@@ -93,7 +93,8 @@ def cmd_sweep(args) -> int:
         with ThreadPoolExecutor(max_workers=1) as pool:
             checks = pool.submit(_preflight_and_imports, spec)
             started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
-            _prestart_trial_workers(spec)
+            if not started:  # a running Ray (`cluster up` preloads trial modules into new workers)
+                _prestart_trial_workers(spec)
             result = checks.result()
         from hpo_cls.sweep.estimate import announce_estimate
         from hpo_cls.sweep.tuner import run_sweep

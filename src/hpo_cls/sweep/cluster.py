@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 
-from hpo_cls.sweep.prestart import PRELOADED
 from hpo_cls.sweep.reuse import trial_process_environment
 
 
@@ -39,11 +38,8 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
         # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise
         # in every sweep's output (and ahead of the one-line error when a pre-flight check fails).
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        # Worker processes import what a trial needs as they start, and only those the sweep asks for start
-        # (hpo_cls.sweep.prestart: in the trials' environment, not Ray's default one nobody would use).
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 object_store_memory=object_store_bytes, logging_level="WARNING",
-                 _system_config={"prestart_worker_first_driver": False, "preload_python_modules": list(PRELOADED)})
+                 object_store_memory=object_store_bytes, logging_level="WARNING")
     return True
 
 
