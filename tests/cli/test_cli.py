@@ -168,3 +168,31 @@ def test_ui_serves_the_tracking_store_on_loopback(tmp_path):
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+@pytest.mark.parametrize("stdout_tty, stderr_tty, colour", [(False, False, False), (True, False, False),
+                                                            (True, True, True)])
+def test_ray_lines_in_a_file_carry_no_colour_codes(monkeypatch, stdout_tty, stderr_tty, colour):
+    import io
+
+    from ray._private.worker import print_worker_logs
+
+    from hpo_cls.cli import plain_ray_logs_unless_terminal
+
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    plain_ray_logs_unless_terminal(_Stream(stdout_tty), _Stream(stderr_tty))
+    printed = io.StringIO()
+    print_worker_logs({"pid": "raylet", "ip": "127.0.0.1", "localhost": "127.0.0.1",
+                       "lines": ["file_system_monitor.cc:116: /tmp/ray is over 95% full"]}, printed)
+    assert ("\x1b[" in printed.getvalue()) is colour
+    assert "file_system_monitor.cc:116" in printed.getvalue(), "the line itself is kept"

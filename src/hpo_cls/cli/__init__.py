@@ -8,6 +8,7 @@ import os
 import sys
 
 from hpo_cls.cli.args import build_parser
+from hpo_cls.console import is_terminal
 from hpo_cls.errors import CommandError, HpoClsError, SpecError
 from hpo_cls.tracking.uri import redact_text
 
@@ -33,6 +34,7 @@ def _dispatch(args) -> int:
     # (Read by mlflow when it is first imported, which the commands do lazily after this point.)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    plain_ray_logs_unless_terminal(sys.stdout, sys.stderr)
     from hpo_cls.cli.commands import HANDLERS
 
     try:
@@ -46,6 +48,14 @@ def _dispatch(args) -> int:
         for line in _error_lines(exc, args):
             print(f"error: {redact_text(line)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def plain_ray_logs_unless_terminal(stdout, stderr) -> None:
+    """Ray prints its processes' lines (a raylet's "disk over 95% full", a worker's warning) into ours with
+    colour codes, whatever the stream; in a file or CI log those are noise, so ask it for plain prefixes
+    unless both streams are a terminal (or the user set ``RAY_COLOR_PREFIX`` or ``NO_COLOR`` themselves)."""
+    if os.environ.get("NO_COLOR") or not (is_terminal(stdout) and is_terminal(stderr)):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 
 def _error_lines(exc: Exception, args) -> list[str]:
