@@ -48,6 +48,48 @@ def serve(state: ClusterState, path: Path, stop: threading.Event) -> None:
             return
 
 
+def _process_identity(pid: int) -> tuple[int, str] | None:
+    """``(parent PID, start time)`` from ``/proc`` (Linux), or None once the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[1]), fields[19]) if fields[0] != "Z" else None
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every process below ``root`` (PID -> start time), so they are known after they are re-parented."""
+    parents: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        identity = _process_identity(int(entry.name))
+        if identity is not None:
+            parents.setdefault(identity[0], []).append((int(entry.name), identity[1]))
+    found, todo = {}, [root]
+    while todo:
+        for pid, started in parents.get(todo.pop(), []):
+            found[pid] = started
+            todo.append(pid)
+    return found
+
+
+def _wait_gone(processes: dict[int, str], timeout_s: float = 15.0) -> None:
+    """Wait for ``processes`` to end, then SIGKILL what is left. ``ray.shutdown`` returns before its
+    raylet's agents notice (they poll their parent for ~2 s) and they may still write into the session
+    folder; ``cluster down`` promises every process of the cluster gone and its folder removed."""
+    def left() -> list[int]:
+        return [pid for pid, started in processes.items()
+                if (identity := _process_identity(pid)) is not None and identity[1] == started]
+
+    deadline = time.monotonic() + timeout_s
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--token", required=True)
@@ -95,7 +137,9 @@ def main() -> None:
         current = read_state(args.state)
         if current is not None and current.token == args.token:
             args.state.unlink(missing_ok=True)
+        ray_processes = _descendants(os.getpid())
         ray.shutdown()
+        _wait_gone(ray_processes)
         shutil.rmtree(args.temp_dir, ignore_errors=True)
         print("stopped", flush=True)
 
