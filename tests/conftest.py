@@ -150,6 +150,27 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _environment_restored():
+    """What a test's in-process command sets in the environment (``main()`` sets Ray's and MLflow's output
+    settings, as its process would) ends with the test: no later test runs under it."""
+    saved = dict(os.environ)
+    yield
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def terminal_environment(monkeypatch):
+    """What a person's terminal session sets, whatever the CI shell has (TERM=dumb, NO_COLOR, ...)."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_INTERACTIVE", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _own_ray_temp_dir(monkeypatch, request):
     import tempfile
 

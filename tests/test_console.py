@@ -29,7 +29,7 @@ def test_a_log_gets_a_line_per_update_or_per_passed_fraction():
     assert counts == [10, 30, 50, 80, 100], "one line each time another quarter is passed, and at the end"
 
 
-def test_a_terminal_gets_bars_updated_in_place(monkeypatch):
+def test_a_terminal_gets_bars_updated_in_place(monkeypatch, terminal_environment):
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.setenv("LINES", "20")
     master, slave = os.openpty()

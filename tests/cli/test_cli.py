@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -187,8 +188,8 @@ def test_ray_lines_in_a_file_carry_no_colour_codes(monkeypatch, stdout_tty, stde
 
     from hpo_cls.cli import plain_ray_logs_unless_terminal
 
-    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
-    monkeypatch.delenv("NO_COLOR", raising=False)
+    for name in ("RAY_COLOR_PREFIX", "RAY_DEDUP_LOGS", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TERM", "xterm")
     plain_ray_logs_unless_terminal(_Stream(stdout_tty), _Stream(stderr_tty))
     printed = io.StringIO()
@@ -196,3 +197,12 @@ def test_ray_lines_in_a_file_carry_no_colour_codes(monkeypatch, stdout_tty, stde
                        "lines": ["file_system_monitor.cc:116: /tmp/ray is over 95% full"]}, printed)
     assert ("\x1b[" in printed.getvalue()) is colour
     assert "file_system_monitor.cc:116" in printed.getvalue(), "the line itself is kept"
+    assert os.environ.get("RAY_DEDUP_LOGS") == (None if colour else "0"), "no repeats folded behind a colour code"
+
+
+def test_the_cli_sets_ray_output_before_ray_is_imported():
+    """Ray reads RAY_DEDUP_LOGS at import: importing the CLI and parsing must not import it."""
+    code = ("import sys; from hpo_cls.cli import build_parser; build_parser().parse_args(['sweep', 'x.yaml']); "
+            "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -51,7 +51,7 @@ def test_an_unreachable_store_is_an_error_line_without_its_password(tmp_path, co
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(port) in line and "u:***@" in line
     assert SECRET not in result.stdout + result.stderr
-    assert time.monotonic() - start < 30, "no minutes of connection retries"
+    assert time.monotonic() - start < 60, "no minutes of connection retries"
 
 
 def test_ui_without_mlflow_on_path_starts_and_keeps_the_store_uri_off_its_command_line(tmp_path):

@@ -117,7 +117,7 @@ def test_an_unreachable_server_fails_fast_without_printing_its_password(tmp_path
                  else ["--top", "2", "--workdir", tmp_path / "promote"])
     result = hpo_cls(command, *arguments, "--tracking-uri", uri.format(port=port), cwd=tmp_path, timeout=120)
     line = error_line(result)
-    assert time.monotonic() - start < 30, "no minutes of silent retries"
+    assert time.monotonic() - start < 60, "no minutes of silent retries"
     assert str(port) in line
     assert SECRET not in result.stderr + result.stdout
 

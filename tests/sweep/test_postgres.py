@@ -90,10 +90,11 @@ def test_postgresql_restarted_mid_sweep_loses_no_metric(tmp_path, mlflow_on_post
 def test_mlflow_server_killed_and_restarted_mid_sweep_loses_no_metric(tmp_path, mlflow_on_postgres, ledger,
                                                                       fault_figure):
     uri = mlflow_on_postgres.uri
-    spec = _spec(tmp_path, uri, "server-killed", epochs=5)
+    spec = _spec(tmp_path, uri, "server-killed", epochs=8)  # tiny epochs: enough of them left after the kill
     driver = start_sweep(spec, "server-killed", tmp_path)
     try:
         wait_for(lambda: epochs_reported(tmp_path, "server-killed") >= 1, 300, "the first epoch")
+        assert driver.poll() is None, "the sweep ended before the server was killed"
         mlflow_on_postgres.kill()
         ledger["faults_injected"] += 1
         down_at = epochs_reported(tmp_path, "server-killed")
@@ -108,4 +109,4 @@ def test_mlflow_server_killed_and_restarted_mid_sweep_loses_no_metric(tmp_path, 
     ledger["trials"] += 2
     total, lost = metric_points(uri, "server-killed", tmp_path / "ray_results" / "server-killed")
     fault_figure("MLflow server killed (SIGKILL) and restarted mid-sweep", total, lost)
-    assert total == 2 * 5 * len(METRIC_KEYS) and lost == 0
+    assert total == 2 * 8 * len(METRIC_KEYS) and lost == 0

@@ -23,6 +23,22 @@ def _workers_in_tune_environment() -> set[int]:
     return found
 
 
+def _workers_registered_with_the_raylet() -> set[int]:
+    """Worker processes the local raylet has registered (only those can be handed to an actor)."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+
+    node = next(n for n in ray.nodes() if n["Alive"])
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    try:
+        reply = node_manager_pb2_grpc.NodeManagerServiceStub(channel).GetNodeStats(
+            node_manager_pb2.GetNodeStatsRequest(), timeout=10)
+        return {stats.pid for stats in reply.core_workers_stats}
+    finally:
+        channel.close()
+
+
 @pytest.mark.ray
 def test_a_trial_actor_as_tune_creates_it_starts_in_a_prestarted_worker():
     """Ray starts a worker process only when an actor asks and then only for that actor's runtime environment
@@ -36,7 +52,9 @@ def test_a_trial_actor_as_tune_creates_it_starts_in_a_prestarted_worker():
         assert not _workers_in_tune_environment()
         assert prestart_trial_workers(1)
         deadline = time.monotonic() + 120
-        while not (prestarted := _workers_in_tune_environment()) and time.monotonic() < deadline:
+        # ready: started in the trials' environment and registered (a started process is not yet offered)
+        while (not (prestarted := _workers_in_tune_environment() & _workers_registered_with_the_raylet())
+               and time.monotonic() < deadline):
             time.sleep(0.2)
         assert prestarted, "no worker process was started in the trials' environment"
 

@@ -95,7 +95,7 @@ def test_eta_follows_the_pace_and_the_share_of_the_budget_finished_trials_used()
     assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05" and format_duration(None) == "-"
 
 
-def test_output_mode_is_decided_by_the_stream_and_quiet():
+def test_output_mode_is_decided_by_the_stream_and_quiet(terminal_environment):
     master, slave = os.openpty()
     with os.fdopen(slave, "w") as tty:
         assert output_mode(tty) == LIVE and output_mode(tty, quiet=True) == QUIET
@@ -159,7 +159,7 @@ def test_quiet_prints_nothing_while_trials_run():
     assert out.getvalue() == ""
 
 
-def test_a_terminal_gets_one_table_redrawn_in_place(monkeypatch):
+def test_a_terminal_gets_one_table_redrawn_in_place(monkeypatch, terminal_environment):
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("LINES", "30")
     master, slave = os.openpty()

@@ -26,9 +26,10 @@ def test_quickstart_sweep_records_every_trial_in_mlflow(tmp_path):
     result = hpo_cls("sweep", str(REPO / "sweeps" / "quickstart.yaml"), "--set", "budget.num_samples=6",
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    # Tune logs (and survives) errors raised in callbacks: the output must show none.
-    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
-    assert "ERROR" not in result.stderr, result.stderr[-3000:]
+    # Tune logs (and survives) errors raised in callbacks: the driver's output must show none. (Lines Ray
+    # forwards from its other processes, "(raylet) ..." or "(pid=...) ...", say what the machine does.)
+    driver_lines = [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("(")]
+    assert not [line for line in driver_lines if "Traceback" in line or "ERROR" in line], result.stderr[-3000:]
     assert "hpo-cls ui" in result.stdout  # the summary tells the user how to look at the runs
 
     client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "hpo-cls")

@@ -70,7 +70,10 @@ def mlflow_ui(finished_sweep, tmp_path):
             wait_for(healthy, 300, "the MLflow UI to serve")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
-        yield port, log.read_text().splitlines()[:4]
+        lines = log.read_text().splitlines()
+        # from its first line on (a warning a dependency prints at import may come before it)
+        first = next((i for i, line in enumerate(lines) if line.startswith("MLflow UI on")), 0)
+        yield port, lines[first:first + 4]
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # the UI and the server workers it started: its own session only
         try:

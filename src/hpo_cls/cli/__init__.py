@@ -52,10 +52,13 @@ def _dispatch(args) -> int:
 
 def plain_ray_logs_unless_terminal(stdout, stderr) -> None:
     """Ray prints its processes' lines (a raylet's "disk over 95% full", a worker's warning) into ours with
-    colour codes, whatever the stream; in a file or CI log those are noise, so ask it for plain prefixes
-    unless both streams are a terminal (or the user set ``RAY_COLOR_PREFIX`` or ``NO_COLOR`` themselves)."""
+    colour codes, whatever the stream, and marks lines it folded as repeats in colour too; in a file or CI
+    log those codes are noise, so unless both streams are a terminal (or ``NO_COLOR`` is set) Ray is asked
+    for plain prefixes and every line as printed. A user's own ``RAY_COLOR_PREFIX``/``RAY_DEDUP_LOGS`` win.
+    (Ray reads ``RAY_DEDUP_LOGS`` when it is imported: after this, since no command imports it earlier.)"""
     if os.environ.get("NO_COLOR") or not (is_terminal(stdout) and is_terminal(stderr)):
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 def _error_lines(exc: Exception, args) -> list[str]:
