@@ -60,17 +60,19 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
                                    sampled(result.config), None, trial_values(history, result.metrics, spec)))
     # The plots need no run ids: draw them while the writer thread logs the trials' checkpoints.
     plots_dir = tempfile.mkdtemp(prefix="hpo-cls-plots-")
-    _draw_optuna_plots(spec, trials, plots_dir)
-    writer.flush()
-    for t in trials:
-        t.run_id = writer.run_ids.get(t.trial_id)
-    best_first = ranked(trials, spec.mode)
-    baseline = find_baseline(spec, trials)
-    if baseline is not None:
-        writer.call(baseline.trial_id, lambda client, run_id: client.set_tag(run_id, BASELINE_TAG, "true"))
-    writer.call("parent", _finalize_parent_op(spec, trials, best_first, baseline, plots_dir, cost or {}))
-    writer.close(timeout=300)
-    shutil.rmtree(plots_dir, ignore_errors=True)
+    try:
+        _draw_optuna_plots(spec, trials, plots_dir)
+        writer.flush()
+        for t in trials:
+            t.run_id = writer.run_ids.get(t.trial_id)
+        best_first = ranked(trials, spec.mode)
+        baseline = find_baseline(spec, trials)
+        if baseline is not None:
+            writer.call(baseline.trial_id, lambda client, run_id: client.set_tag(run_id, BASELINE_TAG, "true"))
+        writer.call("parent", _finalize_parent_op(spec, trials, best_first, baseline, plots_dir, cost or {}))
+        writer.close(timeout=300)
+    finally:
+        shutil.rmtree(plots_dir, ignore_errors=True)
     if writer.failed_ops:
         warn(f"{writer.failed_ops} MLflow writes could not be made")
     report = _log_report(spec, sweep_id)
