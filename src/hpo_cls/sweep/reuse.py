@@ -12,34 +12,14 @@ MLflow run records it like any other trial.
 
 from __future__ import annotations
 
-import gc
 import os
 
 __all__ = ["TEARDOWN_BOUND_S", "RESET_TIMEOUT_S", "trial_process_environment", "FreshWorkerOnFailedReset",
-           "with_fresh_worker_on_failed_reset", "release_previous_trial"]
+           "with_fresh_worker_on_failed_reset"]
 
 TEARDOWN_BOUND_S = 10  # the longest a trainable's thread may take to end once Tune stops it
 RESET_TIMEOUT_S = 3 * TEARDOWN_BOUND_S  # what a reset waits for it: the bound, with room for a busy machine
 _RESET_TIMEOUT_VAR = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # read by Tune inside each trial process
-
-
-def release_previous_trial() -> None:
-    """At a trial's start: collect what an earlier trial of this worker process left behind, before this
-    one allocates (in the earlier trial's teardown it would hold up Tune's reset, above). Trials with a
-    fractional GPU share the device, so the memory goes back to it rather than staying in torch's cache.
-
-    The first trial in a process also freezes what is there (the ~440k objects torch, torchvision and Ray
-    imported, never garbage): no collection walks them again, so this takes 0.1 ms in later trials of a
-    reused worker instead of 0.2 s, and so do the full collections Python runs while a trial trains."""
-    import torch
-
-    gc.collect()
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-    if torch.cuda.is_initialized():
-        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # cuBLAS keeps its workspaces otherwise
-            torch._C._cuda_clearCublasWorkspaces()
-        torch.cuda.empty_cache()
 
 
 def trial_process_environment() -> dict[str, str]:
