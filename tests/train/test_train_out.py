@@ -128,3 +128,20 @@ def test_a_run_killed_between_an_epochs_writes_resumes_with_every_epochs_row(tin
 
     standalone.train_fixed(spec, out, out=io.StringIO(), resume=True)
     assert [int(row["epoch"]) for row in metric_rows(out)] == [1, 2]
+
+
+def test_train_asks_for_the_gpu_whatever_the_sweep_resources_say(tiny_spec, tmp_path, monkeypatch):
+    """`train` is one process with the machine to itself: a spec sized for CPU sweep trials (gpu: 0, as the
+    quickstart) still trains on a visible GPU. Here no GPU is visible, so it runs on the CPU."""
+    import hpo_cls.train.run as run_module
+    import hpo_cls.train.standalone as standalone
+    from hpo_cls.spec import load_spec
+
+    real, shares = run_module.resolve_device, []
+    monkeypatch.setattr(run_module, "resolve_device", lambda share=0.0: shares.append(share) or real(share))
+    spec = load_spec(tiny_spec(**FAST, resources={"cpu": 1, "gpu": 0},
+                               budget={"epochs": 1, "num_samples": 1, "max_concurrent": 1}))
+    printed = io.StringIO()
+    standalone.train_fixed(spec, tmp_path / "run", out=printed)
+    assert shares == [1.0], "a whole GPU, taken when CUDA is visible"
+    assert f"on {'cuda' if torch.cuda.is_available() else 'cpu'}" in printed.getvalue()

@@ -33,7 +33,9 @@ def train_fixed(spec: SweepSpec, out_dir: Path, out: TextIO | None = None, *, re
         epochs = spec.budget.epochs
         print(f"configuration of {spec.source or spec.name} (* = a default, not written in the spec):", file=out)
         print("\n".join(recipe_lines(spec)), file=out, flush=True)
-        run = TrainingRun(spec.data, spec.fixed, epochs)
+        # One process with the machine to itself: the GPU whenever one is visible. (`resources` sizes sweep
+        # trials for Ray; the quickstart's gpu: 0 kept this on the CPU of a GPU machine.)
+        run = TrainingRun(spec.data, spec.fixed, epochs, gpu_share=1.0)
         rows = _resume(run, checkpoint, out_dir) if checkpoint else []
         print(f"training {spec.fixed.backbone} on {spec.data.root} ({run.num_classes} classes, "
               f"{len(run.loaders.train.dataset)} train / {len(run.loaders.val.dataset)} val images) "
