@@ -206,3 +206,26 @@ def test_the_cli_sets_ray_output_before_ray_is_imported():
             "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("address, prestarts", [("127.0.0.1:6379", True), ("local", False), (None, False)])
+def test_a_sweep_joining_a_running_ray_asks_it_for_the_first_trials_workers(tiny_spec, monkeypatch, address,
+                                                                            prestarts):
+    """A running Ray (`hpo-cls cluster up`, or --address) has no worker processes of this sweep's job yet: the
+    sweep asks for them while its checks run. A private Ray starts its own as trials ask."""
+    from hpo_cls.cli import commands, main
+    from hpo_cls.errors import CommandError
+    from hpo_cls.sweep import cluster
+
+    asked = []
+    monkeypatch.setattr(cluster, "connect_ray", lambda address, object_store_bytes: True)
+    monkeypatch.setattr(cluster, "shutdown_ray", lambda: None)
+    monkeypatch.setattr(commands, "_prestart_trial_workers", asked.append)
+
+    def checks_stop_the_sweep(spec):
+        raise CommandError("checks: stop here")
+
+    monkeypatch.setattr(commands, "_preflight_and_imports", checks_stop_the_sweep)
+    argv = ["sweep", str(tiny_spec()), *(["--address", address] if address else [])]
+    assert main(argv) == 2
+    assert [spec.name for spec in asked] == (["tiny"] if prestarts else [])
