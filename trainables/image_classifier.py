@@ -7,7 +7,6 @@ Thin on purpose: everything it calls is plain torch code in ``hpo_cls.train.run`
 from __future__ import annotations
 
 import atexit
-import gc
 import json
 import logging
 import tempfile
@@ -15,42 +14,36 @@ import threading
 from pathlib import Path
 
 import ray
-import torch
 from ray import tune
 
 from hpo_cls.errors import NonFiniteLossError
 from hpo_cls.spec import trial_config_from_dict
 from hpo_cls.sweep import ray_links
 from hpo_cls.sweep.cluster import use_assigned_cpus
-from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S
+from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S, imports_frozen
 from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
 from hpo_cls.train.run import TrainingRun, TrialSetup
 
 
 def trainable(config: dict, setup: TrialSetup) -> None:
     # Tune's reset of a reused actor waits for this thread to end (reuse.RESET_TIMEOUT_S): its teardown
-    # stays short. What an earlier trial of this process left behind is collected here, before this trial
-    # allocates, instead of in that trial's teardown; trials with a fractional GPU share the device, so
-    # the memory goes back to it rather than staying in torch's cache.
-    gc.collect()
-    if torch.cuda.is_initialized():
-        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # cuBLAS keeps its workspaces otherwise
-            torch._C._cuda_clearCublasWorkspaces()
-        torch.cuda.empty_cache()
-    # Tune ends a stopped trial by raising SystemExit in this thread and exiting the actor right away;
-    # if the interpreter finalizes while this thread still frees tensors, torch aborts the process.
+    # stays short. What this trial leaves behind is collected when the worker is reset for the next trial
+    # (reuse.release_previous_trial). Tune ends a stopped trial by raising SystemExit in this thread and
+    # exiting the actor right away; if the interpreter finalizes while this thread still frees tensors,
+    # torch aborts the process.
     join = threading.current_thread().join
     atexit.register(join, TEARDOWN_BOUND_S)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     ray_links.install()  # per-epoch checkpoints reach a local experiment folder by hard link
     use_assigned_cpus()
     cfg = trial_config_from_dict(config, base=setup.fixed)
-    run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
-    try:
-        _train(run, setup.epochs)
-    finally:
-        del run
-        atexit.unregister(join)
+    with imports_frozen():
+        run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
+        try:
+            _train(run, setup.epochs)
+        finally:
+            del run
+            atexit.unregister(join)
 
 
 def _train(run: TrainingRun, epochs: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -40,3 +41,26 @@ def test_a_run_reports_every_cost_metric_once(tiny_image_folder):
     assert all(math.isfinite(v) and v > 0 for v in costs.values())
     assert run.cost_metrics() == costs, "measured once per run"
     assert run.run_epoch()["epoch"] == 2, "training goes on after the measurement"
+
+
+def test_trials_of_one_process_measure_an_architecture_once(tiny_image_folder, monkeypatch):
+    """A reused worker runs trial after trial; those sharing a network share its latency figure, and a
+    different network is measured anew."""
+    from hpo_cls.models import cost
+
+    measured = []
+
+    def counting(model, image_size, batch_size, **kwargs):
+        measured.append(batch_size)
+        return inference_latency_ms(model, image_size, batch_size, **kwargs)
+
+    monkeypatch.setattr(cost, "_latency_by_key", {})
+    monkeypatch.setattr(cost, "inference_latency_ms", counting)
+    data = DataConfig(root=tiny_image_folder, image_size=16, workers=0)
+    base = TrialConfig(backbone="resnet18", small_input=True, batch_size=4, amp=False)
+    first = TrainingRun(data, base, 1).cost_metrics()
+    second = TrainingRun(data, dataclasses.replace(base, lr=0.2, dropout=0.3), 1).cost_metrics()
+    assert sorted(measured) == [1, 64], "the second trial, same network, measured nothing"
+    assert second == first
+    TrainingRun(data, dataclasses.replace(base, attention="se"), 1).cost_metrics()
+    assert sorted(measured) == [1, 1, 64, 64], "another network is measured"

@@ -9,16 +9,30 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from typing import Callable
 
 import torch
 from torch import nn
 
 from hpo_cls.spec import TrialConfig
 
-__all__ = ["count_flops", "inference_latency_ms", "LATENCY_RUNS", "LATENCY_WARMUP"]
+__all__ = ["count_flops", "inference_latency_ms", "latency_once",
+           "LATENCY_RUNS", "LATENCY_WARMUP"]
 
 LATENCY_RUNS = {1: 10, 64: 3}  # batch size -> timed runs (the median is reported)
 LATENCY_WARMUP = 1
+_latency_by_key: dict[tuple, float] = {}  # this process's measurements; see latency_once
+
+
+def latency_once(key: tuple, measure: Callable[[], float]) -> float:
+    """``measure()`` the first time ``key`` is asked in this process, that same value afterwards.
+
+    The trials a reused worker runs one after another mostly share their architecture (a sweep searches
+    the learning rate far more often than the backbone); measuring it again cost each ~0.4 s of a CPU trial
+    and gave the same figure up to noise. ``key`` must hold everything the latency depends on."""
+    if key not in _latency_by_key:
+        _latency_by_key[key] = measure()
+    return _latency_by_key[key]
 
 
 def count_flops(cfg: TrialConfig, num_classes: int, image_size: int) -> float:

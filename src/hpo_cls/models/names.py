@@ -5,7 +5,8 @@ Adding a backbone is one entry here: ``resnet.py`` and ``wrn.py`` register exact
 
 from __future__ import annotations
 
-__all__ = ["TORCHVISION_BACKBONES", "WRN_BACKBONES", "BACKBONES", "ATTENTION_KINDS", "ATTENTION_PLACEMENTS"]
+__all__ = ["TORCHVISION_BACKBONES", "WRN_BACKBONES", "BACKBONES", "ATTENTION_KINDS", "ATTENTION_PLACEMENTS",
+           "ARCHITECTURE_FIELDS", "architecture_key"]
 
 TORCHVISION_BACKBONES = (
     "resnet18",
@@ -25,3 +26,13 @@ BACKBONES = TORCHVISION_BACKBONES + tuple(WRN_BACKBONES)
 
 ATTENTION_KINDS = ("none", "se", "cbam")
 ATTENTION_PLACEMENTS = ("after_layer4", "after_each_stage", "in_every_block")
+
+# TrialConfig fields that change the network itself (its parameters or its forward pass); the others change
+# only how it is trained.
+ARCHITECTURE_FIELDS = ("backbone", "small_input", "attention", "attention_placement", "attention_reduction",
+                       "head_hidden")
+
+
+def architecture_key(cfg) -> tuple:
+    """The values of ``cfg`` (a TrialConfig) that decide its network: equal keys, equal networks."""
+    return tuple(getattr(cfg, name) for name in ARCHITECTURE_FIELDS)

@@ -12,15 +12,13 @@ from typing import Any
 
 from hpo_cls.data import DatasetSummary, describe_dataset
 from hpo_cls.errors import DataError, SpecError
+from hpo_cls.models.names import architecture_key
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
 from hpo_cls.spec.baseline import sweep_problems
 
 __all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check_tracking_uri", "health_request",
            "check_trainable", "check_pretrained_weights", "deferred_problems", "checked"]
 
-# TrialConfig fields that change the parameter count; everything else shares one cache entry.
-_MODEL_FIELDS = ("backbone", "small_input", "attention", "attention_placement", "attention_reduction",
-                 "head_hidden")
 
 
 class ParameterBudget:
@@ -34,7 +32,7 @@ class ParameterBudget:
         from hpo_cls.models.classifier import count_parameters
 
         cfg = config if isinstance(config, TrialConfig) else trial_config_from_dict(config, base=self.fixed)
-        key = tuple(getattr(cfg, name) for name in _MODEL_FIELDS)
+        key = architecture_key(cfg)
         if key not in self._cache:
             self._cache[key] = count_parameters(dataclasses.replace(cfg, pretrained=False), self.num_classes)
         return self._cache[key]
@@ -51,7 +49,7 @@ class FlopsCount:
         from hpo_cls.models.cost import count_flops
 
         cfg = trial_config_from_dict(config, base=self.fixed)
-        key = tuple(getattr(cfg, name) for name in _MODEL_FIELDS)
+        key = architecture_key(cfg)
         if key not in self._cache:
             self._cache[key] = count_flops(cfg, self.num_classes, self.image_size)
         return {"flops_g": self._cache[key]}

@@ -12,10 +12,14 @@ MLflow run records it like any other trial.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import sys
+from typing import Iterator
 
 __all__ = ["TEARDOWN_BOUND_S", "RESET_TIMEOUT_S", "trial_process_environment", "FreshWorkerOnFailedReset",
-           "with_fresh_worker_on_failed_reset"]
+           "with_fresh_worker_on_failed_reset", "release_previous_trial", "imports_frozen"]
 
 TEARDOWN_BOUND_S = 10  # the longest a trainable's thread may take to end once Tune stops it
 RESET_TIMEOUT_S = 3 * TEARDOWN_BOUND_S  # what a reset waits for it: the bound, with room for a busy machine
@@ -25,6 +29,32 @@ _RESET_TIMEOUT_VAR = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # read by Tune inside eac
 def trial_process_environment() -> dict[str, str]:
     """Environment variables the trial processes need (a value already set here wins, e.g. in a test)."""
     return {_RESET_TIMEOUT_VAR: os.environ.get(_RESET_TIMEOUT_VAR, str(RESET_TIMEOUT_S))}
+
+
+def release_previous_trial() -> None:
+    """In a reused worker process, before its next trial allocates: collect what the previous trial left
+    behind (in that trial's own teardown it would hold up Tune's reset, above). Trials with a fractional
+    GPU share the device, so the memory goes back to it rather than staying in torch's cache. A fresh
+    worker's first trial has nothing to release and skips the full collection (~0.3 s on a CPU)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # cuBLAS keeps its workspaces otherwise
+            torch._C._cuda_clearCublasWorkspaces()
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def imports_frozen() -> Iterator[None]:
+    """While a trial trains: the objects already in the process (the ~440k torch, torchvision and Ray
+    imported, never garbage) are left out of Python's full collections, which otherwise walk them all
+    every few hundred steps. Undone when the trial ends, so the process between and after trials is as
+    Python and Ray expect it."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class FreshWorkerOnFailedReset:
@@ -39,6 +69,8 @@ class FreshWorkerOnFailedReset:
 
     def reset_config(self, new_config) -> bool:
         self._reuse_failed = not super().reset_config(new_config)
+        if not self._reuse_failed:
+            release_previous_trial()
         return True
 
     def step(self):

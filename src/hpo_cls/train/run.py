@@ -170,21 +170,23 @@ class TrainingRun:
     def cost_metrics(self) -> dict[str, float]:
         """``params_m``, ``flops_g`` and inference latency at batch 1 (``latency_ms``) and of a batch of 64
         (``latency_b64_ms``) on this run's device, with its precision: measured the first time it is asked
-        (a sweep's trial asks after its first epoch, so trials ASHA stops early have them too)."""
+        (a sweep's trial asks after its first epoch, so trials ASHA stops early have them too), and the
+        latency once per network in a process (later trials of a reused worker take the same figure)."""
         if self._costs is None:
-            from hpo_cls.models.cost import (
-                LATENCY_RUNS,
-                count_flops,
-                inference_latency_ms,
-            )
+            from hpo_cls.models import cost
+            from hpo_cls.models.names import architecture_key
 
             size = self.data_cfg.image_size
-            latency = {batch: inference_latency_ms(self.eval_model, size, batch, runs=runs,
-                                                   channels_last=self.channels_last,
-                                                   autocast_dtype=self.precision.autocast_dtype)
-                       for batch, runs in LATENCY_RUNS.items()}
+            measured_as = (architecture_key(self.cfg), self.cfg.compile, self.num_classes, size, str(self.device),
+                           torch.get_num_threads(), self.channels_last, self.precision.autocast_dtype)
+            latency = {batch: cost.latency_once(
+                (*measured_as, batch),
+                lambda batch=batch, runs=runs: cost.inference_latency_ms(
+                    self.eval_model, size, batch, runs=runs, channels_last=self.channels_last,
+                    autocast_dtype=self.precision.autocast_dtype))
+                       for batch, runs in cost.LATENCY_RUNS.items()}
             self._costs = {"params_m": sum(p.numel() for p in self.model.parameters()) / 1e6,
-                           "flops_g": count_flops(self.cfg, self.num_classes, size),
+                           "flops_g": cost.count_flops(self.cfg, self.num_classes, size),
                            "latency_ms": latency[1], "latency_b64_ms": latency[64]}
         return dict(self._costs)
 
