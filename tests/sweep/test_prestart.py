@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from hpo_cls.sweep.prestart import prestart_trial_workers
+from hpo_cls.sweep.prestart import prestart_trial_workers, raylet_stub
 
 
 def _workers_in_tune_environment() -> set[int]:
@@ -25,18 +25,11 @@ def _workers_in_tune_environment() -> set[int]:
 
 def _workers_registered_with_the_raylet() -> set[int]:
     """Worker processes the local raylet has registered (only those can be handed to an actor)."""
-    import ray
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+    from ray.core.generated import node_manager_pb2
 
-    node = next(n for n in ray.nodes() if n["Alive"])
-    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
-    try:
-        reply = node_manager_pb2_grpc.NodeManagerServiceStub(channel).GetNodeStats(
-            node_manager_pb2.GetNodeStatsRequest(), timeout=10)
-        return {stats.pid for stats in reply.core_workers_stats}
-    finally:
-        channel.close()
+    with raylet_stub() as stub:
+        reply = stub.GetNodeStats(node_manager_pb2.GetNodeStatsRequest(), timeout=10)
+    return {stats.pid for stats in reply.core_workers_stats}
 
 
 @pytest.mark.ray

@@ -13,10 +13,12 @@ the seconds it would have saved.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import Iterator
 
-__all__ = ["PRELOADED", "prestart_trial_workers"]
+__all__ = ["PRELOADED", "prestart_trial_workers", "raylet_stub"]
 
 PRELOADED = ("torch", "torchvision", "ray.tune", "hpo_cls.train.run")  # what every trial process imports
 KEEP_ALIVE_S = 600  # how long Ray keeps a prestarted worker that no trial has taken
@@ -32,9 +34,8 @@ def prestart_trial_workers(count: int, keep_alive_s: int = KEEP_ALIVE_S) -> bool
     try:
         import grpc
         import ray
-        from ray._private.grpc_utils import init_grpc_channel
         from ray._private.utils import get_runtime_env_info
-        from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+        from ray.core.generated import common_pb2, node_manager_pb2
         from ray.runtime_env import RuntimeEnv
     except ImportError as exc:  # grpcio missing, or Ray moved its modules
         _log.debug("no worker prestart: %s", exc)
@@ -47,19 +48,36 @@ def prestart_trial_workers(count: int, keep_alive_s: int = KEEP_ALIVE_S) -> bool
     except (ImportError, AttributeError, TypeError) as exc:  # Tune or Ray changed what a trial carries
         _log.debug("no worker prestart: %s", exc)
         return False
-    node = next((n for n in ray.nodes() if n.get("NodeID") == context.get_node_id() and n.get("Alive")), None)
-    if node is None:
-        return False
-    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
     try:
-        stub = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
-        stub.PrestartWorkers(node_manager_pb2.PrestartWorkersRequest(
-            language=common_pb2.Language.PYTHON, job_id=bytes.fromhex(context.get_job_id()), runtime_env_info=info,
-            keep_alive_duration_secs=keep_alive_s, num_workers=count), timeout=5)
+        with raylet_stub() as stub:
+            if stub is None:
+                return False
+            stub.PrestartWorkers(node_manager_pb2.PrestartWorkersRequest(
+                language=common_pb2.Language.PYTHON, job_id=bytes.fromhex(context.get_job_id()),
+                runtime_env_info=info, keep_alive_duration_secs=keep_alive_s, num_workers=count), timeout=5)
         return True
     except (grpc.RpcError, ValueError) as exc:
         _log.debug("no worker prestart: %s", exc)
         return False
+
+
+@contextlib.contextmanager
+def raylet_stub() -> Iterator:
+    """The gRPC stub of this driver's raylet (``NodeManagerService``), or None when its node is not alive;
+    the channel is closed on exit. The way Ray's own clients reach it, with the cluster's token when token
+    auth is on."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import node_manager_pb2_grpc
+
+    node_id = ray.get_runtime_context().get_node_id()
+    node = next((n for n in ray.nodes() if n.get("NodeID") == node_id and n.get("Alive")), None)
+    if node is None:
+        yield None
+        return
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    try:
+        yield node_manager_pb2_grpc.NodeManagerServiceStub(channel)
     finally:
         channel.close()
 
