@@ -74,9 +74,9 @@ def cmd_sweep(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from hpo_cls.sweep.cluster import (
-        PRIVATE_ADDRESS,
         SWEEP_OBJECT_STORE_BYTES,
         connect_ray,
+        joins_running_ray,
         shutdown_ray,
     )
     from hpo_cls.sweep.local_cluster import resolve_address
@@ -94,7 +94,7 @@ def cmd_sweep(args) -> int:
         with ThreadPoolExecutor(max_workers=1) as pool:
             checks = pool.submit(_preflight_and_imports, spec)
             started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
-            if address not in (None, PRIVATE_ADDRESS):  # a running Ray (`cluster up` preloads trial modules)
+            if joins_running_ray(address):  # `cluster up`'s Ray preloads trial modules into new workers
                 _prestart_trial_workers(spec)
             result = checks.result()
         from hpo_cls.sweep.estimate import announce_estimate

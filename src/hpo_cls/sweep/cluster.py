@@ -8,10 +8,16 @@ import os
 from hpo_cls.sweep.reuse import trial_process_environment
 
 
-__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "connect_ray", "shutdown_ray", "use_assigned_cpus"]
+__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "connect_ray", "shutdown_ray", "use_assigned_cpus"]
 
 SWEEP_OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's object store only carries trial setups and results
 PRIVATE_ADDRESS = "local"  # --address local: a private Ray for this command even when a cluster is up
+
+
+def joins_running_ray(address: str | None) -> bool:
+    """Whether ``address`` (see :func:`hpo_cls.sweep.local_cluster.resolve_address`) names a Ray that is
+    already running, rather than asking for a private one of this command's own."""
+    return bool(address) and address != PRIVATE_ADDRESS
 
 
 def connect_ray(address: str | None, object_store_bytes: int) -> bool:
@@ -31,7 +37,7 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
 
     if ray.is_initialized():
         return False
-    if address and address != PRIVATE_ADDRESS:
+    if joins_running_ray(address):
         ray.init(address=address, logging_level="WARNING", runtime_env=_runtime_env(address))
     else:
         os.environ.update(trial_process_environment())

@@ -20,7 +20,6 @@ __all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check
            "check_trainable", "check_pretrained_weights", "deferred_problems", "checked"]
 
 
-
 class ParameterBudget:
     """``config -> parameter count`` of the model a (partial) trial config builds; cached, picklable."""
 
