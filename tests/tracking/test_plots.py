@@ -53,3 +53,38 @@ search:
     study = build_study(spec, trials)
     assert [t.params for t in study.trials] == [{"optimizer": "adamw", "lr|optimizer=adamw": 1e-3},
                                                 {"optimizer": "sgd", "lr|optimizer=sgd": 0.05}]
+
+
+def test_sweep_plots_rank_importances_by_ped_anova_without_importing_scikit_learn(tmp_path):
+    """The PNG and the HTML report compute importances the same way; the plotting process never pays
+    scikit-learn's import (Optuna's fANOVA would), and a later `import sklearn` still works."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        from types import SimpleNamespace
+        import yaml
+        from hpo_cls.spec import parse_spec
+        from hpo_cls.tracking.plots import optuna_plots
+        spec = parse_spec(yaml.safe_load('''
+        name: t
+        search:
+          space:
+            lr: {{loguniform: [1.0e-4, 1.0e-1]}}
+            weight_decay: {{loguniform: [1.0e-6, 1.0e-2]}}
+        '''))
+        trials = [SimpleNamespace(trial_id=str(i), best_score=0.1 * i, config={{"lr": 10 ** -(1 + i / 2),
+                                  "weight_decay": 10 ** -(6 - (i % 3))}}) for i in range(8)]
+        figures = optuna_plots(spec, trials)
+        assert "sklearn" not in sys.modules, "scikit-learn was imported"
+        figures["param_importances.png"].savefig(r"{tmp_path}/imp.png")
+        title = figures["param_importances.png"].axes[0].get_title()
+        import sklearn  # nothing left blocking it
+        print(sorted(figures), title)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "param_importances.png" in result.stdout and "parallel_coordinate.png" in result.stdout
+    assert (tmp_path / "imp.png").read_bytes().startswith(b"\x89PNG")

@@ -9,7 +9,7 @@ import torch
 
 from hpo_cls.errors import CheckpointError
 from hpo_cls.spec import DataConfig, TrialConfig, flatten_trial_config
-from hpo_cls.train.checkpoint import load_checkpoint, save_checkpoint
+from hpo_cls.train.checkpoint import load_checkpoint, model_bundle, save_checkpoint
 from hpo_cls.train.engine import gpu_memory_mb
 from hpo_cls.train.run import TrainingRun
 
@@ -81,13 +81,23 @@ def test_load_refuses_pickled_objects(tmp_path, payload):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("mmap", [False, True], ids=["read", "mapped"])
 @pytest.mark.parametrize("keep", [0, 10, 0.5], ids=["empty", "header-only", "half"])
-def test_load_reports_truncated_file(tmp_path, keep):
+def test_load_reports_truncated_file(tmp_path, keep, mmap):
     path = save_checkpoint({"model": {"w": torch.zeros(100)}, "class_to_idx": {"0": 0}}, tmp_path / "c.pt")
     data = path.read_bytes()
     path.write_bytes(data[: int(keep * len(data)) if isinstance(keep, float) else keep])
     with pytest.raises(CheckpointError, match="truncated"):
-        load_checkpoint(path)
+        load_checkpoint(path, mmap=mmap)
+
+
+def test_a_mapped_load_passes_the_weights_on_unchanged(tmp_path):
+    """The sweep's writer maps each trial's best checkpoint and saves its model part as the trial's bundle."""
+    state = {"model": {"w": torch.randn(1000)}, "optimizer": {"m": torch.randn(1000)}, "class_to_idx": {"0": 0}}
+    bundle = save_checkpoint(model_bundle(load_checkpoint(save_checkpoint(state, tmp_path / "c.pt"), mmap=True)),
+                             tmp_path / "model.pt")
+    loaded = load_checkpoint(bundle)
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and "optimizer" not in loaded
 
 
 @pytest.mark.parametrize(

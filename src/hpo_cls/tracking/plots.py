@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from typing import Any
@@ -82,6 +83,9 @@ def build_study(spec, trials):
 
 def optuna_plots(spec, trials) -> dict[str, Any]:
     """File name -> matplotlib figure; plots that need more trials than there are are skipped."""
+    from hpo_cls.tracking.importance import ped_anova
+
+    evaluator = ped_anova()  # first: its import keeps scikit-learn out, which the next one would pull in
     from optuna.visualization import matplotlib as optuna_mpl
 
     study = build_study(spec, trials)
@@ -91,7 +95,8 @@ def optuna_plots(spec, trials) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
         for name, plot in (("parallel_coordinate.png", optuna_mpl.plot_parallel_coordinate),
-                           ("param_importances.png", optuna_mpl.plot_param_importances),
+                           ("param_importances.png",
+                            functools.partial(optuna_mpl.plot_param_importances, evaluator=evaluator)),
                            ("optimization_history.png", optuna_mpl.plot_optimization_history)):
             try:
                 axes = plot(study)

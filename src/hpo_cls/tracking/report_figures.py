@@ -107,6 +107,9 @@ def param_importances(data: SweepData) -> go.Figure:
 
 
 def _importances(data: SweepData) -> dict[str, float]:
+    from hpo_cls.tracking.importance import ped_anova
+
+    evaluator = ped_anova()  # first: its import keeps scikit-learn out, which the next ones would pull in
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
@@ -129,8 +132,6 @@ def _importances(data: SweepData) -> dict[str, float]:
                   for n, d in distributions.items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=t.best))
     try:
-        # PED-ANOVA: made for HPO studies, deterministic, and quick without scikit-learn's forest
-        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         return {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
     except Exception as exc:  # noqa: BLE001 - a plot is a nicety; the report goes on without it
         log.warning("parameter importances skipped: %s", exc)

@@ -132,7 +132,7 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
             return
         if checkpoint_dir and Path(checkpoint_dir).is_dir():
             with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir)), Path(tmp, MODEL_FILE))
+                save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir, mmap=True)), Path(tmp, MODEL_FILE))
                 evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
                 if evaluation_file.is_file():
                     shutil.copy(evaluation_file, tmp)
