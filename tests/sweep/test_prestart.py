@@ -63,6 +63,21 @@ def test_a_trial_actor_as_tune_creates_it_starts_in_a_prestarted_worker():
         ray.shutdown()
 
 
+def test_the_prestart_asks_for_the_environment_tune_gives_its_trial_actors(monkeypatch):
+    """The copy the prestart uses (no Ray Tune import before it) is Tune's own; a Ray upgrade that changes
+    Tune's fails here instead of leaving the prestarted workers idle."""
+    from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
+
+    from hpo_cls.sweep import prestart
+
+    assert prestart.TUNE_DEFAULT_ENV_VARS == DEFAULT_ENV_VARS
+    assert prestart.TUNE_PROPAGATED_ENV_VARS == frozenset(ENV_VARS_TO_PROPAGATE)
+    for name in ENV_VARS_TO_PROPAGATE:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    assert prestart._tune_trial_env_vars() == {**DEFAULT_ENV_VARS, "AWS_ACCESS_KEY_ID": "key"}
+
+
 def test_without_grpc_or_workers_to_start_it_asks_nothing(monkeypatch):
     assert prestart_trial_workers(0) is False
     monkeypatch.setitem(sys.modules, "grpc", None)  # grpcio missing: the sweep goes on, its workers start later

@@ -45,7 +45,7 @@ def prestart_trial_workers(count: int, keep_alive_s: int = KEEP_ALIVE_S) -> bool
         return False
     try:
         info = get_runtime_env_info(RuntimeEnv(env_vars=_tune_trial_env_vars()), is_job_runtime_env=False)
-    except (ImportError, AttributeError, TypeError) as exc:  # Tune or Ray changed what a trial carries
+    except (ImportError, AttributeError, TypeError) as exc:  # Ray changed its runtime-environment API
         _log.debug("no worker prestart: %s", exc)
         return False
     try:
@@ -83,8 +83,22 @@ def raylet_stub() -> Iterator:
 
 
 def _tune_trial_env_vars() -> dict[str, str]:
-    """The environment Tune gives every trial actor (a worker is taken only by an actor with its environment):
-    what ``ray.tune.execution.class_cache`` sets."""
-    from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
+    """The environment Tune gives every trial actor (a worker is taken only by an actor with its environment)."""
+    return {**TUNE_DEFAULT_ENV_VARS, **{name: os.environ[name] for name in TUNE_PROPAGATED_ENV_VARS if name in os.environ}}
 
-    return {**DEFAULT_ENV_VARS, **{name: os.environ[name] for name in ENV_VARS_TO_PROPAGATE if name in os.environ}}
+
+# What ``ray.tune.execution.class_cache`` sets on every trial actor (DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE),
+# copied: importing it imports Ray Tune (~1 s of CPU), and the prestart is asked before that, right after the
+# driver connects. tests/sweep/test_prestart.py pins the copy to Tune's.
+TUNE_DEFAULT_ENV_VARS = {"PL_DISABLE_FORK": "1"}
+TUNE_PROPAGATED_ENV_VARS = frozenset({
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN", "NCCL_RAS_ADDR",
+    "RAY_CHDIR_TO_TRIAL_DIR", "RAY_TRAIN_CHECKPOINT_UPLOAD_WARN_INTERVAL_S", "RAY_TRAIN_COLLECTIVE_TIMEOUT_S",
+    "RAY_TRAIN_COLLECTIVE_WARN_INTERVAL_S", "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S",
+    "RAY_TRAIN_STATE_ACTOR_RECONCILIATION_INTERVAL_S", "RAY_TRAIN_V2_ENABLED", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S",
+    "RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S", "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC",
+    "TRAIN_COPY_DIRECTORY_CHECKPOINTS_INSTEAD_OF_MOVING", "TORCHFT_LIGHTHOUSE",
+})
