@@ -36,7 +36,8 @@ import psutil
 import torch
 from PIL import Image
 
-from hpo_cls.data.loaders import build_loaders, prepare_shared_cache
+from hpo_cls.data.loaders import build_loaders
+from hpo_cls.data.shared_cache import prepare_shared_cache
 from hpo_cls.spec import DataConfig, TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,8 @@
 """The default Tune trainable: build from config, train epoch by epoch, report + checkpoint each epoch.
 
 Thin on purpose: everything it calls is plain torch code in ``hpo_cls.train.run``, shared with
-``hpo-cls train`` and ``hpo-cls promote``.
+``hpo-cls train`` and ``hpo-cls promote``. Torch is imported when a trial starts, not with this module: the
+sweep's driver imports it to hand the function to Tune, and has no use for torch's 2-4 s of import.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
 from ray import tune
@@ -21,8 +23,10 @@ from hpo_cls.spec import trial_config_from_dict
 from hpo_cls.sweep import ray_links
 from hpo_cls.sweep.cluster import use_assigned_cpus
 from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S, imports_frozen
-from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
-from hpo_cls.train.run import TrainingRun, TrialSetup
+from hpo_cls.train.trial_setup import TrialSetup
+
+if TYPE_CHECKING:
+    from hpo_cls.train.run import TrainingRun
 
 
 def trainable(config: dict, setup: TrialSetup) -> None:
@@ -36,6 +40,9 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     ray_links.install()  # per-epoch checkpoints reach a local experiment folder by hard link
     use_assigned_cpus()
+    # Preloaded by the trial's worker where Ray allows (see the module doc)
+    from hpo_cls.train.run import TrainingRun
+
     cfg = trial_config_from_dict(config, base=setup.fixed)
     with imports_frozen():
         run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
@@ -47,6 +54,8 @@ def trainable(config: dict, setup: TrialSetup) -> None:
 
 
 def _train(run: TrainingRun, epochs: int) -> None:
+    from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
+
     node_id = ray.get_runtime_context().get_node_id()  # which cluster node ran it (tagged in MLflow)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry or a resumed sweep: continue where the last epoch ended

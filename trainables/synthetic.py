@@ -13,7 +13,7 @@ import random
 from ray import tune
 
 from hpo_cls.spec import TrialConfig, trial_config_from_dict
-from hpo_cls.train.run import TrialSetup
+from hpo_cls.train.trial_setup import TrialSetup
 
 
 def ceiling(cfg: TrialConfig) -> float:

@@ -24,17 +24,14 @@ from hpo_cls.data.folders import (
     list_test_images,
 )
 from hpo_cls.data.shared_cache import image_cache_dir, open_shared_cache
-from hpo_cls.data.transforms import (
-    build_eval_transform,
-    build_train_transform,
-    cache_size,
-)
+from hpo_cls.data.sizes import cache_size, image_bytes
+from hpo_cls.data.transforms import build_eval_transform, build_train_transform
 from hpo_cls.console import warn
 from hpo_cls.errors import DataError
 from hpo_cls.spec import DataConfig, TrialConfig
 
 __all__ = ["ImageDataset", "decode_resized", "build_cache", "ChainedImages", "load_cache", "balanced_sampler",
-           "MixCollate", "build_mix_collate", "Loaders", "build_loaders", "prepare_shared_cache", "build_test_loader"]
+           "MixCollate", "build_mix_collate", "Loaders", "build_loaders", "open_node_cache", "build_test_loader"]
 
 Cache = torch.Tensor | Sequence[torch.Tensor]
 
@@ -115,12 +112,6 @@ class ChainedImages:
         return self.parts[part][index - self.starts[part]]
 
 
-def _image_bytes(resize_to: int | tuple[int, int]) -> int:
-    """Bytes of one cached image (at least: a short side leaves the long side longer)."""
-    height, width = resize_to if isinstance(resize_to, tuple) else (resize_to, resize_to)
-    return 3 * height * width
-
-
 def load_cache(samples: Sequence[tuple[Path, Any]], resize_to: int | tuple[int, int], cache_dir: Path | None = None, *,
                shared: bool = True, workers: int | None = None) -> Cache:
     """The decoded images of ``samples``: the node's shared memory-mapped cache in ``cache_dir`` (see
@@ -128,16 +119,17 @@ def load_cache(samples: Sequence[tuple[Path, Any]], resize_to: int | tuple[int, 
     cannot hold it, this process's own copy (:func:`build_cache`)."""
     if shared:
         try:
-            return _shared_cache(samples, resize_to, cache_dir, workers)
+            return open_node_cache(samples, resize_to, cache_dir, workers)
         except OSError as exc:
             warn(f"decoded-image cache not shared ({exc}); this process decodes its own copy")
     return build_cache(samples, resize_to, workers)
 
 
-def _shared_cache(samples, resize_to: int | tuple[int, int], cache_dir: Path | None, workers: int | None = None):
+def open_node_cache(samples, resize_to: int | tuple[int, int], cache_dir: Path | None, workers: int | None = None):
+    """The node's shared cache of ``samples`` resized to ``resize_to`` (decoded first if it has none)."""
     decode = functools.partial(decode_resized, resize=v2.Resize(resize_to))
     return open_shared_cache([p for p, _ in samples], resize_to, image_cache_dir(cache_dir), decode,
-                             workers or default_threads(), estimated_bytes=len(samples) * _image_bytes(resize_to))
+                             workers or default_threads(), estimated_bytes=len(samples) * image_bytes(resize_to))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,32 +248,13 @@ def build_loaders(data_cfg: DataConfig, cfg: TrialConfig, *, device_is_cuda: boo
                    batch_transform=DeviceAugment(size) if device_augment else None)
 
 
-def prepare_shared_cache(data_cfg: DataConfig, cfg: TrialConfig, cache_limit_bytes: int = 4 * 2**30) -> None:
-    """Build this node's train and val caches for ``cfg``'s preprocessing now (a sweep's driver, while Ray
-    starts), so its trials only map them; the same limit as :func:`build_loaders`. Where the folder cannot
-    hold them, the trials fall back to their own copies (they warn)."""
-    root = Path(data_cfg.root)
-    class_to_idx = class_mapping(root / "train")
-    resize_to = cache_size(cfg, data_cfg.image_size)
-    budget = cache_limit_bytes
-    for split in ("train", "val"):
-        samples = list_images(root / split, class_to_idx)
-        budget -= len(samples) * _image_bytes(resize_to)
-        if budget < 0:
-            return
-        try:
-            _shared_cache(samples, resize_to, data_cfg.cache_dir)
-        except OSError:
-            return
-
-
 def _split_caches(data_cfg: DataConfig, cfg: TrialConfig, train_samples, val_samples, budget: int,
                   shared: bool) -> list:
     """[train cache, val cache] (None where over the remaining ``budget`` bytes)."""
     resize_to = cache_size(cfg, data_cfg.image_size)
     caches = []
     for samples in (train_samples, val_samples):
-        nbytes = len(samples) * _image_bytes(resize_to)
+        nbytes = len(samples) * image_bytes(resize_to)
         caches.append(load_cache(samples, resize_to, data_cfg.cache_dir, shared=shared) if nbytes <= budget else None)
         budget -= nbytes if caches[-1] is not None else 0
     return caches

@@ -6,6 +6,9 @@ every other trial, promote member and DataLoader worker maps the same file read-
 one copy in its page cache however many trials read it. ``name`` is ``<family>-<content>``: the family
 hashes the folder and resize side, the content hashes every file's path, size and mtime, so a changed,
 added or removed image means a new entry (and the family's old entries are deleted when it is written).
+
+Torch-free until an image is decoded or mapped: a sweep's driver finds the node's entries already built
+without importing torch.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from hpo_cls.cache_dir import default_cache_root
+from hpo_cls.data.folders import class_mapping, list_images
+from hpo_cls.data.sizes import cache_size, image_bytes
+from hpo_cls.spec import DataConfig, TrialConfig
 
-__all__ = ["image_cache_dir", "cache_name", "MappedImages",
-           "open_shared_cache"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["image_cache_dir", "cache_name", "MappedImages", "open_shared_cache", "has_entry", "prepare_shared_cache"]
 
 _FORMAT = 1
 _CHUNK = 256  # images decoded ahead of the writer: bounds the memory a build holds
@@ -64,6 +71,8 @@ class MappedImages:
         if self.path.stat().st_size != total:
             raise OSError(f"{self.path}: holds {self.path.stat().st_size} bytes, its index says {total}")
         mapped = np.memmap(self.path, dtype=np.uint8, mode="c", shape=(total,)) if total else np.empty(0, np.uint8)
+        import torch
+
         self.flat = torch.from_numpy(mapped)
 
     def __len__(self) -> int:
@@ -90,8 +99,7 @@ def open_shared_cache(paths: Sequence[Path], side: int, folder: Path,
     Raises OSError when ``folder`` cannot hold it (not writable, ``estimated_bytes`` over its free space).
     """
     family, content = cache_name(paths, side)
-    name = f"{family}-{content}"
-    folder = Path(folder)
+    name, folder = f"{family}-{content}", Path(folder)
     data, index = folder / f"{name}.u8", folder / f"{name}.json"
     if not data.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -103,6 +111,36 @@ def open_shared_cache(paths: Sequence[Path], side: int, folder: Path,
                 _prune(folder, family, keep=name)
     meta = json.loads(index.read_text())
     return MappedImages(data, np.asarray(meta["shapes"], dtype=np.int64).reshape(-1, 3))
+
+
+def has_entry(paths: Sequence[Path], side, folder: Path) -> bool:
+    """Whether ``folder`` holds the cached images of ``paths`` at ``side`` (mapped at once by
+    :func:`open_shared_cache`)."""
+    family, content = cache_name(paths, side)
+    return (Path(folder) / f"{family}-{content}.u8").is_file()
+
+
+def prepare_shared_cache(data_cfg: DataConfig, cfg: TrialConfig, cache_limit_bytes: int = 4 * 2**30) -> None:
+    """Build this node's train and val caches for ``cfg``'s preprocessing now (a sweep's driver, while Ray
+    starts), so its trials only map them; the same limit as the trials' loaders. Where the folder cannot
+    hold them, the trials fall back to their own copies (they warn). Imports torch only to decode."""
+    root = Path(data_cfg.root)
+    class_to_idx = class_mapping(root / "train")
+    resize_to = cache_size(cfg, data_cfg.image_size)
+    budget = cache_limit_bytes
+    for split in ("train", "val"):
+        samples = list_images(root / split, class_to_idx)
+        budget -= len(samples) * image_bytes(resize_to)
+        if budget < 0:
+            return
+        if has_entry([p for p, _ in samples], resize_to, image_cache_dir(data_cfg.cache_dir)):
+            continue
+        from hpo_cls.data.loaders import open_node_cache
+
+        try:
+            open_node_cache(samples, resize_to, data_cfg.cache_dir)
+        except OSError:
+            return
 
 
 @contextmanager

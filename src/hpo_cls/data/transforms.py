@@ -9,25 +9,14 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from hpo_cls.data.sizes import SMALL_IMAGE, cache_size, resize_size
 from hpo_cls.spec import IMAGENET_MEAN, IMAGENET_STD, TrialConfig
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE", "PREPROCESSING_FIELDS", "resize_size", "cache_size",
            "build_train_transform", "build_eval_transform"]
 
-SMALL_IMAGE = 64  # at or below this size: CIFAR-style pad-crop and no centre-crop margin
 # The TrialConfig keys the eval transform depends on: ensemble members must agree on them.
 PREPROCESSING_FIELDS = ("resize", "mean", "std")
-
-
-def resize_size(image_size: int) -> int:
-    """Short side the eval transform resizes to before centre-cropping (``resize: crop``)."""
-    return image_size if image_size <= SMALL_IMAGE else int(image_size / 0.875)
-
-
-def cache_size(cfg: TrialConfig, image_size: int) -> int | tuple[int, int]:
-    """``v2.Resize``'s size argument of the eval transform's first step, which is also what the decoded-image
-    cache stores: the short side (``crop``) or the whole frame at ``image_size`` squared (``full``)."""
-    return (image_size, image_size) if cfg.resize == "full" else resize_size(image_size)
 
 
 def _augmentations(cfg: TrialConfig) -> list[Any]:

@@ -119,13 +119,24 @@ def _measured_key(spec: SweepSpec, cfg, num_classes: int) -> str:
 def machine_profile_file() -> Path:
     """This machine's measured profiles, in the hpo-cls cache folder: one file per machine and software (a
     shared home seen from several hosts, or a torch upgrade, measures anew)."""
-    import torch
-
     import hpo_cls
 
-    identity = "|".join([platform.node(), platform.machine(), _cpu_model(), str(os.cpu_count()), torch.__version__,
-                         str(torch.version.cuda), os.environ.get("CUDA_VISIBLE_DEVICES", ""), hpo_cls.__version__])
+    identity = "|".join([platform.node(), platform.machine(), _cpu_model(), str(os.cpu_count()), _torch_build(),
+                         os.environ.get("CUDA_VISIBLE_DEVICES", ""), hpo_cls.__version__])
     return default_cache_root() / "device-profiles" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
+
+
+def _torch_build() -> str:
+    """torch's version, CUDA version and git revision as its build wrote them (``torch/version.py``), read
+    without importing torch (2-4 s of CPU a sweep's driver does not otherwise need)."""
+    import importlib.util
+
+    try:
+        return (Path(importlib.util.find_spec("torch").origin).parent / "version.py").read_text()
+    except (AttributeError, TypeError, ValueError, OSError):
+        import torch
+
+        return f"{torch.__version__} {torch.version.cuda}"
 
 
 def _cpu_model() -> str:
@@ -142,9 +153,7 @@ def measure_profiles(spec: SweepSpec, backbones: list[str], num_classes: int,
     when it holds them, else measured here (and added to the file). Without ``profile_file``, measurements
     of the same configuration on this machine are reused (:func:`machine_profile_file`). A spec that asks for
     GPUs cannot be measured on a machine without one."""
-    import torch
-
-    from hpo_cls.train.profile import StepProfile, profile_training
+    from hpo_cls.train.step_profile import StepProfile
 
     cache = profile_file is None
     path = machine_profile_file() if cache else profile_file
@@ -156,7 +165,12 @@ def measure_profiles(spec: SweepSpec, backbones: list[str], num_classes: int,
         key = _measured_key(spec, cfg, num_classes) if cache else _profile_key(spec, backbone)
         if key in stored and (not cache or isinstance(stored[key], dict) and set(stored[key]) == fields):
             profiles[backbone] = StepProfile(**stored[key])
-        elif spec.resources.gpu > 0 and not torch.cuda.is_available():
+            continue
+        import torch  # measured here: only for a configuration this machine has not measured
+
+        from hpo_cls.train.profile import profile_training
+
+        if spec.resources.gpu > 0 and not torch.cuda.is_available():
             missing.append(backbone)
         else:
             profiles[backbone] = profile_training(cfg, num_classes, spec.data.image_size, gpu_share=spec.resources.gpu,

@@ -71,11 +71,20 @@ def git_commit(directory: Path) -> str | None:
 
 
 def versions() -> dict[str, str]:
+    """The versions a sweep's results depend on (tagged on its MLflow runs); torch's from its installed
+    metadata, which the sweep's driver reads without importing torch."""
+    from importlib import metadata
+
     import optuna
     import ray
-    import torch
 
     import hpo_cls
 
-    return {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:  # a torch built from source, not installed as a distribution
+        import torch
+
+        torch_version = torch.__version__
+    return {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch_version,
             "hpo_cls": hpo_cls.__version__}

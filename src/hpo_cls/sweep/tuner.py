@@ -21,7 +21,7 @@ from hpo_cls.sweep.preflight import ParameterBudget
 from hpo_cls.tracking.runs import constraints_param, objectives_param
 from hpo_cls.sweep.reuse import with_fresh_worker_on_failed_reset
 from hpo_cls.sweep.stop import GracefulStop
-from hpo_cls.train.run import TrialSetup
+from hpo_cls.train.trial_setup import TrialSetup
 
 __all__ = ["run_sweep"]
 

@@ -115,18 +115,20 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
     """An :meth:`MlflowWriter.call` op that closes a trial's run with its status and logs its best
     checkpoint (as a model bundle, for ``promote``), confusion matrix and per-class report. Idempotent:
     a run already finalized is left alone."""
-    from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
-    from hpo_cls.train.checkpoint import (
-        EVALUATION_FILE,
-        MODEL_FILE,
-        load_checkpoint,
-        model_bundle,
-        save_checkpoint,
-    )
-
     end_run = end_run_op(status, reason, {FINALIZED_TAG: "1", **(extra_tags or {})})
 
     def op(client, run_id):
+        # Imported here, in the writer's thread: torch and matplotlib take seconds to import the first time,
+        # which Tune's loop (where this op is made, as a trial ends) would otherwise wait for.
+        from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
+        from hpo_cls.train.checkpoint import (
+            EVALUATION_FILE,
+            MODEL_FILE,
+            load_checkpoint,
+            model_bundle,
+            save_checkpoint,
+        )
+
         tags = client.get_run(run_id).data.tags
         if tags.get(FINALIZED_TAG) == "1":
             return

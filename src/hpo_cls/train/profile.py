@@ -5,7 +5,6 @@ estimate (:mod:`hpo_cls.sweep.estimate`). Pure torch."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -20,23 +19,9 @@ from hpo_cls.train.engine import (
     use_channels_last,
 )
 from hpo_cls.train.optim import build_optimizer
+from hpo_cls.train.step_profile import StepProfile
 
 __all__ = ["StepProfile", "profile_training"]
-
-
-@dataclass(frozen=True)
-class StepProfile:
-    """Throughput of one configuration on one device; memory figures only on CUDA."""
-
-    device: str  # "cpu" or "cuda"
-    device_name: str
-    train_images_per_s: float
-    eval_images_per_s: float
-    peak_memory_bytes: int | None = None  # what the trial's process holds at its peak (torch's reserved memory)
-    device_memory_bytes: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def profile_training(cfg: TrialConfig, num_classes: int, image_size: int, *, gpu_share: float, threads: int,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,17 +30,7 @@ from hpo_cls.train.engine import (
 )
 from hpo_cls.train.optim import build_optimizer, build_scheduler, step_scheduler
 
-__all__ = ["TrainingRun", "TrialSetup", "seed_everything"]
-
-
-@dataclass(frozen=True)
-class TrialSetup:
-    """What a trial needs besides its hyperparameters; the same for every trial of a sweep."""
-
-    data: DataConfig
-    fixed: TrialConfig
-    epochs: int
-    gpu_share: float = 0.0
+__all__ = ["TrainingRun", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
