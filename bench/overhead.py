@@ -167,7 +167,10 @@ def main() -> None:
 
 
 def timed_command(command: list[str], workdir: Path, env: dict) -> float:
-    """Wall seconds of ``command`` from process start to exit; exits the bench if it fails."""
+    """Wall seconds of ``command`` from process start to exit; exits the bench if it fails. The disk's dirty
+    pages are flushed first (untimed): the kernel writing back what the previous row wrote (the stock row
+    writes ~90 MB per epoch through the page cache) would otherwise slow the next row's trials."""
+    os.sync()
     start = time.perf_counter()
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
