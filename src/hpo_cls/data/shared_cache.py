@@ -45,7 +45,8 @@ def image_cache_dir(root: Path | None = None) -> Path:
 
 
 def cache_name(paths: Sequence[Path], side: int) -> tuple[str, str]:
-    """``(family, content)`` hashes of a list of image files resized to ``side`` (see the module doc)."""
+    """``(family, entry)`` names of a list of image files resized to ``side`` (see the module doc): the
+    family hashes the folder and side; the entry, ``<family>-<content hash>``, names the cache files."""
     paths = [Path(p).absolute() for p in paths]
     folder = os.path.commonpath([str(p.parent) for p in paths]) if paths else ""
     family = hashlib.sha1(f"{_FORMAT}|{side}|{folder}".encode()).hexdigest()[:12]
@@ -53,7 +54,7 @@ def cache_name(paths: Sequence[Path], side: int) -> tuple[str, str]:
     for path in paths:
         stat = path.stat()
         content.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return family, content.hexdigest()[:20]
+    return family, f"{family}-{content.hexdigest()[:20]}"
 
 
 class MappedImages:
@@ -98,8 +99,8 @@ def open_shared_cache(paths: Sequence[Path], side: int, folder: Path,
 
     Raises OSError when ``folder`` cannot hold it (not writable, ``estimated_bytes`` over its free space).
     """
-    family, content = cache_name(paths, side)
-    name, folder = f"{family}-{content}", Path(folder)
+    family, name = cache_name(paths, side)
+    folder = Path(folder)
     data, index = folder / f"{name}.u8", folder / f"{name}.json"
     if not data.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,8 +117,7 @@ def open_shared_cache(paths: Sequence[Path], side: int, folder: Path,
 def has_entry(paths: Sequence[Path], side, folder: Path) -> bool:
     """Whether ``folder`` holds the cached images of ``paths`` at ``side`` (mapped at once by
     :func:`open_shared_cache`)."""
-    family, content = cache_name(paths, side)
-    return (Path(folder) / f"{family}-{content}.u8").is_file()
+    return (Path(folder) / f"{cache_name(paths, side)[1]}.u8").is_file()
 
 
 def prepare_shared_cache(data_cfg: DataConfig, cfg: TrialConfig, cache_limit_bytes: int = 4 * 2**30) -> None:

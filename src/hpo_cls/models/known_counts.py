@@ -13,10 +13,10 @@ import functools
 import hashlib
 import json
 import os
-from importlib import metadata
 from pathlib import Path
 
 from hpo_cls.cache_dir import default_cache_root
+from hpo_cls.package_versions import installed_version
 
 __all__ = ["known_parameter_count", "remember_parameter_count", "COUNTS_FILE"]
 
@@ -62,10 +62,7 @@ def _key(architecture: tuple, num_classes: int) -> str:
 def _fingerprint() -> str:
     digest = hashlib.sha1()
     for package in ("torch", "torchvision"):
-        try:
-            digest.update(f"{package}={metadata.version(package)};".encode())
-        except metadata.PackageNotFoundError:
-            digest.update(f"{package}=?;".encode())
+        digest.update(f"{package}={installed_version(package)};".encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:16]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from hpo_cls.cache_dir import default_cache_root
 from hpo_cls.errors import SpecError
+from hpo_cls.package_versions import torch_build
 from hpo_cls.spec import SweepSpec
 
 __all__ = ["SweepEstimate", "asha_rungs", "simulate_schedule", "memory_problem", "measure_profiles", "slots",
@@ -121,22 +122,9 @@ def machine_profile_file() -> Path:
     shared home seen from several hosts, or a torch upgrade, measures anew)."""
     import hpo_cls
 
-    identity = "|".join([platform.node(), platform.machine(), _cpu_model(), str(os.cpu_count()), _torch_build(),
+    identity = "|".join([platform.node(), platform.machine(), _cpu_model(), str(os.cpu_count()), torch_build(),
                          os.environ.get("CUDA_VISIBLE_DEVICES", ""), hpo_cls.__version__])
     return default_cache_root() / "device-profiles" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
-
-
-def _torch_build() -> str:
-    """torch's version, CUDA version and git revision as its build wrote them (``torch/version.py``), read
-    without importing torch (2-4 s of CPU a sweep's driver does not otherwise need)."""
-    import importlib.util
-
-    try:
-        return (Path(importlib.util.find_spec("torch").origin).parent / "version.py").read_text()
-    except (AttributeError, TypeError, ValueError, OSError):
-        import torch
-
-        return f"{torch.__version__} {torch.version.cuda}"
 
 
 def _cpu_model() -> str:

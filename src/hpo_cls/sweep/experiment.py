@@ -71,20 +71,12 @@ def git_commit(directory: Path) -> str | None:
 
 
 def versions() -> dict[str, str]:
-    """The versions a sweep's results depend on (tagged on its MLflow runs); torch's from its installed
-    metadata, which the sweep's driver reads without importing torch."""
-    from importlib import metadata
-
+    """The versions a sweep's results depend on (tagged on its MLflow runs), torch's read without importing it."""
     import optuna
     import ray
 
     import hpo_cls
+    from hpo_cls.package_versions import installed_version
 
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:  # a torch built from source, not installed as a distribution
-        import torch
-
-        torch_version = torch.__version__
-    return {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch_version,
+    return {"ray": ray.__version__, "optuna": optuna.__version__, "torch": installed_version("torch"),
             "hpo_cls": hpo_cls.__version__}
