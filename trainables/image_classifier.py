@@ -22,7 +22,7 @@ from hpo_cls.errors import NonFiniteLossError
 from hpo_cls.spec import trial_config_from_dict
 from hpo_cls.sweep import ray_links
 from hpo_cls.sweep.cluster import use_assigned_cpus
-from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S, imports_frozen
+from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S, imports_frozen, quiet_stop_in_finalizers
 from hpo_cls.train.trial_setup import TrialSetup
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     # torch aborts the process.
     join = threading.current_thread().join
     atexit.register(join, TEARDOWN_BOUND_S)
+    quiet_stop_in_finalizers()
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     ray_links.install()  # per-epoch checkpoints reach a local experiment folder by hard link
     use_assigned_cpus()

@@ -1,10 +1,15 @@
 """A reused worker process starts its next trial with the previous one's leftovers collected, and a trial
-trains with the imported objects left out of Python's full collections."""
+trains with the imported objects left out of Python's full collections, and Ray's stop of a worker prints
+no traceback where it lands in a finalizer."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
+
+import pytest
 
 from hpo_cls.sweep.reuse import FreshWorkerOnFailedReset, imports_frozen
 
@@ -62,3 +67,34 @@ def test_the_freeze_is_undone_when_a_trial_raises():
     except SystemExit:
         pass
     assert gc.get_freeze_count() == 0
+
+
+_STOPPED_IN_A_CALLBACK = """
+import os, signal, sys, weakref
+from hpo_cls.sweep.reuse import quiet_stop_in_finalizers
+if sys.argv[1] == "quiet":
+    quiet_stop_in_finalizers()
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))  # what Ray's worker handler does
+
+class Thing:
+    pass
+
+class Broken:
+    def __del__(self):
+        raise ValueError("a real bug in a finalizer")
+
+thing = Thing()
+ref = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIGTERM))  # the stop lands in a callback
+del thing
+Broken()
+print("ran on")
+"""
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_stop_landing_in_a_finalizer_prints_no_traceback_and_other_errors_still_do(quiet):
+    result = subprocess.run([sys.executable, "-c", _STOPPED_IN_A_CALLBACK, "quiet" if quiet else "default"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ran on"  # Python ignores both exceptions
+    assert "ValueError: a real bug in a finalizer" in result.stderr
+    assert ("SystemExit" in result.stderr) is not quiet, result.stderr
