@@ -14,6 +14,7 @@ hpo-cls around it (no checkpoints, MLflow, searcher or pre-flight), timed the sa
 of hpo-cls (OptunaSearch, ASHA that never stops, MLflowLoggerCallback with artifacts, torch.save checkpoints
 every epoch), timed the same way.
 (e) (b) again, joining a Ray that ``hpo-cls cluster up`` started before (untimed), stopped after.
+(c) and (e) run ``--repeats`` times each in ABBA order (floor, warm, warm, floor, ...); their means are reported.
 Every run shares one decoded-image cache, built by the first in-process trial.
 
 Prints ``overhead = sweep_wall / (sum_compute / slots)`` and, to read it by: ``in_trial_ratio`` (trials
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=2, help="trials at once (1 CPU each)")
     parser.add_argument("--trial-seconds", type=float, default=30.0, help="target compute time of one trial")
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of the floor and of the warm sweep each, in ABBA order; their mean is reported")
     args = parser.parse_args()
     torch.set_num_threads(1)  # what a Ray trial with cpu: 1 gets (OMP_NUM_THREADS=1)
 
@@ -135,16 +138,24 @@ def main() -> None:
     same_trials = ["--epochs", str(epochs), "--lrs", ",".join(map(str, LRS[: args.trials])), "--slots",
                    str(args.slots), "--backbone", args.backbone]
     with tempfile.TemporaryDirectory() as tmp:
-        floor_wall = timed_command([sys.executable, str(REPO / "bench" / "tune_floor.py"), *same_trials], Path(tmp), env)
-        in_floor = trial_seconds(Path(tmp))
-    with tempfile.TemporaryDirectory() as tmp:
         stock_wall = timed_command([sys.executable, str(REPO / "bench" / "stock_stack.py"), *same_trials], Path(tmp),
                                    env)
         in_stock = trial_seconds(Path(tmp))
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
-        warm_wall = warm_sweep_wall(Path(tmp), env)
-        in_warm = trial_seconds(Path(tmp))
+    # The floor and the warm sweep, the two rows whose difference is the target, run in ABBA blocks (floor,
+    # warm, warm, floor, ...): this VM's speed drifts by up to ~10% between rows minutes apart (a trial's
+    # own CPU seconds per epoch, not only its wall time), which a single pair folds into their difference.
+    floor_walls, warm_walls, in_floor, in_warm = [], [], [], []
+    for row in _abba(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            if row == "floor":
+                floor_walls.append(timed_command([sys.executable, str(REPO / "bench" / "tune_floor.py"), *same_trials],
+                                                 Path(tmp), env))
+                in_floor += trial_seconds(Path(tmp))
+            else:
+                Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
+                warm_walls.append(warm_sweep_wall(Path(tmp), env))
+                in_warm += trial_seconds(Path(tmp))
+    floor_wall, warm_wall = statistics.mean(floor_walls), statistics.mean(warm_walls)
     compute += [train_in_process(data, cfg, epochs) for cfg in after]
     ideal = sum(compute) / args.slots
     contention = epoch_seconds_side_by_side(data, configs[0], args.slots) / epoch_seconds_side_by_side(data, configs[0], 1)
@@ -152,9 +163,10 @@ def main() -> None:
     # time when no trial runs (start-up, wrap-up, gaps between trials).
     in_trial_ratio = statistics.mean(in_sweep) / statistics.mean(compute)
     outside_trials = sweep_wall - sum(in_sweep) / args.slots
-    split = {name: (statistics.mean(trials) / statistics.mean(compute), wall - sum(trials) / args.slots)
-             for name, wall, trials in (("tune_floor", floor_wall, in_floor), ("stock", stock_wall, in_stock),
-                                        ("warm", warm_wall, in_warm))}
+    split = {name: (statistics.mean(trials) / statistics.mean(compute), wall - sum(trials) / args.slots / runs)
+             for name, wall, trials, runs in (("tune_floor", floor_wall, in_floor, args.repeats),
+                                              ("stock", stock_wall, in_stock, 1),
+                                              ("warm", warm_wall, in_warm, args.repeats))}
     cache_root.cleanup()
     print(f"trials={args.trials} slots={args.slots} epochs={epochs} trial_compute_s={statistics_line(compute)} "
           f"trial_in_sweep_s={statistics_line(in_sweep)} in_trial_ratio={in_trial_ratio:.3f} "
@@ -162,8 +174,17 @@ def main() -> None:
           f"sweep_wall_s={sweep_wall:.1f} "
           + " ".join(f"{name}_in_trial_ratio={ratio:.3f} {name}_outside_trials_s={outside:.1f}"
                      for name, (ratio, outside) in split.items())
+          + f" tune_floor_runs={'/'.join(f'{wall / ideal:.3f}' for wall in floor_walls)} "
+          f"overhead_warm_runs={'/'.join(f'{wall / ideal:.3f}' for wall in warm_walls)}"
           + f" tune_floor={floor_wall / ideal:.3f} stock={stock_wall / ideal:.3f} "
           f"overhead_warm={warm_wall / ideal:.3f} overhead={sweep_wall / ideal:.3f}")
+
+
+def _abba(repeats: int) -> list[str]:
+    """``floor, warm, warm, floor, floor, warm, ...``: ``repeats`` runs of each, every block's mean time the
+    same for both rows, so a drift that is linear over the block cancels."""
+    blocks = [["floor", "warm"], ["warm", "floor"]]
+    return [row for i in range(repeats) for row in blocks[i % 2]]
 
 
 def timed_command(command: list[str], workdir: Path, env: dict) -> float:
