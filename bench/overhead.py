@@ -142,7 +142,7 @@ def main() -> None:
                                    env)
         in_stock = trial_seconds(Path(tmp))
     # The floor and the warm sweep, the two rows whose difference is the target, run in ABBA blocks (floor,
-    # warm, warm, floor, ...): this VM's speed drifts by up to ~10% between rows minutes apart (a trial's
+    # warm, warm, floor, ...): this VM's speed drifted by 10-25% between rows minutes apart (a trial's
     # own CPU seconds per epoch, not only its wall time), which a single pair folds into their difference.
     floor_walls, warm_walls, in_floor, in_warm = [], [], [], []
     for row in _abba(args.repeats):

@@ -21,8 +21,8 @@ from ray import tune
 from hpo_cls.errors import NonFiniteLossError
 from hpo_cls.spec import trial_config_from_dict
 from hpo_cls.sweep import ray_links
-from hpo_cls.sweep.cluster import use_assigned_cpus
-from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S, imports_frozen, quiet_stop_in_finalizers
+from hpo_cls.sweep.cluster import quiet_stop_in_finalizers, use_assigned_cpus
+from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S, imports_frozen
 from hpo_cls.train.trial_setup import TrialSetup
 
 if TYPE_CHECKING:

@@ -71,7 +71,7 @@ def test_the_freeze_is_undone_when_a_trial_raises():
 
 _STOPPED_IN_A_CALLBACK = """
 import os, signal, sys, weakref
-from hpo_cls.sweep.reuse import quiet_stop_in_finalizers
+from hpo_cls.sweep.cluster import quiet_stop_in_finalizers
 if sys.argv[1] == "quiet":
     quiet_stop_in_finalizers()
 signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))  # what Ray's worker handler does

@@ -22,7 +22,7 @@ from hpo_cls.spec import (
     flatten_trial_config,
     trial_config_from_dict,
 )
-from hpo_cls.sweep.cluster import connect_ray, use_assigned_cpus
+from hpo_cls.sweep.cluster import connect_ray, quiet_stop_in_finalizers, use_assigned_cpus
 from hpo_cls.train.checkpoint import (
     CHECKPOINT_FILE,
     MODEL_FILE,
@@ -112,6 +112,7 @@ def train_member(data_cfg: DataConfig, cfg: TrialConfig, epochs: int, member_dir
 
 
 def _train_member_task(plan_key, data_cfg, cfg, epochs, member_dir, train_on_val, gpu_share, queue):
+    quiet_stop_in_finalizers()
     use_assigned_cpus()
     return train_member(data_cfg, cfg, epochs, member_dir, train_on_val=train_on_val, gpu_share=gpu_share,
                         report=lambda metrics: queue.put((plan_key, metrics)), key=plan_key)

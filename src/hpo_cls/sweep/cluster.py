@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from hpo_cls.sweep.reuse import trial_process_environment
 
 
-__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "connect_ray", "shutdown_ray", "use_assigned_cpus"]
+__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "connect_ray", "shutdown_ray", "use_assigned_cpus",
+           "quiet_stop_in_finalizers"]
 
 SWEEP_OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's object store only carries trial setups and results
 PRIVATE_ADDRESS = "local"  # --address local: a private Ray for this command even when a cluster is up
@@ -82,3 +84,23 @@ def use_assigned_cpus() -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def quiet_stop_in_finalizers() -> None:
+    """In a Ray worker that trains (a sweep's trial, a promote member): Ray stops a worker with SIGTERM,
+    whose handler raises ``SystemExit`` wherever the main thread is. When that is a finalizer or a weakref
+    callback (the garbage collector runs them anywhere), Python ignores the exception and prints it as a
+    traceback, which Ray forwards to the driver's console ("Exception ignored in: ... SystemExit: 1") as if
+    something had failed. The worker is
+    being stopped either way: print nothing for that one. Any other ignored exception prints as before."""
+    if getattr(sys.unraisablehook, "quiet_stop", False):
+        return
+    report = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+            return
+        report(unraisable)
+
+    hook.quiet_stop = True
+    sys.unraisablehook = hook

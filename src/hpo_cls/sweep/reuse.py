@@ -19,7 +19,7 @@ import sys
 from typing import Iterator
 
 __all__ = ["TEARDOWN_BOUND_S", "RESET_TIMEOUT_S", "trial_process_environment", "FreshWorkerOnFailedReset",
-           "with_fresh_worker_on_failed_reset", "release_previous_trial", "imports_frozen", "quiet_stop_in_finalizers"]
+           "with_fresh_worker_on_failed_reset", "release_previous_trial", "imports_frozen"]
 
 TEARDOWN_BOUND_S = 10  # the longest a trainable's thread may take to end once Tune stops it
 RESET_TIMEOUT_S = 3 * TEARDOWN_BOUND_S  # what a reset waits for it: the bound, with room for a busy machine
@@ -42,25 +42,6 @@ def release_previous_trial() -> None:
         if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # cuBLAS keeps its workspaces otherwise
             torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
-
-
-def quiet_stop_in_finalizers() -> None:
-    """In a trial's worker process: Ray stops a worker with SIGTERM, whose handler raises ``SystemExit``
-    wherever the main thread is. When that is a finalizer or a weakref callback (the garbage collector runs
-    them anywhere), Python ignores the exception and prints it as a traceback, which Ray forwards to the
-    sweep's console ("Exception ignored in: ... SystemExit: 1") as if something had failed. The worker is
-    being stopped either way: print nothing for that one. Any other ignored exception prints as before."""
-    if getattr(sys.unraisablehook, "quiet_stop", False):
-        return
-    report = sys.unraisablehook
-
-    def hook(unraisable) -> None:
-        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
-            return
-        report(unraisable)
-
-    hook.quiet_stop = True
-    sys.unraisablehook = hook
 
 
 @contextlib.contextmanager
