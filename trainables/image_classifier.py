@@ -55,7 +55,7 @@ def trainable(config: dict, setup: TrialSetup) -> None:
 
 
 def _train(run: TrainingRun, epochs: int) -> None:
-    from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
+    from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_trial_checkpoint
 
     node_id = ray.get_runtime_context().get_node_id()  # which cluster node ran it (tagged in MLflow)
     checkpoint = tune.get_checkpoint()
@@ -71,7 +71,7 @@ def _train(run: TrainingRun, epochs: int) -> None:
                          "failure": str(exc)})
             return
         with tempfile.TemporaryDirectory() as directory:
-            save_checkpoint(run.state_dict(), directory)
+            save_trial_checkpoint(run.state_dict(), directory)
             evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
             Path(directory, EVALUATION_FILE).write_text(json.dumps(evaluation))
             # Every result carries the model's costs (measured once): objectives and constraints may use them.

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +24,7 @@ from hpo_cls.train.checkpoint import (
     MODEL_FILE,
     load_checkpoint,
     save_checkpoint,
+    save_trial_checkpoint,
 )
 from hpo_cls.train.engine import per_class_report
 
@@ -36,14 +39,14 @@ def tracker_for(tmp_path, mode: str) -> SweepTracker:
     return tracker
 
 
-def report_epochs(tracker: SweepTracker, trial, tmp_path, scores: list[float]) -> None:
-    """What Tune does for a trial reporting a checkpoint every epoch."""
+def report_epochs(tracker: SweepTracker, trial, tmp_path, scores: list[float], save=save_trial_checkpoint) -> None:
+    """What Tune does for a trial reporting a checkpoint every epoch (``save``: as trials write them)."""
     for epoch, score in enumerate(scores, start=1):
         trial.last_result = {"epoch": epoch, tracker.metric: score}
         tracker.on_trial_result(0, [], trial, trial.last_result)
         directory = tmp_path / trial.trial_id / f"checkpoint_{epoch:06d}"
-        save_checkpoint({"model": {"w": torch.full((3,), float(epoch))}, "epoch": epoch,
-                         "class_to_idx": {c: i for i, c in enumerate(CLASSES)}}, directory)
+        save({"model": {"w": torch.full((3,), float(epoch))}, "epoch": epoch, "optimizer": {"step": epoch},
+              "class_to_idx": {c: i for i, c in enumerate(CLASSES)}}, directory)
         confusion = [[epoch, 1], [0, 2]]
         (directory / EVALUATION_FILE).write_text(json.dumps(
             {"confusion": confusion, "per_class": per_class_report(torch.tensor(confusion), CLASSES)}))
@@ -67,6 +70,68 @@ def test_a_finished_trial_gets_its_best_checkpoint_and_reports(tmp_path, mode, s
     assert load_checkpoint(bundle)["epoch"] == best_epoch
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert logged == {"evaluation/confusion_matrix.png", "evaluation/per_class_report.csv"}
+
+
+def test_the_best_model_file_is_logged_as_the_trial_wrote_it(tmp_path):
+    tracker = tracker_for(tmp_path, "max")
+    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
+    report_epochs(tracker, trial, tmp_path, [0.3, 0.5, 0.4])
+    tracker.on_trial_complete(0, [], trial)
+    tracker.writer.close()
+
+    client = MlflowClient(tracker.tracking_uri)
+    logged = client.download_artifacts(tracker.writer.run_ids["t1"], f"checkpoint/{MODEL_FILE}", str(tmp_path / "down"))
+    written = tmp_path / "t1" / "checkpoint_000002" / MODEL_FILE
+    assert open(logged, "rb").read() == written.read_bytes()
+    assert "optimizer" not in load_checkpoint(logged), "the logged bundle leaves the training state out"
+
+
+def test_a_one_file_checkpoint_from_an_older_sweep_is_logged_as_its_model_bundle(tmp_path):
+    """A sweep begun before trial checkpoints were split, resumed: its best checkpoint is one file."""
+    tracker = tracker_for(tmp_path, "max")
+    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
+    report_epochs(tracker, trial, tmp_path, [0.3, 0.5, 0.4], save=save_checkpoint)
+    tracker.on_trial_complete(0, [], trial)
+    tracker.writer.close()
+
+    client = MlflowClient(tracker.tracking_uri)
+    logged = client.download_artifacts(tracker.writer.run_ids["t1"], f"checkpoint/{MODEL_FILE}", str(tmp_path / "down"))
+    bundle = load_checkpoint(logged)
+    assert bundle["epoch"] == 2 and "optimizer" not in bundle
+
+
+FINALIZE_WITHOUT_TORCH = """
+import sys
+from pathlib import Path
+from hpo_cls.tracking.runs import finalize_trial_op, open_sweep_run, open_trial_run
+from hpo_cls.tracking.writer import MlflowWriter
+uri, checkpoint = sys.argv[1:]
+writer = MlflowWriter(uri, "tracker-test")
+open_sweep_run(writer, "s-1")
+open_trial_run(writer, "s-1", "t1", {}, resume=False)
+writer.call("t1", finalize_trial_op("completed", None, checkpoint))
+writer.close()
+assert writer.failed_ops == 0
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_finalizing_a_trial_does_not_import_torch_in_the_driver(tmp_path):
+    """The driver shares the CPU with the trials still training: seconds of torch import (and a load and
+    save of the checkpoint) at the first trial's end would slow them."""
+    tracker = tracker_for(tmp_path, "max")
+    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
+    report_epochs(tracker, trial, tmp_path, [0.3])
+    tracker.writer.close()
+
+    result = subprocess.run([sys.executable, "-c", FINALIZE_WITHOUT_TORCH, tracker.tracking_uri,
+                             str(tmp_path / "t1" / "checkpoint_000001")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch imported: False" in result.stdout
+    run = MlflowClient(tracker.tracking_uri).get_run(tracker.writer.run_ids["t1"])
+    assert run.data.tags["hpo_cls.finalized"] == "1"
+    assert {a.path for a in MlflowClient(tracker.tracking_uri).list_artifacts(run.info.run_id, "checkpoint")} == {
+        f"checkpoint/{MODEL_FILE}", f"checkpoint/{EVALUATION_FILE}"}
 
 
 def test_a_trial_without_a_checkpoint_is_closed_for_the_summary_to_finish(tmp_path):

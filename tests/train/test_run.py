@@ -9,7 +9,14 @@ import torch
 
 from hpo_cls.errors import CheckpointError
 from hpo_cls.spec import DataConfig, TrialConfig, flatten_trial_config
-from hpo_cls.train.checkpoint import load_checkpoint, model_bundle, save_checkpoint
+from hpo_cls.train.checkpoint import (
+    MODEL_FILE,
+    TRAINING_STATE_FILE,
+    load_checkpoint,
+    model_bundle,
+    save_checkpoint,
+    save_trial_checkpoint,
+)
 from hpo_cls.train.engine import gpu_memory_mb
 from hpo_cls.train.run import TrainingRun
 
@@ -22,18 +29,19 @@ def tiny_run(root, workers=0, **cfg) -> TrainingRun:
 
 
 @pytest.mark.parametrize(
-    "cfg",
+    "cfg, save",
     [
-        dict(lr_scheduler="cosine", warmup_epochs=1),
-        dict(mix="mixup", ema_decay=0.9, lr_scheduler="plateau", dropout=0.2),
-        dict(mix="mixup", workers=1),
+        (dict(lr_scheduler="cosine", warmup_epochs=1), save_checkpoint),
+        (dict(mix="mixup", ema_decay=0.9, lr_scheduler="plateau", dropout=0.2), save_checkpoint),
+        (dict(mix="mixup", workers=1), save_checkpoint),
+        (dict(mix="mixup", ema_decay=0.9, lr_scheduler="plateau", dropout=0.2), save_trial_checkpoint),
     ],
-    ids=["plain", "mixup-ema", "mixup-workers"],
+    ids=["plain", "mixup-ema", "mixup-workers", "mixup-ema-trial-folder"],
 )
-def test_resume_from_checkpoint_continues_exactly(tiny_image_folder, tmp_path, cfg):
+def test_resume_from_checkpoint_continues_exactly(tiny_image_folder, tmp_path, cfg, save):
     uninterrupted = tiny_run(tiny_image_folder, **cfg)
     uninterrupted.run_epoch()
-    path = save_checkpoint(uninterrupted.state_dict(), tmp_path)
+    path = save(uninterrupted.state_dict(), tmp_path)
     expected = [uninterrupted.run_epoch() for _ in range(EPOCHS - 1)]  # two epochs: the LR schedule moves
 
     resumed = tiny_run(tiny_image_folder, **cfg)
@@ -53,6 +61,18 @@ def test_checkpoint_carries_class_mapping_and_config(tiny_image_folder, tmp_path
     assert state["class_to_idx"] == {"0": 0, "1": 1, "2": 2}, "prediction maps outputs back to folder names"
     assert state["config"] == flatten_trial_config(run.cfg), "the model can be rebuilt from the checkpoint"
     assert (state["image_size"], state["epoch"]) == (16, 1)
+
+
+def test_a_trial_checkpoint_folder_holds_the_model_bundle_as_its_own_file(tiny_image_folder, tmp_path):
+    """The sweep logs a trial's best model file to MLflow as it is: it must be exactly what prediction loads."""
+    run = tiny_run(tiny_image_folder)
+    run.run_epoch()
+    folder = save_trial_checkpoint(run.state_dict(), tmp_path / "checkpoint_000000")
+    assert {p.name for p in folder.iterdir()} == {MODEL_FILE, TRAINING_STATE_FILE}
+    model = load_checkpoint(folder / MODEL_FILE)
+    assert model.keys() == model_bundle(run.state_dict()).keys() and "optimizer" not in model
+    whole = load_checkpoint(folder)
+    assert whole.keys() == run.state_dict().keys(), "the folder loads as the whole training state"
 
 
 def test_gpu_memory_metrics_only_on_cuda(tiny_image_folder):

@@ -8,12 +8,12 @@ trial id), so a retried trial or a resumed sweep reuses its run. Every op here i
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_cls.spec import Constraint, Objective, format_value
+from hpo_cls.train.checkpoint import EVALUATION_FILE, MODEL_FILE
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should not cost a second
     from mlflow.tracking import MlflowClient
@@ -118,28 +118,26 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
     end_run = end_run_op(status, reason, {FINALIZED_TAG: "1", **(extra_tags or {})})
 
     def op(client, run_id):
-        # Imported here, in the writer's thread: torch and matplotlib take seconds to import the first time,
-        # which Tune's loop (where this op is made, as a trial ends) would otherwise wait for.
-        from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
-        from hpo_cls.train.checkpoint import (
-            EVALUATION_FILE,
-            MODEL_FILE,
-            load_checkpoint,
-            model_bundle,
-            save_checkpoint,
-        )
-
         tags = client.get_run(run_id).data.tags
         if tags.get(FINALIZED_TAG) == "1":
             return
         if checkpoint_dir and Path(checkpoint_dir).is_dir():
+            evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
             with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir, mmap=True)), Path(tmp, MODEL_FILE))
-                evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
-                if evaluation_file.is_file():
-                    shutil.copy(evaluation_file, tmp)
-                client.log_artifacts(run_id, tmp, "checkpoint")
+                model_file = Path(checkpoint_dir, MODEL_FILE)
+                if not model_file.is_file():  # a one-file checkpoint (a sweep begun before they were split)
+                    from hpo_cls.train.checkpoint import load_checkpoint, model_bundle, save_checkpoint
+
+                    model_file = save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir, mmap=True)),
+                                                 Path(tmp, MODEL_FILE))
+                client.log_artifact(run_id, str(model_file), "checkpoint")
+            if evaluation_file.is_file():
+                client.log_artifact(run_id, str(evaluation_file), "checkpoint")
             if status == "completed" and evaluation_file.is_file():
+                # Imported here, in the writer's thread: matplotlib takes a second to import the first time,
+                # which Tune's loop (where this op is made, as a trial ends) would otherwise wait for.
+                from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
+
                 evaluation = json.loads(evaluation_file.read_text())
                 with tempfile.TemporaryDirectory() as tmp:
                     per_class_frame(evaluation["per_class"]).to_csv(Path(tmp, "per_class_report.csv"), index=False)

@@ -1,6 +1,8 @@
 """Checkpoint bundles: everything needed to resume a trial exactly or to predict with its model.
 
 Loaded with ``torch.load(weights_only=True)`` so a checkpoint from an untrusted source cannot run code.
+Torch is imported by the functions that use it: the sweep's driver reads this module's file names and
+logs a trial's model file without importing torch.
 """
 
 from __future__ import annotations
@@ -12,26 +14,29 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hpo_cls.errors import CheckpointError
 
-__all__ = ["CheckpointError", "UncachedFile", "CHECKPOINT_FILE", "MODEL_FILE", "EVALUATION_FILE", "save_checkpoint", "load_checkpoint", "model_bundle"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CheckpointError", "UncachedFile", "CHECKPOINT_FILE", "MODEL_FILE", "TRAINING_STATE_FILE", "EVALUATION_FILE",
+           "save_checkpoint", "save_trial_checkpoint", "load_checkpoint", "model_bundle"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
+TRAINING_STATE_FILE = "training_state.pt"  # a trial checkpoint's optimizer, scheduler, RNG and history
 EVALUATION_FILE = "evaluation.json"  # confusion matrix + per-class report at that epoch
 # What open() or write() answer where the platform or filesystem does not do O_DIRECT.
 _DIRECT_IO_REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)})
 _MODEL_KEYS = ("format", "model", "epoch", "best_val_acc", "best_epoch", "config", "image_size", "class_to_idx")
 
 
-
-
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` atomically (temp file + rename), so a crash never leaves half a checkpoint."""
+    import torch
+
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / CHECKPOINT_FILE
@@ -51,6 +56,19 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)  # a failed save leaves nothing behind (on a full disk, least of all)
         raise
     return path
+
+
+def save_trial_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
+    """A sweep trial's per-epoch checkpoint, in two files: its model bundle (:data:`MODEL_FILE`, what
+    prediction needs) and the rest of its training state (:data:`TRAINING_STATE_FILE`). When the trial
+    ends, the sweep's MLflow writer logs the best epoch's model file as it is, where a single file would
+    have to be loaded and saved again in the driver (with torch imported there, seconds of CPU taken from
+    the trials still training). :func:`load_checkpoint` on the folder returns the whole state."""
+    directory = Path(directory)
+    bundle = model_bundle(state)
+    save_checkpoint({k: v for k, v in state.items() if k not in bundle}, directory / TRAINING_STATE_FILE)
+    save_checkpoint(bundle, directory / MODEL_FILE)  # last: a folder with a model file is complete
+    return directory
 
 
 class UncachedFile:
@@ -154,17 +172,34 @@ def _without_crc32():
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> dict[str, Any]:
-    """Load a bundle written by :func:`save_checkpoint`; raise :class:`CheckpointError` if unsafe or broken.
+    """Load a bundle written by :func:`save_checkpoint`, or the folder of one (its :data:`CHECKPOINT_FILE`, or
+    the files of :func:`save_trial_checkpoint` merged); raise :class:`CheckpointError` if unsafe or broken.
 
     ``mmap``: tensors map the file instead of being read into memory (a tenth of the CPU for a bundle that
     is only passed on, e.g. into :func:`model_bundle` and saved again)."""
     path = Path(path)
+    training_state = None
     if path.is_dir():
-        path = path / CHECKPOINT_FILE
+        if not (path / CHECKPOINT_FILE).is_file() and (path / MODEL_FILE).is_file():
+            training_state = path / TRAINING_STATE_FILE
+            path = path / MODEL_FILE
+        else:
+            path = path / CHECKPOINT_FILE
+    state = _load_file(path, map_location, mmap)
+    if training_state is not None and training_state.is_file():
+        state = {**_load_file(training_state, map_location, mmap), **state}
+    if not isinstance(state, dict) or "model" not in state or "class_to_idx" not in state:
+        raise CheckpointError(f"{path}: not an hpo-cls checkpoint (missing model or class mapping)")
+    return state
+
+
+def _load_file(path: Path, map_location, mmap: bool) -> Any:
+    import torch
+
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
         raise CheckpointError(
@@ -173,9 +208,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state or "class_to_idx" not in state:
-        raise CheckpointError(f"{path}: not an hpo-cls checkpoint (missing model or class mapping)")
-    return state
 
 
 def model_bundle(state: dict[str, Any]) -> dict[str, Any]:
