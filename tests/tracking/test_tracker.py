@@ -53,13 +53,19 @@ def report_epochs(tracker: SweepTracker, trial, tmp_path, scores: list[float], s
         tracker.on_checkpoint(0, [], trial, SimpleNamespace(path=str(directory)))
 
 
-@pytest.mark.parametrize("mode, scores, best_epoch", [("max", [0.3, 0.5, 0.4], 2), ("min", [0.9, 0.7, 0.8], 2)])
-def test_a_finished_trial_gets_its_best_checkpoint_and_reports(tmp_path, mode, scores, best_epoch):
+def finished_trial(tmp_path, mode: str, scores: list[float], save=save_trial_checkpoint) -> SweepTracker:
+    """Trial ``t1`` reported ``scores`` with a checkpoint each epoch and completed; its writer has closed."""
     tracker = tracker_for(tmp_path, mode)
     trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
-    report_epochs(tracker, trial, tmp_path, scores)
+    report_epochs(tracker, trial, tmp_path, scores, save=save)
     tracker.on_trial_complete(0, [], trial)
     tracker.writer.close()
+    return tracker
+
+
+@pytest.mark.parametrize("mode, scores, best_epoch", [("max", [0.3, 0.5, 0.4], 2), ("min", [0.9, 0.7, 0.8], 2)])
+def test_a_finished_trial_gets_its_best_checkpoint_and_reports(tmp_path, mode, scores, best_epoch):
+    tracker = finished_trial(tmp_path, mode, scores)
 
     client = MlflowClient(tracker.tracking_uri)
     run = client.get_run(tracker.writer.run_ids["t1"])
@@ -73,11 +79,7 @@ def test_a_finished_trial_gets_its_best_checkpoint_and_reports(tmp_path, mode, s
 
 
 def test_the_best_model_file_is_logged_as_the_trial_wrote_it(tmp_path):
-    tracker = tracker_for(tmp_path, "max")
-    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
-    report_epochs(tracker, trial, tmp_path, [0.3, 0.5, 0.4])
-    tracker.on_trial_complete(0, [], trial)
-    tracker.writer.close()
+    tracker = finished_trial(tmp_path, "max", [0.3, 0.5, 0.4])
 
     client = MlflowClient(tracker.tracking_uri)
     logged = client.download_artifacts(tracker.writer.run_ids["t1"], f"checkpoint/{MODEL_FILE}", str(tmp_path / "down"))
@@ -88,11 +90,7 @@ def test_the_best_model_file_is_logged_as_the_trial_wrote_it(tmp_path):
 
 def test_a_one_file_checkpoint_from_an_older_sweep_is_logged_as_its_model_bundle(tmp_path):
     """A sweep begun before trial checkpoints were split, resumed: its best checkpoint is one file."""
-    tracker = tracker_for(tmp_path, "max")
-    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
-    report_epochs(tracker, trial, tmp_path, [0.3, 0.5, 0.4], save=save_checkpoint)
-    tracker.on_trial_complete(0, [], trial)
-    tracker.writer.close()
+    tracker = finished_trial(tmp_path, "max", [0.3, 0.5, 0.4], save=save_checkpoint)
 
     client = MlflowClient(tracker.tracking_uri)
     logged = client.download_artifacts(tracker.writer.run_ids["t1"], f"checkpoint/{MODEL_FILE}", str(tmp_path / "down"))
@@ -148,11 +146,7 @@ def test_a_trial_without_a_checkpoint_is_closed_for_the_summary_to_finish(tmp_pa
 
 def test_the_sweep_summary_leaves_a_finalized_run_finished(tmp_path):
     """The summary binds every trial's run again to finalize what is left; runs done at trial end stay done."""
-    tracker = tracker_for(tmp_path, "max")
-    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
-    report_epochs(tracker, trial, tmp_path, [0.3, 0.5, 0.4])
-    tracker.on_trial_complete(0, [], trial)
-    tracker.writer.close()
+    tracker = finished_trial(tmp_path, "max", [0.3, 0.5, 0.4])
 
     summary = MlflowWriter(tracker.tracking_uri, tracker.experiment)
     open_sweep_run(summary, "s-1")
