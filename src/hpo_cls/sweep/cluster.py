@@ -91,8 +91,8 @@ def quiet_stop_in_finalizers() -> None:
     whose handler raises ``SystemExit`` wherever the main thread is. When that is a finalizer or a weakref
     callback (the garbage collector runs them anywhere), Python ignores the exception and prints it as a
     traceback, which Ray forwards to the driver's console ("Exception ignored in: ... SystemExit: 1") as if
-    something had failed. The worker is
-    being stopped either way: print nothing for that one. Any other ignored exception prints as before."""
+    something had failed. The worker is being stopped either way: print nothing for that one. Any other
+    ignored exception prints as before."""
     if getattr(sys.unraisablehook, "quiet_stop", False):
         return
     report = sys.unraisablehook

@@ -113,7 +113,7 @@ def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str]
 def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None,
                       extra_tags: dict[str, str] | None = None):
     """An :meth:`MlflowWriter.call` op that closes a trial's run with its status and logs its best
-    checkpoint (as a model bundle, for ``promote``), confusion matrix and per-class report. Idempotent:
+    checkpoint's model bundle (for ``promote``), confusion matrix and per-class report. Idempotent:
     a run already finalized is left alone."""
     end_run = end_run_op(status, reason, {FINALIZED_TAG: "1", **(extra_tags or {})})
 
@@ -122,32 +122,40 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
         if tags.get(FINALIZED_TAG) == "1":
             return
         if checkpoint_dir and Path(checkpoint_dir).is_dir():
+            _log_model_file(client, run_id, Path(checkpoint_dir))
             evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
-            with tempfile.TemporaryDirectory() as tmp:
-                model_file = Path(checkpoint_dir, MODEL_FILE)
-                if not model_file.is_file():  # a one-file checkpoint (a sweep begun before they were split)
-                    from hpo_cls.train.checkpoint import load_checkpoint, model_bundle, save_checkpoint
-
-                    model_file = save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir, mmap=True)),
-                                                 Path(tmp, MODEL_FILE))
-                client.log_artifact(run_id, str(model_file), "checkpoint")
             if evaluation_file.is_file():
                 client.log_artifact(run_id, str(evaluation_file), "checkpoint")
-            if status == "completed" and evaluation_file.is_file():
-                # Imported here, in the writer's thread: matplotlib takes a second to import the first time,
-                # which Tune's loop (where this op is made, as a trial ends) would otherwise wait for.
-                from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
-
-                evaluation = json.loads(evaluation_file.read_text())
-                with tempfile.TemporaryDirectory() as tmp:
-                    per_class_frame(evaluation["per_class"]).to_csv(Path(tmp, "per_class_report.csv"), index=False)
-                    names = [row["class"] for row in evaluation["per_class"]]
-                    figure = confusion_matrix_figure(evaluation["confusion"], names)
-                    figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
-                    client.log_artifacts(run_id, tmp, "evaluation")
+                if status == "completed":
+                    _log_evaluation_report(client, run_id, json.loads(evaluation_file.read_text()))
         end_run(client, run_id)
 
     return op
+
+
+def _log_model_file(client, run_id: str, checkpoint_dir: Path) -> None:
+    """The checkpoint's model bundle as ``checkpoint/model.pt``: the trial's own file, logged as it is."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model_file = checkpoint_dir / MODEL_FILE
+        if not model_file.is_file():  # a one-file checkpoint (a sweep begun before they were split)
+            from hpo_cls.train.checkpoint import load_checkpoint, model_bundle, save_checkpoint
+
+            model_file = save_checkpoint(model_bundle(load_checkpoint(checkpoint_dir, mmap=True)), Path(tmp, MODEL_FILE))
+        client.log_artifact(run_id, str(model_file), "checkpoint")
+
+
+def _log_evaluation_report(client, run_id: str, evaluation: dict) -> None:
+    """The per-class report (CSV) and confusion matrix (PNG) of the checkpoint's epoch, under ``evaluation/``."""
+    # Imported here, in the writer's thread: matplotlib takes a second to import the first time, which
+    # Tune's loop (where the op is made, as a trial ends) would otherwise wait for.
+    from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        per_class_frame(evaluation["per_class"]).to_csv(Path(tmp, "per_class_report.csv"), index=False)
+        names = [row["class"] for row in evaluation["per_class"]]
+        figure = confusion_matrix_figure(evaluation["confusion"], names)
+        figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
+        client.log_artifacts(run_id, tmp, "evaluation")
 
 
 def discard_unknown_trial_runs(tracking_uri: str, experiment: str, sweep_id: str, known: set[str]) -> int:
