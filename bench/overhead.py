@@ -153,7 +153,7 @@ def main() -> None:
                 in_floor += trial_seconds(Path(tmp))
             else:
                 Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
-                warm_walls.append(warm_sweep_wall(Path(tmp), env))
+                warm_walls.append(warm_sweep_wall(Path(tmp), env, args.slots))
                 in_warm += trial_seconds(Path(tmp))
     floor_wall, warm_wall = statistics.mean(floor_walls), statistics.mean(warm_walls)
     compute += [train_in_process(data, cfg, epochs) for cfg in after]
@@ -200,13 +200,17 @@ def timed_command(command: list[str], workdir: Path, env: dict) -> float:
     return wall
 
 
-def warm_sweep_wall(workdir: Path, env: dict, settle_s: float = 30.0) -> float:
+def warm_sweep_wall(workdir: Path, env: dict, slots: int, wait_s: float = 180.0) -> float:
     """Wall seconds of ``hpo-cls sweep`` joining a cluster that ``hpo-cls cluster up`` started beforehand
-    (untimed, like a user's earlier command; given ``settle_s`` to start its idle workers, which preload torch)."""
+    (untimed, like a user's earlier command), once the cluster keeps ``slots`` trial workers ready."""
+    from hpo_cls.sweep.local_cluster import read_state, state_path
+
     cli = [sys.executable, "-m", "hpo_cls.cli"]
     timed_command([*cli, "cluster", "up", "--idle-timeout", "10"], workdir, env)
     try:
-        time.sleep(settle_s)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and getattr(read_state(state_path()), "ready_workers", 0) < slots:
+            time.sleep(0.5)
         return timed_command([*cli, "sweep", "spec.yaml"], workdir, env)
     finally:
         subprocess.run([*cli, "cluster", "down"], cwd=workdir, env=env, capture_output=True)

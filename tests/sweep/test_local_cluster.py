@@ -87,6 +87,48 @@ def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
+def _trial_environment_workers(daemon_pid: int) -> set[int]:
+    """Worker processes of the cluster in the environment Tune gives trial actors."""
+    found = set()
+    for process in _ray_processes(daemon_pid):
+        try:
+            if process.environ().get("PL_DISABLE_FORK") == "1":
+                found.add(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def _wait_for_ready_workers(root: Path, daemon_pid: int, count: int) -> set[int]:
+    """Wait until the daemon records ``count`` ready trial workers and exactly that many run (no sweep running);
+    their PIDs."""
+    def ready() -> bool:
+        state = read_state(state_path(root))
+        return state is not None and state.ready_workers == count and len(_trial_environment_workers(daemon_pid)) == count
+
+    wait_for(ready, 120, f"{count} trial workers ready")
+    return _trial_environment_workers(daemon_pid)
+
+
+def _trial_pids(results: Path) -> set[int]:
+    import json
+
+    return {json.loads(line)["pid"] for path in results.glob("*/result.json") for line in path.read_text().splitlines()}
+
+
+def _listening_beyond_loopback(processes: list[psutil.Process]) -> list[str]:
+    """``process: address`` for each socket of ``processes`` that listens on anything but 127.0.0.1."""
+    found = []
+    for process in processes:
+        try:
+            for connection in process.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1"):
+                    found.append(f"{process.name()}: {connection.laddr.ip}:{connection.laddr.port}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
 @pytest.fixture
 def foreign_ray(tmp_path):
     """Someone else's Ray on this machine: a driver that started its own local instance and keeps it."""
@@ -123,9 +165,12 @@ def test_up_then_sweep_and_promote_join_it_then_down_stops_only_it(cache_root, t
         assert again.returncode == 0 and "already running" in again.stdout
         assert read_state(state_path(cache_root)).pid == state.pid
 
+        ready = _wait_for_ready_workers(cache_root, state.pid, 2)
+        assert not _listening_beyond_loopback(_ray_processes(state.pid)), "the cluster listens on 127.0.0.1 only"
         sweep = hpo_cls("sweep", str(spec), "--name", "joined", cwd=tmp_path)
         assert sweep.returncode == 0, sweep.stderr[-3000:]
         assert f"joining the local Ray at {state.address}" in sweep.stdout
+        assert _trial_pids(tmp_path / "ray_results" / "joined") <= ready, "the trials ran in the ready workers"
         # --retrain: the trial's own checkpoint would otherwise be taken as is, and promote would need no Ray
         promote = hpo_cls("promote", "--top", "1", "--epochs", "1", "--retrain", "--sweep", "joined", "--experiment", "tests",
                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
@@ -135,6 +180,7 @@ def test_up_then_sweep_and_promote_join_it_then_down_stops_only_it(cache_root, t
         assert len(drivers) == 3, f"the daemon, the sweep and the promote drove this cluster: {drivers}"
         wait_for(lambda: "idle since" in hpo_cls("cluster", "status", cwd=tmp_path).stdout, 60,
                  "the cluster to count no driver once the sweep and the promote have exited")
+        assert not _wait_for_ready_workers(cache_root, state.pid, 2) & ready, "the ones the sweep took are replaced"
     finally:
         down = hpo_cls("cluster", "down", cwd=tmp_path)
     assert down.returncode == 0 and f"stopped the local Ray at {state.address}" in down.stdout
@@ -187,6 +233,95 @@ def test_trial_workers_run_one_torch_thread_per_assigned_cpu_even_with_torch_pre
         ray.shutdown()
     assert one_cpu == [(1, 1), (1, 1)]
     assert two_cpus == (2, 2)
+
+
+@pytest.mark.ray
+def test_a_private_ray_listens_on_loopback_only_and_this_process_can_join_other_clusters_after():
+    """Ray turns ray.init's node address 127.0.0.1 into the machine's own, and its servers then listen on every
+    interface; a private Ray (and the `cluster up` one, checked above) is kept to 127.0.0.1, by a switch
+    that is Ray's process-wide setting, restored once the Ray has started."""
+    import ray
+    from ray._private import ray_constants
+
+    from hpo_cls.sweep.cluster import connect_ray, shutdown_ray
+
+    before = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    assert connect_ray(None, object_store_bytes=80 * 2**20)
+    try:
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        started = [psutil.Process(info.process.pid)  # GCS, raylet, monitors: what this ray.init started
+                   for infos in ray._private.worker._global_node.all_processes.values() for info in infos]
+        ray_processes = started + [child for process in started for child in process.children(recursive=True)]
+        assert len(ray_processes) >= 3 and not _listening_beyond_loopback(ray_processes)
+        assert (ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)) == before
+    finally:
+        shutdown_ray()
+
+
+class TestReadyWorkers:
+    """The daemon keeps trial workers ready between sweeps, asking Ray only while no driver is connected and
+    not again and again for workers that never show up."""
+
+    @pytest.fixture
+    def raylet(self, monkeypatch):
+        from hpo_cls.sweep import cluster_daemon
+
+        fake = type("Raylet", (), {"ready": [], "asked": []})()
+        monkeypatch.setattr(cluster_daemon, "ready_trial_workers", lambda: list(fake.ready))
+        monkeypatch.setattr(cluster_daemon, "prestart_ready_workers",
+                            lambda count, keep_alive_s: fake.asked.append(count) or True)
+        return fake
+
+    def test_asks_for_the_missing_ones_once_while_idle(self, raylet):
+        from hpo_cls.sweep.cluster_daemon import ReadyWorkers
+
+        workers = ReadyWorkers(2)
+        assert workers.update(drivers=0) == 0 and raylet.asked == [2]
+        assert workers.update(drivers=0) == 0 and raylet.asked == [2], "still starting: not asked again"
+        raylet.ready = [11, 12]
+        assert workers.update(drivers=0) == 2 and raylet.asked == [2]
+
+    def test_replaces_the_ones_a_sweep_took_after_it_has_gone(self, raylet):
+        from hpo_cls.sweep.cluster_daemon import ReadyWorkers
+
+        raylet.ready = [11, 12]
+        workers = ReadyWorkers(2)
+        assert workers.update(drivers=0) == 2 and raylet.asked == []
+        raylet.ready = []  # a sweep took both
+        assert workers.update(drivers=1) == 2 and raylet.asked == [], "never while a driver is connected"
+        assert workers.update(drivers=0) == 0 and raylet.asked == [2]
+
+    def test_asks_again_when_a_ready_one_goes_without_a_driver_seen(self, raylet):
+        from hpo_cls.sweep.cluster_daemon import ReadyWorkers
+
+        raylet.ready = [11]
+        workers = ReadyWorkers(2)
+        assert workers.update(drivers=0) == 1 and raylet.asked == [1]
+        raylet.ready = []  # a short sweep between two polls took it
+        assert workers.update(drivers=0) == 0 and raylet.asked == [1, 2]
+
+    def test_none_wanted_asks_nothing(self, raylet):
+        from hpo_cls.sweep.cluster_daemon import ReadyWorkers
+
+        assert ReadyWorkers(0).update(drivers=0) == 0 and raylet.asked == []
+
+
+def test_a_sweep_counts_the_ready_workers_only_of_our_cluster_in_its_own_environment(cache_root, monkeypatch):
+    from hpo_cls.sweep.local_cluster import ready_workers_for_sweep
+    from hpo_cls.sweep.prestart import tune_trial_env_vars
+    from hpo_cls.sweep.reuse import trial_process_environment
+
+    write_state(state_path(cache_root), ClusterState(
+        address="127.0.0.1:6379", pid=1, token="t", temp_dir="/nonexistent", started=0.0, idle_timeout_s=60, cpus=2,
+        gpus=0, trial_env=trial_process_environment(), ready_workers=2, ready_env=tune_trial_env_vars()))
+    assert ready_workers_for_sweep("127.0.0.1:6379") == 2
+    assert ready_workers_for_sweep("127.0.0.1:6380") == 0
+    assert ready_workers_for_sweep(None) == 0
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")  # Tune passes it to trial actors: another environment
+    assert ready_workers_for_sweep("127.0.0.1:6379") == 0
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", "999")  # the job would carry a runtime environment
+    assert ready_workers_for_sweep("127.0.0.1:6379") == 0
 
 
 def test_joining_our_cluster_needs_no_runtime_environment_but_any_other_address_does(cache_root, monkeypatch):

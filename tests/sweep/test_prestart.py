@@ -75,7 +75,7 @@ def test_the_prestart_asks_for_the_environment_tune_gives_its_trial_actors(monke
     for name in ENV_VARS_TO_PROPAGATE:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
-    assert prestart._tune_trial_env_vars() == {**DEFAULT_ENV_VARS, "AWS_ACCESS_KEY_ID": "key"}
+    assert prestart.tune_trial_env_vars() == {**DEFAULT_ENV_VARS, "AWS_ACCESS_KEY_ID": "key"}
 
 
 def test_without_grpc_or_workers_to_start_it_asks_nothing(monkeypatch):

@@ -79,11 +79,12 @@ def cmd_sweep(args) -> int:
         joins_running_ray,
         shutdown_ray,
     )
-    from hpo_cls.sweep.local_cluster import resolve_address
+    from hpo_cls.sweep.local_cluster import ready_workers_for_sweep, resolve_address
     from hpo_cls.tracking.uri import redact_uri
 
     spec = _load(args)
     address = resolve_address(args.address)  # before anything imports ray
+    ready_workers = ready_workers_for_sweep(address)  # read before this sweep connects and takes them
     if not args.quiet:
         print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
     started = False
@@ -95,7 +96,7 @@ def cmd_sweep(args) -> int:
             checks = pool.submit(_preflight_and_imports, spec)
             started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
             if joins_running_ray(address):  # `cluster up`'s Ray preloads trial modules into new workers
-                _prestart_trial_workers(spec)
+                _prestart_trial_workers(spec, ready_workers)
             result = checks.result()
         from hpo_cls.sweep.estimate import announce_estimate
         from hpo_cls.sweep.tuner import run_sweep
@@ -113,16 +114,17 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def _prestart_trial_workers(spec: SweepSpec) -> None:
-    """Worker processes for the first trials, started on this node now: they import torch and Ray Tune while
-    the checks and the estimate run, instead of after them with the trials waiting."""
+def _prestart_trial_workers(spec: SweepSpec, ready: int) -> None:
+    """Worker processes for the first trials beyond the ``ready`` ones the ``cluster up`` cluster keeps, started
+    on this node now: they import torch and Ray Tune while the checks and the estimate run, instead of after
+    them with the trials waiting."""
     import ray
 
     from hpo_cls.sweep.estimate import slots
     from hpo_cls.sweep.prestart import prestart_trial_workers
 
     resources = ray.cluster_resources()
-    prestart_trial_workers(slots(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0)))
+    prestart_trial_workers(slots(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0)) - ready)
 
 
 def _resume_command(args, sweep_id: str) -> str:

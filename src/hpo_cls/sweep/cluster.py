@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from typing import Iterator
 
 from hpo_cls.sweep.reuse import trial_process_environment
 
 
-__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "connect_ray", "shutdown_ray", "use_assigned_cpus",
-           "quiet_stop_in_finalizers"]
+__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "connect_ray", "shutdown_ray",
+           "loopback_only", "use_assigned_cpus", "quiet_stop_in_finalizers"]
 
 SWEEP_OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's object store only carries trial setups and results
 PRIVATE_ADDRESS = "local"  # --address local: a private Ray for this command even when a cluster is up
@@ -28,7 +30,8 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
     cluster that only disconnects).
 
     The local Ray is always a fresh instance (``address="local"``), never one that `ray start` left running
-    here; it binds to 127.0.0.1 with the dashboard off, and its object store is kept small (it only
+    here; it listens on 127.0.0.1 only (:func:`loopback_only`, as does the ``hpo-cls cluster up`` one, which a
+    driver then joins on 127.0.0.1 too) with the dashboard off, and its object store is kept small (it only
     carries small trial setups and results). The trial processes get
     :func:`~hpo_cls.sweep.reuse.trial_process_environment`: on a cluster as the job's runtime environment,
     locally through this process's environment, which the local Ray's workers inherit (a runtime
@@ -40,15 +43,50 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
     if ray.is_initialized():
         return False
     if joins_running_ray(address):
-        ray.init(address=address, logging_level="WARNING", runtime_env=_runtime_env(address))
+        with loopback_only() if _is_our_cluster(address) else contextlib.nullcontext():
+            ray.init(address=address, logging_level="WARNING", runtime_env=_runtime_env(address))
     else:
         os.environ.update(trial_process_environment())
         # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise
         # in every sweep's output (and ahead of the one-line error when a pre-flight check fails).
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 object_store_memory=object_store_bytes, logging_level="WARNING")
+        with loopback_only():
+            ray.init(address="local", include_dashboard=False, object_store_memory=object_store_bytes,
+                     logging_level="WARNING")
     return True
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Around ``ray.init``: a Ray started in it (``address="local"``) is a one-machine Ray whose servers (GCS,
+    raylet, workers, agents) listen on 127.0.0.1 only, not on every interface of the machine; a driver
+    joining such a Ray at its 127.0.0.1 address must connect in it too.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` does not do it: Ray replaces a loopback node address with the
+    machine's own, and its servers then listen on all interfaces. It keeps 127.0.0.1 where it supports no
+    multi-node clusters (macOS, Windows): the switch it reads for that is set for the duration, in Ray's
+    constants (read at call time) and in the environment of the processes it starts (read at import). It
+    is restored afterwards, so this process can still join another cluster later."""
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(name)
+    ray_constants.ENABLE_RAY_CLUSTER, os.environ[name] = False, "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved[1]
+
+
+def _is_our_cluster(address: str) -> bool:
+    from hpo_cls.sweep.local_cluster import live_cluster
+
+    local = live_cluster()
+    return local is not None and local.address == address
 
 
 def _runtime_env(address: str) -> dict | None:

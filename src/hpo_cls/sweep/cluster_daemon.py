@@ -1,6 +1,7 @@
 """The process behind ``hpo-cls cluster up`` (see :mod:`hpo_cls.sweep.local_cluster`): start a private
-local Ray, record it, keep it until SIGTERM or until no driver has been connected for the idle timeout,
-then shut it down and remove the record. Started as ``python -m hpo_cls.sweep.cluster_daemon``."""
+local Ray, record it, keep trial worker processes ready for the next sweep while no driver is connected, keep
+it until SIGTERM or until no driver has been connected for the idle timeout, then shut it down and remove the
+record. Started as ``python -m hpo_cls.sweep.cluster_daemon``."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import time
 from pathlib import Path
 
 from hpo_cls.sweep.local_cluster import ClusterState, read_state, write_state
-from hpo_cls.sweep.prestart import PRELOADED
+from hpo_cls.sweep.prestart import PRELOADED, prestart_ready_workers, ready_trial_workers, tune_trial_env_vars
 
 _POLL_S = 2.0
+MAX_READY_WORKERS = 8  # each holds torch, torchvision and Ray Tune in memory (~0.3 GB)
+_READY_KEEP_ALIVE_S = 24 * 3600  # Ray may stop an idle prestarted worker after this (only above its soft limit)
 
 
 def _live_drivers(own_job: str) -> int:
@@ -27,24 +30,54 @@ def _live_drivers(own_job: str) -> int:
     return sum(1 for job in state.jobs() if not job["IsDead"] and job["JobID"] != own_job)
 
 
-def serve(state: ClusterState, path: Path, stop: threading.Event) -> None:
-    """Keep the record current (drivers, idle since) until ``stop`` or the idle timeout."""
+class ReadyWorkers:
+    """Keeps ``target`` worker processes ready for the next sweep's trials: started in the environment Tune gives
+    trial actors, for no job yet, with the modules a trial imports preloaded
+    (:func:`~hpo_cls.sweep.prestart.prestart_ready_workers`). Its trials then start at once instead of each
+    worker importing torch and Ray Tune on the cores the first trials train on. Ray ends a job's workers with
+    it, so the workers a sweep took are replaced once it has gone, never while a driver is connected (their
+    imports would take CPU from its trials). Ray is asked at most once until a driver comes or a ready worker
+    goes: a worker asked for that never shows up ready is not asked for again and again."""
+
+    def __init__(self, target: int):
+        self.target, self.asked, self.ready = target, False, 0
+
+    def update(self, drivers: int) -> int:
+        """The ready workers now (while a driver is connected, the count last seen)."""
+        if drivers or self.target < 1:
+            self.asked = False
+            return self.ready
+        ready = len(ready_trial_workers())
+        if ready < self.ready:
+            self.asked = False
+        if ready < self.target and not self.asked:
+            self.asked = prestart_ready_workers(self.target - ready, keep_alive_s=_READY_KEEP_ALIVE_S)
+        self.ready = ready
+        return ready
+
+
+def serve(state: ClusterState, path: Path, stop: threading.Event, ready_workers: ReadyWorkers) -> None:
+    """Keep the record current (drivers, idle since, ready trial workers) and the trial workers ready until
+    ``stop`` or the idle timeout."""
     import ray
 
     own_job = ray.get_runtime_context().get_job_id()
-    while not stop.wait(_POLL_S):
+    while True:
         try:
             drivers = _live_drivers(own_job)
         except Exception:  # a private Ray API: if it changes, never stop a cluster as idle by mistake
             drivers = 1
+        ready = ready_workers.update(drivers)
         idle_since = state.idle_since if drivers == 0 else None
         if drivers == 0 and idle_since is None:
             idle_since = time.time()
-        if (drivers, idle_since) != (state.drivers, state.idle_since):
-            state = dataclasses.replace(state, drivers=drivers, idle_since=idle_since)
+        if (drivers, idle_since, ready) != (state.drivers, state.idle_since, state.ready_workers):
+            state = dataclasses.replace(state, drivers=drivers, idle_since=idle_since, ready_workers=ready)
             write_state(path, state)
         if idle_since is not None and state.idle_timeout_s > 0 and time.time() - idle_since > state.idle_timeout_s:
             print(f"idle for {state.idle_timeout_s:.0f} s: stopping", flush=True)
+            return
+        if stop.wait(_POLL_S):
             return
 
 
@@ -103,6 +136,7 @@ def main() -> None:
 
     import ray
 
+    from hpo_cls.sweep.cluster import loopback_only
     from hpo_cls.sweep.reuse import trial_process_environment
 
     # Ray's worker processes inherit this environment: drivers joining need no runtime environment for it,
@@ -110,12 +144,14 @@ def main() -> None:
     trial_env = trial_process_environment()
     os.environ.update(trial_env)
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    # Ray starts one idle worker process per CPU ahead of need, and the first driver to join takes them over:
-    # with the modules a trial imports preloaded, that sweep's trials start at once instead of after seconds
-    # of imports each. (Ray binds worker processes to one driver, so later sweeps start theirs anew.)
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=args.temp_dir,
-             num_cpus=args.cpus, num_gpus=args.gpus, object_store_memory=args.object_store_bytes,
-             logging_level="WARNING", _system_config={"preload_python_modules": list(PRELOADED)})
+    # Every worker process Ray starts imports what a trial imports before it is handed out. Ray's own idle
+    # workers for the first driver are not started: their environment is not the one Tune gives trial actors,
+    # so no sweep could take them; ReadyWorkers starts the ones a sweep takes.
+    with loopback_only():
+        ray.init(address="local", include_dashboard=False, _temp_dir=args.temp_dir,
+                 num_cpus=args.cpus, num_gpus=args.gpus, object_store_memory=args.object_store_bytes,
+                 logging_level="WARNING", _system_config={"preload_python_modules": list(PRELOADED),
+                                                          "prestart_worker_first_driver": False})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # after ray.init, which installs its own
     # What every trial process imports, mapped here for as long as the cluster runs: each trial then reads
@@ -128,11 +164,11 @@ def main() -> None:
                          temp_dir=args.temp_dir, started=time.time(), idle_timeout_s=args.idle_timeout_s,
                          cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0), idle_since=time.time(),
                          auth={k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH") if k in os.environ},
-                         trial_env=trial_env)
+                         trial_env=trial_env, ready_env=tune_trial_env_vars())
     try:
         write_state(args.state, state)
         print(f"Ray at {state.address}: {state.cpus:g} CPUs, {state.gpus:g} GPUs", flush=True)
-        serve(state, args.state, stop)
+        serve(state, args.state, stop, ReadyWorkers(min(int(state.cpus), MAX_READY_WORKERS)))
     finally:
         current = read_state(args.state)
         if current is not None and current.token == args.token:

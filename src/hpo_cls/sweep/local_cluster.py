@@ -33,7 +33,7 @@ from hpo_cls.console import say
 from hpo_cls.errors import SweepError
 
 __all__ = ["ClusterState", "state_path", "read_state", "live_cluster", "join_environment", "resolve_address",
-           "start_cluster",
+           "ready_workers_for_sweep", "start_cluster",
            "stop_cluster", "describe_state", "DAEMON_MODULE"]
 
 DAEMON_MODULE = "hpo_cls.sweep.cluster_daemon"
@@ -56,6 +56,8 @@ class ClusterState:
     idle_since: float | None = None
     auth: dict[str, str] | None = None  # Ray's auth variables a driver needs to join (see _auth_environment)
     trial_env: dict[str, str] | None = None  # what its worker processes inherit (reuse.trial_process_environment)
+    ready_workers: int = 0  # idle trial worker processes ready for the next sweep (cluster_daemon.ReadyWorkers)
+    ready_env: dict[str, str] | None = None  # the environment they run in (prestart.tune_trial_env_vars)
 
 
 def state_path(root: Path | None = None) -> Path:
@@ -115,6 +117,20 @@ def _auth_environment(folder: Path) -> dict[str, str]:
     with os.fdopen(descriptor, "w") as out:
         out.write(secrets.token_hex(32))
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
+def ready_workers_for_sweep(address: str | None, root: Path | None = None) -> int:
+    """How many trial worker processes the ``cluster up`` cluster at ``address`` keeps ready that this process's
+    sweep can take: 0 for any other Ray, or when this sweep's trial actors would get another environment than
+    those workers run in (the job then carries a runtime environment, or Tune's variables differ here)."""
+    from hpo_cls.sweep.prestart import tune_trial_env_vars
+    from hpo_cls.sweep.reuse import trial_process_environment
+
+    state = read_state(state_path(root))
+    if (state is None or state.address != address or state.trial_env != trial_process_environment()
+            or state.ready_env != tune_trial_env_vars()):
+        return 0
+    return state.ready_workers
 
 
 def join_environment(state: ClusterState) -> None:
@@ -205,7 +221,8 @@ def stop_cluster(root: Path | None = None, grace_s: float = 60) -> ClusterState 
 def describe_state(state: ClusterState) -> str:
     """One line for ``cluster up`` and ``cluster status``."""
     use = (f"{state.drivers} sweep/promote driver(s) connected" if state.drivers
-           else f"idle since {time.strftime('%H:%M:%S', time.localtime(state.idle_since or state.started))}")
+           else f"idle since {time.strftime('%H:%M:%S', time.localtime(state.idle_since or state.started))}, "
+                f"{state.ready_workers} trial worker(s) ready")
     timeout = (f"stops after {state.idle_timeout_s / 60:g} idle minutes" if state.idle_timeout_s > 0
                else "no idle timeout")
     return (f"local Ray at {state.address}: {state.cpus:g} CPUs, {state.gpus:g} GPUs, daemon PID {state.pid}, "

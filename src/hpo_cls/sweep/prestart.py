@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Iterator
 
-__all__ = ["PRELOADED", "prestart_trial_workers", "raylet_stub"]
+__all__ = ["PRELOADED", "prestart_trial_workers", "prestart_ready_workers", "ready_trial_workers", "raylet_stub",
+           "tune_trial_env_vars"]
 
 PRELOADED = ("torch", "torchvision", "ray.tune", "hpo_cls.train.run")  # what every trial process imports
 KEEP_ALIVE_S = 600  # how long Ray keeps a prestarted worker that no trial has taken
@@ -32,33 +34,83 @@ def prestart_trial_workers(count: int, keep_alive_s: int = KEEP_ALIVE_S) -> bool
     if count < 1:
         return False
     try:
-        import grpc
         import ray
+    except ImportError:
+        return False
+    context = ray.get_runtime_context()
+    if context.runtime_env:  # a trial's environment would be the job's merged with Tune's: not matched here
+        return False
+    return _request_workers(count, keep_alive_s, job_id=bytes.fromhex(context.get_job_id()))
+
+
+def prestart_ready_workers(count: int, keep_alive_s: int) -> bool:
+    """Ask this node's raylet for ``count`` worker processes in the environment Tune gives trial actors and of
+    no job yet: the ``hpo-cls cluster up`` daemon keeps them ready between sweeps, and the next sweep's trial
+    actors (any job whose own runtime environment is empty) take them. True when asked."""
+    return count >= 1 and _request_workers(count, keep_alive_s, job_id=None)
+
+
+def _request_workers(count: int, keep_alive_s: int, job_id: bytes | None) -> bool:
+    """``PrestartWorkers`` for ``job_id`` (None: for whichever job asks first), best effort."""
+    try:
+        import grpc
         from ray._private.utils import get_runtime_env_info
         from ray.core.generated import common_pb2, node_manager_pb2
         from ray.runtime_env import RuntimeEnv
     except ImportError as exc:  # grpcio missing, or Ray moved its modules
         _log.debug("no worker prestart: %s", exc)
         return False
-    context = ray.get_runtime_context()
-    if context.runtime_env:  # a trial's environment would be the job's merged with Tune's: not matched here
-        return False
     try:
-        info = get_runtime_env_info(RuntimeEnv(env_vars=_tune_trial_env_vars()), is_job_runtime_env=False)
+        info = get_runtime_env_info(RuntimeEnv(env_vars=tune_trial_env_vars()), is_job_runtime_env=False)
     except (ImportError, AttributeError, TypeError) as exc:  # Ray changed its runtime-environment API
         _log.debug("no worker prestart: %s", exc)
         return False
+    request = node_manager_pb2.PrestartWorkersRequest(language=common_pb2.Language.PYTHON, runtime_env_info=info,
+                                                      keep_alive_duration_secs=keep_alive_s, num_workers=count)
+    if job_id is not None:
+        request.job_id = job_id
     try:
         with raylet_stub() as stub:
             if stub is None:
                 return False
-            stub.PrestartWorkers(node_manager_pb2.PrestartWorkersRequest(
-                language=common_pb2.Language.PYTHON, job_id=bytes.fromhex(context.get_job_id()),
-                runtime_env_info=info, keep_alive_duration_secs=keep_alive_s, num_workers=count), timeout=5)
+            stub.PrestartWorkers(request, timeout=5)
         return True
     except (grpc.RpcError, ValueError) as exc:
         _log.debug("no worker prestart: %s", exc)
         return False
+
+
+def ready_trial_workers() -> list[int]:
+    """PIDs of this node's idle worker processes that no job has taken yet and that run in the environment Tune
+    gives trial actors (:func:`prestart_ready_workers`'s); empty when the raylet cannot be asked. Linux: the
+    environment is read from ``/proc``."""
+    try:
+        import grpc
+        from ray import JobID
+        from ray.core.generated import common_pb2, node_manager_pb2
+    except ImportError:
+        return []
+    try:
+        with raylet_stub() as stub:
+            if stub is None:
+                return []
+            reply = stub.GetNodeStats(node_manager_pb2.GetNodeStatsRequest(include_memory_info=False), timeout=5)
+    except (grpc.RpcError, ValueError) as exc:
+        _log.debug("no worker stats: %s", exc)
+        return []
+    wanted, no_job = tune_trial_env_vars(), JobID.nil().binary()
+    return [stats.pid for stats in reply.core_workers_stats
+            if stats.worker_type == common_pb2.WorkerType.WORKER and stats.job_id == no_job
+            and _environment_has(stats.pid, wanted)]
+
+
+def _environment_has(pid: int, wanted: dict[str, str]) -> bool:
+    try:
+        entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    environment = dict(entry.decode(errors="replace").partition("=")[::2] for entry in entries if entry)
+    return all(environment.get(name) == value for name, value in wanted.items())
 
 
 @contextlib.contextmanager
@@ -82,7 +134,7 @@ def raylet_stub() -> Iterator:
         channel.close()
 
 
-def _tune_trial_env_vars() -> dict[str, str]:
+def tune_trial_env_vars() -> dict[str, str]:
     """The environment Tune gives every trial actor (a worker is taken only by an actor with its environment)."""
     return {**TUNE_DEFAULT_ENV_VARS, **{name: os.environ[name] for name in TUNE_PROPAGATED_ENV_VARS if name in os.environ}}
 
