@@ -300,6 +300,15 @@ class TestReadyWorkers:
         raylet.ready = []  # a short sweep between two polls took it
         assert workers.update(drivers=0) == 0 and raylet.asked == [1, 2]
 
+    def test_cluster_up_waits_until_they_are_ready(self, raylet, monkeypatch):
+        import threading
+
+        from hpo_cls.sweep import cluster_daemon
+
+        polls = iter([[], [11], [11, 12]])
+        monkeypatch.setattr(cluster_daemon, "ready_trial_workers", lambda: next(polls))
+        assert cluster_daemon.ReadyWorkers(2).fill(60, threading.Event()) == 2 and raylet.asked == [2]
+
     def test_none_wanted_asks_nothing(self, raylet):
         from hpo_cls.sweep.cluster_daemon import ReadyWorkers
 

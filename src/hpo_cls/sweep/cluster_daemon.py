@@ -21,6 +21,7 @@ from hpo_cls.sweep.prestart import PRELOADED, prestart_ready_workers, ready_tria
 _POLL_S = 2.0
 MAX_READY_WORKERS = 8  # each holds torch, torchvision and Ray Tune in memory (~0.3 GB)
 _READY_KEEP_ALIVE_S = 24 * 3600  # Ray may stop an idle prestarted worker after this (only above its soft limit)
+_READY_WAIT_S = 60.0  # how long `cluster up` waits for them (imports from a cold disk take tens of seconds)
 
 
 def _live_drivers(own_job: str) -> int:
@@ -41,6 +42,15 @@ class ReadyWorkers:
 
     def __init__(self, target: int):
         self.target, self.asked, self.ready = target, False, 0
+
+    def fill(self, timeout_s: float, stop: threading.Event) -> int:
+        """Ask for them and wait until they are ready, ``timeout_s`` has passed or ``stop`` is set: what
+        ``cluster up`` waits for, so that a sweep started right after it finds them. The ready workers."""
+        deadline = time.monotonic() + timeout_s
+        while (self.update(drivers=0) < self.target and self.asked and time.monotonic() < deadline
+               and not stop.wait(0.2)):
+            pass
+        return self.ready
 
     def update(self, drivers: int) -> int:
         """The ready workers now (while a driver is connected, the count last seen)."""
@@ -166,9 +176,12 @@ def main() -> None:
                          auth={k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH") if k in os.environ},
                          trial_env=trial_env, ready_env=tune_trial_env_vars())
     try:
-        write_state(args.state, state)
-        print(f"Ray at {state.address}: {state.cpus:g} CPUs, {state.gpus:g} GPUs", flush=True)
-        serve(state, args.state, stop, ReadyWorkers(min(int(state.cpus), MAX_READY_WORKERS)))
+        ready_workers = ReadyWorkers(min(int(state.cpus), MAX_READY_WORKERS))
+        state = dataclasses.replace(state, ready_workers=ready_workers.fill(_READY_WAIT_S, stop))
+        write_state(args.state, state)  # `cluster up` returns once this is written
+        print(f"Ray at {state.address}: {state.cpus:g} CPUs, {state.gpus:g} GPUs, {state.ready_workers} trial "
+              f"workers ready", flush=True)
+        serve(state, args.state, stop, ready_workers)
     finally:
         current = read_state(args.state)
         if current is not None and current.token == args.token:
