@@ -82,3 +82,7 @@ def test_without_grpc_or_workers_to_start_it_asks_nothing(monkeypatch):
     assert prestart_trial_workers(0) is False
     monkeypatch.setitem(sys.modules, "grpc", None)  # grpcio missing: the sweep goes on, its workers start later
     assert prestart_trial_workers(2) is False
+    monkeypatch.delitem(sys.modules, "grpc")
+    import ray
+
+    assert prestart_trial_workers(2) is False and not ray.is_initialized(), "no Ray connected: none is started"

@@ -1,10 +1,12 @@
-"""Trial worker processes started while the driver is still busy with its pre-flight.
+"""Trial worker processes started before the trials ask for them.
 
 A Ray actor needs a worker process of its driver's job; Ray starts one when the first trial asks, and that
 process then imports torch, torchvision and Ray Tune: seconds on every sweep, with the trials waiting.
-Ray's raylet has a request for exactly this (``PrestartWorkers``: N processes for a job, kept idle for a
-while); asked right after the driver connects, the processes import while the driver checks the data and
-measures the estimate, and the first trials start in them at once.
+Ray's raylet has a request for exactly this (``PrestartWorkers``: N processes, kept idle for a while). For a
+job (:func:`prestart_trial_workers`), asked right after the driver connects, the processes import while the
+driver checks the data and measures the estimate, and the first trials start in them at once. For no job yet
+(:func:`prestart_ready_workers`), the first job that asks in the same environment takes them: the
+``hpo-cls cluster up`` daemon keeps such workers ready between sweeps (:func:`ready_trial_workers` counts them).
 
 Ray offers no public call for it, so it is used the way Ray's own clients call the raylet (its gRPC
 channel, with the cluster's token when token auth is on). Best effort: anything that fails only costs
@@ -34,8 +36,11 @@ def prestart_trial_workers(count: int, keep_alive_s: int = KEEP_ALIVE_S) -> bool
     if count < 1:
         return False
     try:
+        import grpc  # noqa: F401  (without grpcio there is no raylet to ask)
         import ray
     except ImportError:
+        return False
+    if not ray.is_initialized():  # asking for the context would start a Ray
         return False
     context = ray.get_runtime_context()
     if context.runtime_env:  # a trial's environment would be the job's merged with Tune's: not matched here
