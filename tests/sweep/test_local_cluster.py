@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sweep_helpers import hpo_cls, make_images, wait_for, write_spec
+from sweep_helpers import hpo_cls, in_tune_trial_environment, make_images, wait_for, write_spec
 
 from hpo_cls.sweep.local_cluster import (
     ClusterState,
@@ -87,27 +87,16 @@ def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-def _trial_environment_workers(daemon_pid: int) -> set[int]:
-    """Worker processes of the cluster in the environment Tune gives trial actors."""
-    found = set()
-    for process in _ray_processes(daemon_pid):
-        try:
-            if process.environ().get("PL_DISABLE_FORK") == "1":
-                found.add(process.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
-
-
 def _wait_for_ready_workers(root: Path, daemon_pid: int, count: int) -> set[int]:
     """Wait until the daemon records ``count`` ready trial workers and exactly that many run (no sweep running);
     their PIDs."""
     def ready() -> bool:
         state = read_state(state_path(root))
-        return state is not None and state.ready_workers == count and len(_trial_environment_workers(daemon_pid)) == count
+        running = in_tune_trial_environment(_ray_processes(daemon_pid))
+        return state is not None and state.ready_workers == count and len(running) == count
 
     wait_for(ready, 120, f"{count} trial workers ready")
-    return _trial_environment_workers(daemon_pid)
+    return in_tune_trial_environment(_ray_processes(daemon_pid))
 
 
 def _trial_pids(results: Path) -> set[int]:

@@ -7,20 +7,14 @@ import time
 
 import psutil
 import pytest
+from sweep_helpers import in_tune_trial_environment
 
 from hpo_cls.sweep.prestart import prestart_trial_workers, raylet_stub
 
 
 def _workers_in_tune_environment() -> set[int]:
     """Processes under this one (the local Ray's worker processes) in the environment Tune gives trials."""
-    found = set()
-    for process in psutil.Process().children(recursive=True):
-        try:
-            if process.environ().get("PL_DISABLE_FORK") == "1":
-                found.add(process.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
+    return in_tune_trial_environment(psutil.Process().children(recursive=True))
 
 
 def _workers_registered_with_the_raylet() -> set[int]:
