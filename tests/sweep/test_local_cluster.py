@@ -331,9 +331,10 @@ def test_joining_our_cluster_needs_no_runtime_environment_but_any_other_address_
     ours = ClusterState(address="127.0.0.1:6379", pid=1, token="t", temp_dir="/nonexistent", started=0.0,
                         idle_timeout_s=60, cpus=2, gpus=0, trial_env=trial_process_environment())
     monkeypatch.setattr(local_cluster, "live_cluster", lambda root=None: ours)
-    assert cluster._runtime_env("127.0.0.1:6379") is None
-    assert cluster._runtime_env("10.0.0.5:6379") == {"env_vars": trial_process_environment()}
+    assert cluster._runtime_env(cluster._our_cluster_at("127.0.0.1:6379")) is None
+    assert cluster._runtime_env(cluster._our_cluster_at("10.0.0.5:6379")) == {"env_vars": trial_process_environment()}
     monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", "999")  # the daemon's workers have another value
-    assert cluster._runtime_env("127.0.0.1:6379") == {"env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "999"}}
+    assert cluster._runtime_env(cluster._our_cluster_at("127.0.0.1:6379")) == {
+        "env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "999"}}
     monkeypatch.setattr(local_cluster, "live_cluster", lambda root=None: None)
-    assert cluster._runtime_env("127.0.0.1:6379") is not None
+    assert cluster._runtime_env(cluster._our_cluster_at("127.0.0.1:6379")) is not None

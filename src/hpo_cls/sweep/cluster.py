@@ -43,8 +43,9 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
     if ray.is_initialized():
         return False
     if joins_running_ray(address):
-        with loopback_only() if _is_our_cluster(address) else contextlib.nullcontext():
-            ray.init(address=address, logging_level="WARNING", runtime_env=_runtime_env(address))
+        ours = _our_cluster_at(address)
+        with loopback_only() if ours is not None else contextlib.nullcontext():
+            ray.init(address=address, logging_level="WARNING", runtime_env=_runtime_env(ours))
     else:
         os.environ.update(trial_process_environment())
         # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise
@@ -82,21 +83,21 @@ def loopback_only() -> Iterator[None]:
             os.environ[name] = saved[1]
 
 
-def _is_our_cluster(address: str) -> bool:
+def _our_cluster_at(address: str):
+    """The live ``hpo-cls cluster up`` cluster (its :class:`~hpo_cls.sweep.local_cluster.ClusterState`) if it
+    is the one at ``address``, else None."""
     from hpo_cls.sweep.local_cluster import live_cluster
 
     local = live_cluster()
-    return local is not None and local.address == address
+    return local if local is not None and local.address == address else None
 
 
-def _runtime_env(address: str) -> dict | None:
-    """None for the ``hpo-cls cluster up`` cluster whose workers already inherit the trial environment (a
-    runtime environment costs each worker seconds to start); else the trial environment for the job."""
-    from hpo_cls.sweep.local_cluster import live_cluster
-
+def _runtime_env(ours) -> dict | None:
+    """None when joining ``ours``, the ``hpo-cls cluster up`` cluster (None: any other), whose workers already
+    inherit the trial environment (a runtime environment costs each worker seconds to start); else the
+    trial environment for the job."""
     wanted = trial_process_environment()
-    local = live_cluster()
-    if local is not None and local.address == address and local.trial_env == wanted:
+    if ours is not None and ours.trial_env == wanted:
         return None
     return {"env_vars": wanted}
 
