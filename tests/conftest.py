@@ -174,9 +174,12 @@ def terminal_environment(monkeypatch):
 def _own_ray_temp_dir(monkeypatch, request):
     import tempfile
 
+    from hpo_cls.sweep.reuse import trial_process_environment
+
     folder = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay within 107 chars
     monkeypatch.setenv("RAY_TMPDIR", folder)
-    monkeypatch.delenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", raising=False)  # connect_ray sets it for local Rays
+    for name in trial_process_environment():  # connect_ray sets them for local Rays
+        monkeypatch.delenv(name, raising=False)
     if request.node.get_closest_marker("ray"):
         request.getfixturevalue("bystander_ray")
     yield

@@ -335,6 +335,6 @@ def test_joining_our_cluster_needs_no_runtime_environment_but_any_other_address_
     assert cluster._runtime_env(cluster._our_cluster_at("10.0.0.5:6379")) == {"env_vars": trial_process_environment()}
     monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", "999")  # the daemon's workers have another value
     assert cluster._runtime_env(cluster._our_cluster_at("127.0.0.1:6379")) == {
-        "env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "999"}}
+        "env_vars": {**trial_process_environment(), "TUNE_FUNCTION_THREAD_TIMEOUT_S": "999"}}
     monkeypatch.setattr(local_cluster, "live_cluster", lambda root=None: None)
     assert cluster._runtime_env(cluster._our_cluster_at("127.0.0.1:6379")) is not None

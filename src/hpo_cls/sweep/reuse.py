@@ -18,6 +18,8 @@ import os
 import sys
 from typing import Iterator
 
+from hpo_cls.train.allocator import TRIAL_PROCESS_ENV
+
 __all__ = ["TEARDOWN_BOUND_S", "RESET_TIMEOUT_S", "trial_process_environment", "FreshWorkerOnFailedReset",
            "with_fresh_worker_on_failed_reset", "release_previous_trial", "imports_frozen"]
 
@@ -27,8 +29,10 @@ _RESET_TIMEOUT_VAR = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # read by Tune inside eac
 
 
 def trial_process_environment() -> dict[str, str]:
-    """Environment variables the trial processes need (a value already set here wins, e.g. in a test)."""
-    return {_RESET_TIMEOUT_VAR: os.environ.get(_RESET_TIMEOUT_VAR, str(RESET_TIMEOUT_S))}
+    """Environment variables the trial processes need (a value already set here wins, e.g. in a test): the
+    reset timeout, and the allocator's (``hpo_cls.train.allocator``), read when a process starts."""
+    wanted = {_RESET_TIMEOUT_VAR: str(RESET_TIMEOUT_S), **TRIAL_PROCESS_ENV}
+    return {name: os.environ.get(name, value) for name, value in wanted.items()}
 
 
 def release_previous_trial() -> None:
