@@ -38,11 +38,9 @@ def deferred_checkpoint_deletes(experiment_path: str | os.PathLike | None = None
     try:
         import pyarrow.fs
         from ray.train._internal import checkpoint_manager
-    except ImportError:
-        yield
-        return
-    original = getattr(checkpoint_manager, "_delete_fs_path", None)
-    if original is None:
+
+        original = checkpoint_manager._delete_fs_path
+    except (ImportError, AttributeError):  # another Ray: it deletes as it always did
         yield
         return
     deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-cls-checkpoint-deletes")
