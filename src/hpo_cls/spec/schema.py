@@ -68,19 +68,24 @@ class TrialConfig:
 
     # model
     backbone: str = _opt("resnet18", choices=BACKBONES, doc="model architecture")
-    pretrained: bool = _opt(False, doc="start from torchvision's ImageNet weights")
-    small_input: bool = _opt(False, doc="CIFAR stem (3x3 conv, no max-pool) for ~32px images")
+    pretrained: bool = _opt(False, doc="start from torchvision's ImageNet weights (its cache, ~/.cache/torch/hub/checkpoints; "
+                                    "offline without the file: an error naming the file to place there)")
+    small_input: bool = _opt(False, doc="CIFAR stem (3x3 conv, no max-pool) for ~32px images; WRNs always have it. "
+                                     "About 15x the FLOPs per 32-px image: pays off over long runs only (bench/stem.py)")
     attention: str = _opt("none", choices=ATTENTION_KINDS, doc="attention module")
     attention_placement: str = _opt(
         "after_layer4",
         choices=ATTENTION_PLACEMENTS,
-        doc="where the attention module goes",
+        doc="one module after the last stage, one after each stage, or inside every residual block "
+            "before the addition",
     )
     attention_reduction: int = _opt(16, ge=1, le=1024, doc="channel reduction ratio r of SE/CBAM")
-    dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout right before the classifier")
+    dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout right before the classifier (and after each head_hidden layer while "
+                                                                "head_dropout is unset)")
     dropout_l3_l4: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout between layer3 and layer4")
     head_hidden: tuple[int, ...] = _opt((), ge=1, le=65536, doc="extra FC layers (BatchNorm1d + SiLU + head_dropout)")
-    freeze_stages: int = _opt(0, ge=0, le=4, doc="freeze the stem and the first N stages")
+    freeze_stages: int = _opt(0, ge=0, le=4, doc="freeze the first N stages (and the stem, see freeze_stem); "
+                                                          "their BatchNorm stays in eval mode")
     # optimisation
     optimizer: str = _opt("sgd", choices=tuple(OPTIMIZERS), doc="norm and bias parameters get no weight decay")
     lr: float = _opt(0.05, gt=0.0, doc="learning rate")
@@ -123,8 +128,8 @@ class TrialConfig:
     vflip: float = _opt(0.0, ge=0.0, le=1.0, doc="vertical-flip probability")
     hue: float = _opt(0.0, ge=0.0, le=0.5, doc="hue jitter (ColorJitter's hue), beside color_jitter")
     augment_one_of: bool = _opt(False, doc="apply exactly one of rotation / colour jitter / flips per image")
-    mean: tuple[float, ...] = _opt(IMAGENET_MEAN, length=3, doc="Normalize mean (RGB), train and eval")
-    std: tuple[float, ...] = _opt(IMAGENET_STD, gt=0.0, length=3, doc="Normalize std (RGB), train and eval")
+    mean: tuple[float, ...] = _opt(IMAGENET_MEAN, length=3, doc="Normalize mean (RGB): training, evaluation, predict and the registered model")
+    std: tuple[float, ...] = _opt(IMAGENET_STD, gt=0.0, length=3, doc="Normalize std (RGB): training, evaluation, predict and the registered model")
     head_dropout: float | None = _opt(None, ge=0.0, lt=1.0,
                                       doc="dropout after each head_hidden layer; unset = dropout (as before)")
     freeze_stem: bool = _opt(True, doc="freeze_stages >= 1 also freezes the stem (conv1, bn1)")
@@ -140,11 +145,13 @@ class TrialConfig:
 @dataclass(frozen=True)
 class DataConfig:
     root: Path = _opt(Path("data"), doc="folder with train/<class_id>/, val/<class_id>/, optional test/")
-    image_size: int = _opt(224, ge=8, le=2048, doc="side of the square input in pixels")
+    image_size: int = _opt(224, ge=8, le=2048, doc="side of the square input in pixels (<= 64 px: pad + random-crop augmentation)")
     workers: int = _opt(2, ge=0, le=256, doc="DataLoader worker processes per trial")
     balanced_sampling: bool = _opt(False, doc="WeightedRandomSampler by inverse class frequency")
-    cache_dir: Path | None = _opt(None, doc="decoded-image cache shared by a node's trials "
-                                            "(default: $HPO_CLS_CACHE_DIR or ~/.cache/hpo-cls)")
+    cache_dir: Path | None = _opt(None, doc="where each machine keeps its decoded images (images/): one memory-mapped "
+                                            "file per split and size, shared by every trial and promote member, rebuilt "
+                                            "when a file changes, up to 4 GB of images per run (else decoded each epoch); "
+                                            "default: $HPO_CLS_CACHE_DIR or ~/.cache/hpo-cls")
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,7 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class FaultToleranceConfig:
     max_failures: int = _opt(2, ge=0, le=1000, doc="retries of a crashed trial, from its last checkpoint")
-    keep_checkpoints: int = _opt(2, ge=1, le=1000, doc="best checkpoints kept per trial")
+    keep_checkpoints: int = _opt(2, ge=1, le=1000, doc="best checkpoints kept per trial (the latest is always kept too)")
 
 
 @dataclass(frozen=True)
