@@ -154,7 +154,7 @@ def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, traina
     """Tune's own restore, after dropping MLflow runs of trials Tune's last snapshot does not know."""
     from ray import tune
 
-    from hpo_cls.tracking.runs import discard_unknown_trial_runs
+    from hpo_cls.tracking.store import discard_unknown_trial_runs
 
     report(f"resuming from {experiment_path}")
     tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
