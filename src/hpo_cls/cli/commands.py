@@ -149,7 +149,7 @@ def _preflight_and_imports(spec: SweepSpec):
     from hpo_cls.sweep.preflight import checked
 
     result = checked(spec, check_tracking=True)
-    from hpo_cls.data.shared_cache import prepare_shared_cache
+    from hpo_cls.data.prepare import prepare_shared_cache
 
     prepare_shared_cache(spec.data, spec.fixed)  # trials on this node then map the decoded images instead of decoding
     import ray.tune  # noqa: F401

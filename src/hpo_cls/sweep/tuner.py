@@ -97,7 +97,7 @@ def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tun
     """Run the trials, then log the summary to MLflow unless a signal stopped them; ``(outcome, trials' s)``."""
     import ray
 
-    from hpo_cls.tracking.summary import summarize_sweep
+    from hpo_cls.sweep.summary import summarize_sweep
 
     stop.progress = progress  # told of a signal, so it does not report the trials Tune stops as ended
     fit_start = time.monotonic()

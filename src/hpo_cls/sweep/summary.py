@@ -103,7 +103,7 @@ def _best_checkpoint_dir(result, spec: SweepSpec) -> str | None:
 def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: str) -> None:
     import matplotlib.pyplot as plt  # noqa: I001
 
-    from hpo_cls.tracking.plots import (
+    from hpo_cls.sweep.study_plots import (
         optuna_plots,  # first: it selects matplotlib's headless backend
     )
     from hpo_cls.tracking.pareto import pareto_figure
@@ -121,8 +121,8 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
     """Status, counts, best trial and baseline on the parent run; trials.csv and the plots in ``plots_dir``."""
     from mlflow.entities import Metric, RunTag
 
+    from hpo_cls.sweep.study_plots import trials_frame
     from hpo_cls.tracking.pareto import pareto_frame
-    from hpo_cls.tracking.plots import trials_frame
 
     def op(client, run_id):
         now = int(time.time() * 1000)
