@@ -388,7 +388,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
 def test_a_member_whose_trial_completed_the_same_training_is_taken_not_retrained(tiny_data, tmp_path):
     from hpo_cls.promote.pipeline import run_promote
     from hpo_cls.promote.plan import PromoteOptions
-    from hpo_cls.promote.reuse import REUSED_TAG
+    from hpo_cls.promote.trial_checkpoints import REUSED_TAG
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

@@ -1,4 +1,4 @@
-"""hpo_cls.spec and hpo_cls.search.space: spec parsing, one-line errors, overrides, the Optuna space."""
+"""hpo_cls.spec and hpo_cls.search.optuna_space: spec parsing, one-line errors, overrides, the Optuna space."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 from hpo_cls.cli import flag
 from hpo_cls.errors import SpecError
 from hpo_cls.search.samplers import build_sampler
-from hpo_cls.search.space import DefineByRun
+from hpo_cls.search.optuna_space import DefineByRun
 from hpo_cls.spec import SearchConfig, load_spec, parse_spec, trial_config_from_dict
 
 SWEEPS = sorted((Path(__file__).parents[2] / "sweeps").glob("*.yaml"))

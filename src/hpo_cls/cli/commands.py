@@ -23,7 +23,7 @@ def _load(args) -> SweepSpec:
 
 
 def cmd_validate(args) -> int:
-    from hpo_cls.search.space import describe_space
+    from hpo_cls.search.optuna_space import describe_space
     from hpo_cls.spec.baseline import fixed_and_searched_notes
     from hpo_cls.console import warn
     from hpo_cls.sweep.preflight import check_pretrained_weights, deferred_problems, run_preflight

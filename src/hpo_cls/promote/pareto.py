@@ -14,7 +14,7 @@ from hpo_cls.console import format_table, say
 from hpo_cls.errors import PromoteError
 from hpo_cls.promote.select import SELECTABLE, Candidate, SweepRecord, common_rule, load_candidates
 from hpo_cls.promote.sources import Selection
-from hpo_cls.search.objectives import objective_values, pareto_front
+from hpo_cls.search.objective_values import objective_values, pareto_front
 from hpo_cls.spec import Objective
 from hpo_cls.tracking.backend import TrackingStore
 from hpo_cls.tracking.runs import objectives_from_param

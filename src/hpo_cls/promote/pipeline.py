@@ -22,7 +22,7 @@ from hpo_cls.promote.register import (
     registered_model_name,
 )
 from hpo_cls.promote.retrain import MemberResult, retrain_members
-from hpo_cls.promote.reuse import REUSED_TAG, reuse_trial_checkpoints
+from hpo_cls.promote.trial_checkpoints import REUSED_TAG, reuse_trial_checkpoints
 from hpo_cls.spec import flatten_trial_config
 from hpo_cls.tracking.runs import (
     ROLE_TAG,
@@ -108,7 +108,7 @@ def _open_runs(writer: MlflowWriter, plan: PromotePlan, options: PromoteOptions)
 def _retrain(plan: PromotePlan, options: PromoteOptions, writer: MlflowWriter, finished: set[str],
              out: TextIO) -> list[MemberResult]:
     """Retrain every member (Ray tasks), each epoch logged to its run, except those whose trial already
-    trained their model (:mod:`hpo_cls.promote.reuse`); ``finished`` collects the done ones."""
+    trained their model (:mod:`hpo_cls.promote.trial_checkpoints`); ``finished`` collects the done ones."""
     reused = _reused(plan, options, out)
     for key, result in reused.items():
         for metrics in result.history:

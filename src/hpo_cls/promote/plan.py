@@ -53,7 +53,7 @@ class PromoteOptions:
     max_params: float | None = None  # the ensemble's budget (default: the sweeps' max_params); with pareto, each member's
     pareto: bool = False  # members from the Pareto front (promote.pareto), within max_params / max_latency_ms
     max_latency_ms: float | None = None
-    retrain: bool = False  # retrain members whose trial already trained them (promote.reuse)
+    retrain: bool = False  # retrain members whose trial already trained them (promote.trial_checkpoints)
 
     @property
     def sweeps(self) -> list[str | None]:

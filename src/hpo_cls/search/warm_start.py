@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo_cls.search.objectives import STATIC_METRICS, objective_values, violations
-from hpo_cls.search.space import distribution_of, is_active
+from hpo_cls.search.objective_values import STATIC_METRICS, objective_values, violations
+from hpo_cls.search.optuna_space import distribution_of, is_active
 from hpo_cls.spec import Constraint, Objective, Param, TrialConfig, format_value
 from hpo_cls.tracking.runs import param_value, typed_params  # how a config value was logged, and read back
 

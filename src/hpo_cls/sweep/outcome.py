@@ -8,7 +8,7 @@ from typing import Any
 
 from hpo_cls.console import format_cell, format_table, say
 from hpo_cls.errors import SpecError
-from hpo_cls.search.objectives import objective_values, pareto_front
+from hpo_cls.search.objective_values import objective_values, pareto_front
 from hpo_cls.spec import COST_METRICS, METRIC_MODES, SweepSpec, TrialConfig, trial_config_from_dict
 from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.ui import is_local_store, run_url, runs_view_url, ui_base_url

@@ -35,7 +35,7 @@ def build_study(spec, trials):
     independent of Tune's searcher state, so it also works after ``--resume``."""
     import optuna
 
-    from hpo_cls.search.space import active_params, distribution_of
+    from hpo_cls.search.optuna_space import active_params, distribution_of
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")

@@ -106,7 +106,7 @@ def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: s
     from hpo_cls.sweep.study_plots import (
         optuna_plots,  # first: it selects matplotlib's headless backend
     )
-    from hpo_cls.tracking.pareto import pareto_figure
+    from hpo_cls.tracking.pareto_plots import pareto_figure
 
     for name, figure in optuna_plots(spec, trials).items():
         figure.savefig(Path(directory, name), dpi=110, bbox_inches="tight")
@@ -122,7 +122,7 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
     from mlflow.entities import Metric, RunTag
 
     from hpo_cls.sweep.study_plots import trials_frame
-    from hpo_cls.tracking.pareto import pareto_frame
+    from hpo_cls.tracking.pareto_plots import pareto_frame
 
     def op(client, run_id):
         now = int(time.time() * 1000)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence, TextIO
 
 from hpo_cls.console import say
 from hpo_cls.errors import SweepError
-from hpo_cls.search.space import DefineByRun
+from hpo_cls.search.optuna_space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
 from hpo_cls.sweep.deferred_deletes import deferred_checkpoint_deletes
@@ -221,7 +221,7 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
 def _searcher(spec: SweepSpec, num_classes: int):
     from hpo_cls.search.samplers import build_sampler
     from hpo_cls.search.searcher import BudgetAwareOptunaSearch
-    from hpo_cls.search.space import baseline_point
+    from hpo_cls.search.optuna_space import baseline_point
     from hpo_cls.sweep.preflight import FlopsCount
 
     flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
