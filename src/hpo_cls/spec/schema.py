@@ -198,6 +198,11 @@ class Param:
     def optuna_name(self) -> str:
         return self.label or self.name
 
+    @property
+    def optuna_choices(self) -> list:
+        """A ``choice``'s values as Optuna holds them (and ``suggest`` returns them): lists as strings."""
+        return [format_value(c) for c in self.choices]
+
 
 @dataclass(frozen=True)
 class SearchConfig:
