@@ -8,7 +8,7 @@
    tested), with ``pip install --dry-run --report`` (nothing is installed here);
 3. leaves out the packages that --exclude names (shell-style patterns: what the machine already has, such as
    torch) and whatever only they need;
-4. downloads the rest as binary wheels into --out;
+4. downloads the rest as binary wheels into --out (those already there are kept; others are removed);
 5. with --parts, packs --out into one tar cut into parts of at most --part-mib MiB, with their SHA256SUMS,
    for a machine that takes files of limited size.
 
@@ -42,6 +42,12 @@ def normalize(name: str) -> str:
 def requirement_name(requirement: str) -> str:
     """The distribution a ``Requires-Dist`` line names (``ray[tune]>=2; extra == "x"`` → ``ray``)."""
     return normalize(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1))
+
+
+def wheel_identity(wheel: Path) -> tuple[str, str]:
+    """(normalized name, version) from a wheel's file name (``pydantic_core-2.5.0-cp312-...whl``)."""
+    name, version = wheel.name.split("-")[:2]
+    return normalize(name), version
 
 
 def platform_tags(arch: str = "x86_64", glibc: str = "2.28") -> list[str]:
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                         "e.g. 'torch,torchvision,nvidia-*,cuda-*,triton'")
     parser.add_argument("--constraints", type=Path, default=REPO / "constraints.txt",
                         help="pins (default: the repo's constraints.txt, what CI tested)")
-    parser.add_argument("--out", type=Path, required=True, help="folder of the wheels (emptied of old wheels)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder of the wheels (kept between builds: only what changed is downloaded)")
     parser.add_argument("--parts", type=Path, help="also pack the wheels into parts in this folder")
     parser.add_argument("--part-mib", type=int, default=60, help="largest part, MiB (default 60)")
     args = parser.parse_args(argv)
@@ -137,15 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     args.out.mkdir(parents=True, exist_ok=True)
-    for old in args.out.glob("*.whl"):
-        old.unlink()
     flags = target_flags(args.python_version, platform_tags(args.arch, args.glibc))
     own = build_own_wheel(args.out)
     resolved = resolve(own, args.constraints, flags)
     keep = needed(resolved, OWN_NAME, [p.strip() for p in args.exclude.split(",") if p.strip()])
     left_out = sorted(set(resolved) - set(keep))
     pins = [f"{resolved[name]['name']}=={resolved[name]['version']}" for name in keep if name != OWN_NAME]
-    pip("download", "--quiet", "--no-deps", *flags, "--dest", str(args.out), *pins)
+    pip("download", "--quiet", "--no-deps", *flags, "--dest", str(args.out), *pins)  # skips wheels already there
+    wanted = {(name, resolved[name]["version"]) for name in keep}
+    for stale in [w for w in args.out.glob("*.whl") if wheel_identity(w) not in wanted]:
+        stale.unlink()  # from an earlier build: another version, or a package now left out
     (args.out / "left-out.txt").write_text("".join(f"{resolved[n]['name']}=={resolved[n]['version']}\n"
                                                    for n in left_out))
     wheels = sorted(args.out.glob("*.whl"))
