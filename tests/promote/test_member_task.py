@@ -9,10 +9,6 @@ import pytest
 pytestmark = pytest.mark.ray
 
 
-def _worker_pid() -> int:
-    return os.getpid()
-
-
 @pytest.fixture
 def ray_with_a_gpu():
     """A private Ray on 127.0.0.1 that declares one GPU (Ray schedules GPU shares by the declared count)."""
@@ -30,6 +26,9 @@ def ray_with_a_gpu():
 def test_each_member_on_a_gpu_share_gets_a_fresh_worker(ray_with_a_gpu):
     from hpo_cls.promote.retrain import member_task
 
-    task = member_task(_worker_pid, cpus=1, gpus=0.5)
+    def worker_pid() -> int:  # defined here, so Ray ships it by value (the workers cannot import this module)
+        return os.getpid()
+
+    task = member_task(worker_pid, cpus=1, gpus=0.5)
     pids = [ray_with_a_gpu.get(task.remote()) for _ in range(3)]  # one after another: a worker could be reused
     assert len(set(pids)) == 3, "a GPU member's worker process must exit after it, releasing the card's memory"
