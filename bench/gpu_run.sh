@@ -11,7 +11,7 @@
 # Logs, Tune's command output and nvidia-smi's samples go to $OUT (default /tmp/gpu_run). Exit status: the
 # check's (1: a check failed), or the first failing install step's.
 #
-# Built here with:  python deploy/wheelhouse.py --python-version 3.12 --out .whl/cp312 --parts .whl/cp312-parts \
+# Built here with:  python deploy/wheelhouse.py --python-version 3.12 --out .whl/cp312 --parts .whl/cp312-parts --part-mib 56 \
 #   --exclude 'torch,torchvision,nvidia-*,cuda-*,triton,pyarrow,pandas,grpcio,matplotlib,pyyaml,rich,scipy,numpy'
 set -euo pipefail
 cd "$(dirname "$0")/.."
