@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_run.sh [gpu_check.py options]        # default: --no-compile (its compile costs a minute)
 #
-# 1. checks the parts in $WHEELHOUSE_PARTS (default .whl/cp312-parts) against their SHA256SUMS and joins them;
+# 1. unless an earlier run installed them: checks the parts in $WHEELHOUSE_PARTS (default .whl/cp312-parts) against their SHA256SUMS and joins them;
 # 2. installs hpo-cls's dependencies from them, --no-index, into the Python that holds torch ($PYTHON,
 #    default python3): what the machine already has (torch, numpy, ...) stays as it is;
 # 3. runs bench/gpu_check.py on this checkout's code (PYTHONPATH; the wheelhouse's hpo-cls wheel may be older).
@@ -29,11 +29,15 @@ export PYTHONUNBUFFERED=1
   echo "== $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader
   "$python" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
-  (cd "$parts" && sha256sum -c SHA256SUMS)  # a missing or cut part fails here, by name
-  rm -rf "$wheelhouse" && mkdir -p "$wheelhouse"
-  cat "$parts"/wheelhouse.tar.part-* | tar -x -C "$wheelhouse"
-  "$python" -m pip install --no-index --find-links "$wheelhouse" hpo-cls
-  "$python" -m pip check || echo "warning: pip check found the conflicts above"
+  if "$python" -m pip show -q hpo-cls >/dev/null 2>&1; then
+    echo "hpo-cls is installed already (an earlier run on this machine): no install"
+  else
+    (cd "$parts" && sha256sum -c SHA256SUMS)  # a missing or cut part fails here, by name
+    rm -rf "$wheelhouse" && mkdir -p "$wheelhouse"
+    cat "$parts"/wheelhouse.tar.part-* | tar -x -C "$wheelhouse"
+    "$python" -m pip install --no-index --find-links "$wheelhouse" hpo-cls
+    "$python" -m pip check || echo "warning: pip check found the conflicts above"
+  fi
   "$python" -c 'import ray, optuna, mlflow; print("ray", ray.__version__, "optuna", optuna.__version__, "mlflow", mlflow.__version__)'
 } 2>&1 | tee "$logs/install.log"
 
