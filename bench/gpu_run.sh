@@ -27,7 +27,7 @@ export PYTHONUNBUFFERED=1
 
 {
   echo "== $(date -u +%FT%TZ)"
-  nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader
+  nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader || true
   "$python" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
   if "$python" -m pip show -q hpo-cls >/dev/null 2>&1; then
     echo "hpo-cls is installed already (an earlier run on this machine): no install"
