@@ -28,6 +28,7 @@ from hpo_cls.promote.ensemble import (
 from hpo_cls.promote.predict import (
     PREDICTION_HEADER,
     image_sources,
+    inference_settings,
     predict_probabilities,
     prediction_frame,
     write_prediction_csv,
@@ -248,3 +249,24 @@ def test_predict_probabilities_decodes_bytes_like_files(tmp_path):
     from_file = predict_probabilities(model, [image], 16)
     from_bytes = predict_probabilities(model, [io.BytesIO(image.read_bytes())], 16)
     assert torch.equal(from_file, from_bytes)
+
+
+def test_probabilities_are_averaged_in_float32_under_autocast():
+    """On a GPU, predict runs the members under bf16 autocast; the weighted mean of their probabilities must
+    still be float32 (an einsum under autocast would round every probability to bf16's 3 digits)."""
+    torch.manual_seed(0)
+    members = [nn.Sequential(nn.Flatten(), nn.Linear(12, NUM_CLASSES)) for _ in range(3)]
+    ensemble = EnsembleModel(members, [0.2, 0.3, 0.5]).eval()
+    images = torch.randn(64, 3, 2, 2)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # CPU autocast: the same rules
+        per_member = ensemble.member_probabilities(images)
+        averaged = ensemble.probabilities(images)
+    assert averaged.dtype == torch.float32
+    expected = torch.einsum("m,mbc->bc", ensemble.weights, per_member.float())
+    assert torch.allclose(averaged, expected, atol=1e-6)
+
+
+def test_prediction_on_the_cpu_is_float32_in_the_default_layout():
+    # bf16 and channels_last are for CUDA only, whatever the members' config says (CPU autocast is slower).
+    assert inference_settings(torch.device("cpu"), TrialConfig(amp=True, channels_last=True)) == (
+        None, torch.contiguous_format)

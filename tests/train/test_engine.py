@@ -122,6 +122,21 @@ def test_train_accuracy_is_against_argmax_of_soft_targets(targets):
     assert metrics["train_loss"] == pytest.approx(F.cross_entropy(model(images), targets).item())
 
 
+def test_time_waiting_for_the_loader_is_reported():
+    """``data_wait_s`` counts the time blocked on the loader (what starves a GPU), not the steps."""
+    import time
+
+    def slow_loader(batches: int, pause_s: float):
+        for _ in range(batches):
+            time.sleep(pause_s)  # a loader that has not got the next batch ready
+            yield torch.randn(4, 4), torch.tensor([0, 1, 2, 0])
+
+    model = _mlp()
+    metrics = train_one_epoch(model, slow_loader(3, 0.05), torch.optim.SGD(model.parameters(), lr=0.01),
+                              nn.CrossEntropyLoss(), CPU)
+    assert 0.15 <= metrics["data_wait_s"] <= metrics["epoch_time_s"]  # each pause is waited out in full
+
+
 def _mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))

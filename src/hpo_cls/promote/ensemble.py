@@ -29,7 +29,7 @@ from hpo_cls.promote.predict import (
 from hpo_cls.data.transforms import PREPROCESSING_FIELDS
 from hpo_cls.spec import TrialConfig, trial_config_from_dict
 from hpo_cls.train.checkpoint import load_checkpoint
-from hpo_cls.train.engine import EvalResult, evaluate
+from hpo_cls.train.engine import EvalResult, evaluate, use_channels_last
 
 __all__ = [
     "EnsembleModel",
@@ -93,8 +93,11 @@ class EnsembleModel(nn.Module):
         return torch.stack(out)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """``[batch, classes]``: the weighted mean of :meth:`member_probabilities`."""
-        return torch.einsum("m,mbc->bc", self.weights.to(images.device), self.member_probabilities(images))
+        """``[batch, classes]``: the weighted mean of :meth:`member_probabilities`, in float32 also under
+        autocast (which would run the einsum in bf16 and round every probability to 3 digits)."""
+        members = self.member_probabilities(images)
+        with torch.autocast(images.device.type, enabled=False):
+            return torch.einsum("m,mbc->bc", self.weights.to(images.device), members.float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # Clamped so a class every member rules out costs a large, finite loss instead of inf.
@@ -165,6 +168,8 @@ def load_ensemble(paths: Sequence[str | Path], weights: Sequence[float] | None =
     if not members:
         raise ValueError("an ensemble needs at least one member")
     model = EnsembleModel(members, weights, tta).to(device).eval()
+    if use_channels_last(device.type, eval_config.channels_last):  # as the members trained on a GPU
+        model = model.to(memory_format=torch.channels_last)
     return LoadedEnsemble(model, class_to_idx, image_size, configs, eval_config)
 
 

@@ -25,11 +25,13 @@ from hpo_cls.data.loaders import ImageDataset
 from hpo_cls.data.transforms import build_eval_transform
 from hpo_cls.errors import DataError
 from hpo_cls.spec import TrialConfig
+from hpo_cls.train.engine import resolve_precision, use_channels_last
 
 __all__ = [
     "PREDICTION_HEADER",
     "PROBABILITY_PREFIX",
     "image_sources",
+    "inference_settings",
     "predict_probabilities",
     "prediction_frame",
     "write_prediction_csv",
@@ -53,6 +55,16 @@ def image_sources(frame: pd.DataFrame) -> list[Path | io.BytesIO]:
                      f"with a value in every row; got columns {list(frame.columns)}")
 
 
+def inference_settings(device: torch.device, cfg: TrialConfig) -> tuple[torch.dtype | None, torch.memory_format]:
+    """(autocast dtype or None, memory format) for predicting on ``device`` with members trained with ``cfg``:
+    on CUDA their training precision (bf16 autocast; fp16 on cards without bf16) and channels_last, as
+    their validation ran; fp32 in the default layout elsewhere."""
+    cuda = device.type == "cuda"
+    precision = resolve_precision(device.type, cfg.amp, cuda and torch.cuda.is_bf16_supported())
+    layout = torch.channels_last if use_channels_last(device.type, cfg.channels_last) else torch.contiguous_format
+    return precision.autocast_dtype, layout
+
+
 @torch.inference_mode()
 def predict_probabilities(model: nn.Module, sources: Sequence[Path | io.BytesIO], image_size: int,
                           batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None, *,
@@ -70,10 +82,13 @@ def predict_probabilities(model: nn.Module, sources: Sequence[Path | io.BytesIO]
     dataset = _NamedImageDataset([(source, i) for i, source in enumerate(sources)],
                                  build_eval_transform(image_size, cfg))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    autocast_dtype, memory_format = inference_settings(device, cfg or TrialConfig())
     model.eval()
     batches = []
     for images, _ in loader:
-        batches.append(model.probabilities(images.to(device)).float().cpu())
+        images = images.to(device, memory_format=memory_format)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            batches.append(model.probabilities(images).float().cpu())
         if on_batch is not None:
             on_batch(sum(len(b) for b in batches))
     return torch.cat(batches)

@@ -31,7 +31,7 @@ from hpo_cls.train.checkpoint import (
     save_checkpoint,
 )
 
-__all__ = ["MemberPlan", "MemberResult", "plan_members", "train_member", "retrain_members"]
+__all__ = ["MemberPlan", "MemberResult", "plan_members", "train_member", "member_task", "retrain_members"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,16 @@ def _train_member_task(plan_key, data_cfg, cfg, epochs, member_dir, train_on_val
                         report=lambda metrics: queue.put((plan_key, metrics)), key=plan_key)
 
 
+def member_task(function: Callable, cpus: float, gpus: float):
+    """``function`` as a Ray task with ``cpus`` and ``gpus`` per call. With a GPU (share) each call gets a fresh
+    worker process (``max_calls=1``): a reused one would keep the last member's memory in torch's cache, out
+    of reach of the other members sharing the card. Ray does this for tasks declared with GPUs in
+    ``ray.remote``, not for GPUs given later with ``.options``."""
+    import ray
+
+    return ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1 if gpus > 0 else 0)(function)
+
+
 def retrain_members(plans: Sequence[MemberPlan], data_cfg: DataConfig, epochs: int, workdir: Path, *,
                     train_on_val: bool = False, cpus: float = 1.0, gpus: float = 0.0, address: str | None = None,
                     on_epoch: Callable[[str, dict], None] = lambda key, metrics: None) -> list[MemberResult]:
@@ -130,7 +140,7 @@ def retrain_members(plans: Sequence[MemberPlan], data_cfg: DataConfig, epochs: i
     started = connect_ray(address, object_store_bytes=256 * 1024**2)
     try:
         queue = Queue(actor_options={"num_cpus": 0})
-        task = ray.remote(_train_member_task).options(num_cpus=cpus, num_gpus=gpus)
+        task = member_task(_train_member_task, cpus, gpus)
         refs = {task.remote(p.key, data_cfg, p.config, epochs, str(workdir / p.key), train_on_val, gpus, queue): p.key
                 for p in plans}
         results: dict[str, MemberResult] = {}

@@ -119,7 +119,9 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over ``loader``. Targets may be class ids [B] or soft targets [B, C] (Mixup/CutMix);
     train accuracy is measured against the argmax of soft targets. ``batch_transform(batch, device,
-    memory_format)``, if given, moves each batch of images to the device and augments it there."""
+    memory_format)``, if given, moves each batch of images to the device and augments it there.
+    ``data_wait_s`` is the time the loop waited for the loader's next batch (steps run asynchronously on a
+    GPU, so it is time the card may sit idle for want of input)."""
     model.train()
     start = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
@@ -128,7 +130,9 @@ def train_one_epoch(
     check_every = 1 if device.type == "cpu" else 25
     non_blocking = device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    data_wait, ready = 0.0, start  # time blocked on the loader: where a GPU waits for its input
     for images, targets in loader:
+        data_wait += time.perf_counter() - ready
         if batch_transform is not None:
             images = batch_transform(images, device, memory_format)
         else:
@@ -149,6 +153,7 @@ def train_one_epoch(
         loss_sum += loss.detach() * batch
         correct += (logits.argmax(dim=1) == hard_targets).sum()
         seen += batch
+        ready = time.perf_counter()
     if not torch.isfinite(loss_sum):
         raise NonFiniteLossError(f"training loss became {loss_sum.item()} during the epoch")
     seconds = time.perf_counter() - start
@@ -157,6 +162,7 @@ def train_one_epoch(
         "train_acc": correct.item() / max(seen, 1),
         "epoch_time_s": seconds,
         "images_per_s": seen / seconds if seconds > 0 else 0.0,
+        "data_wait_s": data_wait,
     }
 
 
