@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from hpo_cls.errors import SweepError
 from hpo_cls.search.samplers import build_sampler
-from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+from hpo_cls.search.searcher import StudySearcher
 from hpo_cls.search.space import DefineByRun
 from hpo_cls.spec import Objective, Param, SearchConfig, TrialConfig
 from hpo_cls.sweep.preflight import ParameterBudget
@@ -20,7 +20,7 @@ SPACE = (
 
 
 def make_searcher(param_count=lambda config: 1_000, max_params=10_000, sampler="random"):
-    return BudgetAwareOptunaSearch(
+    return StudySearcher(
         DefineByRun(SPACE, TrialConfig()), objectives=[Objective("val_acc", "max")],
         sampler=build_sampler(SearchConfig(sampler=sampler, seed=0, space=SPACE), num_samples=8),
         max_epochs=4, param_count=param_count, max_params=max_params,
@@ -104,7 +104,7 @@ def test_alternatives_reach_tune_under_their_trial_config_key():
                    label="lr|optimizer=adamw"),
              Param("lr", "loguniform", low=0.01, high=0.2, log=True, when={"optimizer": ("sgd",)},
                    label="lr|optimizer=sgd"))
-    searcher = BudgetAwareOptunaSearch(
+    searcher = StudySearcher(
         DefineByRun(space, TrialConfig()), metric="val_acc", mode="max",
         sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=4, param_count=lambda config: 1, max_params=10)
     configs = [searcher.suggest(f"t{i}") for i in range(10)]

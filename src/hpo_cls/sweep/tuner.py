@@ -220,12 +220,12 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
 
 def _searcher(spec: SweepSpec, num_classes: int):
     from hpo_cls.search.samplers import build_sampler
-    from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+    from hpo_cls.search.searcher import StudySearcher
     from hpo_cls.search.space import baseline_point
     from hpo_cls.sweep.preflight import FlopsCount
 
     flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
-    return BudgetAwareOptunaSearch(
+    return StudySearcher(
         DefineByRun(spec.search.space, spec.fixed),
         objectives=spec.objectives,
         constraints=spec.constraints,
