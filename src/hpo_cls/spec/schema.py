@@ -191,6 +191,8 @@ class SearchConfig:
     sampler: str = _opt("tpe", choices=tuple(SAMPLERS))
     seed: int = _opt(0, ge=0, le=MAX_SEED)
     baseline_first: bool = _opt(True, doc="trial 0 trains the fixed configuration; the summary gives the gain over it")
+    storage: str = _opt("memory", doc="where the Optuna study lives: memory, tracking (beside the MLflow database, in "
+                                      "tables of its own) or an RDB URL; named after the sweep id")
     space: tuple[Param, ...] = ()
 
     @property
