@@ -179,3 +179,17 @@ def test_a_new_sweep_never_takes_over_a_study_of_the_same_name(tmp_path):
     make_rdb_searcher(tmp_path)
     with pytest.raises(SweepError, match="already holds a study named 'sweep-1'"):
         make_rdb_searcher(tmp_path)
+
+
+def test_a_used_up_grid_stops_nothing_and_every_trial_is_told(capsys):
+    """Optuna's GridSampler calls Study.stop() once every point is done, which raises outside optimize()."""
+    space = (Param("backbone", "choice", choices=("resnet18", "resnet34")),)
+    searcher = StudySearcher(DefineByRun(space, TrialConfig()), metric="val_acc", mode="max",
+                             sampler=build_sampler(SearchConfig(sampler="grid", space=space), num_samples=2),
+                             max_epochs=1, param_count=lambda config: 1, max_params=10)
+    for i in range(3):  # one more than the grid: Tune's num_samples decides when the sweep ends
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"val_acc": 0.5, "epoch": 1})
+    assert states(searcher) == [TrialState.COMPLETE] * 3
+    assert {t.params["backbone"] for t in searcher.study.trials[:2]} == {"resnet18", "resnet34"}
+    assert "could not tell Optuna" not in capsys.readouterr().err
