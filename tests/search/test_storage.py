@@ -52,9 +52,9 @@ def test_a_relative_sqlite_path_is_made_absolute_so_a_resume_from_elsewhere_find
     assert study_storage("sqlite:///studies/optuna.db", "sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/studies/optuna.db"
 
 
-def _mlflow_run(uri):
+def _mlflow_run(uri, experiment="x"):
     client = MlflowClient(uri)
-    client.create_run(client.create_experiment("x"))
+    client.create_run(client.create_experiment(experiment))
 
 
 def _optuna_trial(uri):
@@ -72,3 +72,23 @@ def test_optuna_and_mlflow_cannot_share_one_sqlite_file_but_work_side_by_side(tm
     _mlflow_run(tracking)
     _optuna_trial(study_storage("tracking", tracking))
     assert len(optuna.load_study(study_name="s", storage=study_storage("tracking", tracking)).trials) == 1
+
+
+@pytest.mark.postgres
+def test_tracking_on_postgresql_keeps_the_study_in_a_schema_of_its_own(mlflow_on_postgres, monkeypatch):
+    from hpo_cls.search.searcher import StudySearcher
+    from hpo_cls.search.space import DefineByRun
+    from hpo_cls.search.storage import prepare_storage
+    from hpo_cls.spec import Param, TrialConfig
+
+    monkeypatch.setenv("PGPASSWORD", mlflow_on_postgres.cluster.env["PGPASSWORD"])
+    url = study_storage("tracking", mlflow_on_postgres.cluster.uri)  # the MLflow server's own database
+    prepare_storage(url)
+    space = (Param("lr", "loguniform", low=1e-3, high=1e-1, log=True),)
+    searcher = StudySearcher(DefineByRun(space, TrialConfig()), metric="val_acc", mode="max",
+                             sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=1,
+                             param_count=lambda config: 1, max_params=10, storage=url, study_name="pg-1")
+    searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"val_acc": 0.5, "epoch": 1})
+    assert optuna.load_study(study_name="pg-1", storage=url).best_value == 0.5
+    _mlflow_run(mlflow_on_postgres.uri, "beside-a-study")  # MLflow's tables, beside the study's, still work
