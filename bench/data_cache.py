@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from hpo_cls.data.loaders import build_loaders
-from hpo_cls.data.shared_cache import prepare_shared_cache
+from hpo_cls.data.prepare import prepare_shared_cache
 from hpo_cls.spec import DataConfig, TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -245,7 +245,7 @@ def loader_images_per_s(data, device: torch.device, device_augment: bool, batche
 
 
 def check_input_pipeline(workdir: Path, figures: dict, failures: list[str]) -> None:
-    from hpo_cls.data.shared_cache import prepare_shared_cache
+    from hpo_cls.data.prepare import prepare_shared_cache
     from hpo_cls.spec import DataConfig, TrialConfig
 
     root = bench_function("data_cache.py", "make_dataset")(workdir / "photos", 1500)

@@ -117,10 +117,12 @@ def read_hpo(uri: str, experiment: str, sweep_id: str) -> dict:
 
 def near_duplicates_in_top(client: MlflowClient, experiment: str, sweep_id: str, top: int) -> int:
     """Near-duplicate pairs among the sweep's ``top`` completed runs: what ``--dedupe`` would change."""
-    from hpo_cls.promote.select import find_sweep, load_candidates, near_duplicate_pairs
+    from hpo_cls.promote.select import load_candidates, near_duplicate_pairs
+    from hpo_cls.tracking.store import MlflowStore
 
-    candidates = load_candidates(client, find_sweep(client, experiment, sweep_id))
-    ranked = sorted((c for c in candidates if c.status == "completed"), key=lambda c: -c.score)
+    store = MlflowStore(client.tracking_uri, client)
+    candidates = load_candidates(store, store.find_sweep(experiment, sweep_id))
+    ranked = sorted((c for c in candidates if c.status == "completed"), key=lambda c: (c.rule.key(c.score), c.start_time))
     return len(near_duplicate_pairs(ranked[:top]))
 
 

@@ -124,7 +124,7 @@ def finished_sweep(tmp_path_factory):
 
 
 # Fault tests add one figure line each (what was injected, what was measured, what was lost), printed
-# in pytest's closing summary and listed in the README's "Reliability" section.
+# in pytest's closing summary and listed in docs/reliability.md.
 _FAULT_FIGURES: list[str] = []
 
 

@@ -1,13 +1,33 @@
-"""The package's shape that the rest of the code relies on: no import cycles, a torch-free spec checker."""
+"""The package's shape that the rest of the code relies on: every import, at any depth (function-level ones
+included), goes down the documented layer order, so neither modules nor packages import each other; module
+names are unique; a torch-free spec checker."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+
+# ARCHITECTURE.md's order, lowest first: a module imports only from its own layer or those before it.
+LAYERS = (
+    ("hpo_cls", "hpo_cls.errors", "hpo_cls.console", "hpo_cls.cache_dir", "hpo_cls.package_versions"),
+    ("hpo_cls.spec",),
+    ("hpo_cls.models",),
+    ("hpo_cls.data",),
+    ("hpo_cls.train",),
+    ("hpo_cls.tracking",),
+    ("hpo_cls.search",),
+    ("hpo_cls.sweep",),
+    ("hpo_cls.promote", "hpo_cls.ensemble"),
+    ("hpo_cls.cli",),
+)
+# Kept at their old paths so that models registered before a layout change still load (their logged code
+# imports these names): hpo_cls.ensemble re-exports hpo_cls.promote.ensemble.
+LEGACY_NAMES = {"ensemble"}
 
 
 def _module_name(path: Path) -> str:
@@ -15,23 +35,53 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _top_level_imports(path: Path) -> set[str]:
-    """hpo_cls modules imported when ``path`` is imported (function-level imports run later)."""
-    names = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hpo_cls") and not node.level:
-            names.add(node.module)
-        elif isinstance(node, ast.ImportFrom) and node.level:  # "from . import resnet" inside a package
-            package = _module_name(path).rsplit(".", node.level - (path.name == "__init__.py"))[0]
-            names |= {f"{package}.{node.module}" if node.module else f"{package}.{a.name}" for a in node.names}
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(path: Path) -> set[str]:
+    """hpo_cls modules ``path`` imports at any depth (inside functions too); ``if TYPE_CHECKING:`` blocks,
+    which never run, aside."""
+    module = _module_name(path)
+    names: set[str] = set()
+    stack = [ast.parse(path.read_text())]
+    while stack:
+        node = stack.pop()
+        if _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+        if isinstance(node, ast.ImportFrom) and node.level:  # "from . import resnet" inside a package
+            package = module.rsplit(".", node.level - (path.name == "__init__.py"))[0]
+            base = f"{package}.{node.module}" if node.module else package
+            names |= {base, *(f"{base}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hpo_cls"):
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}  # a name may be a module
         elif isinstance(node, ast.Import):
             names |= {a.name for a in node.names if a.name.startswith("hpo_cls")}
     return names
 
 
+def _graph() -> dict[str, set[str]]:
+    graph = {_module_name(p): _imports(p) for p in SRC.rglob("*.py")}
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def _layer(module: str) -> int:
+    for i, members in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") and m != "hpo_cls" for m in members):
+            return i
+    raise AssertionError(f"{module} is in no layer of LAYERS (ARCHITECTURE.md)")
+
+
+def test_the_layout_test_sees_function_level_imports():
+    imports = _imports(SRC / "hpo_cls" / "data" / "prepare.py")
+    assert "hpo_cls.data.loaders" in imports, "imported inside prepare_shared_cache"
+    assert "hpo_cls.tracking.writer" not in _imports(SRC / "hpo_cls" / "tracking" / "runs.py"), "TYPE_CHECKING"
+
+
 def test_no_import_cycles_between_modules():
-    graph = {_module_name(p): _top_level_imports(p) for p in SRC.rglob("*.py")}
-    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    graph = _graph()
     visiting, done = [], set()
 
     def visit(module):
@@ -39,13 +89,28 @@ def test_no_import_cycles_between_modules():
             return
         assert module not in visiting, "import cycle: " + " -> ".join(visiting[visiting.index(module):] + [module])
         visiting.append(module)
-        for dependency in graph[module]:
+        for dependency in sorted(graph[module]):
             visit(dependency)
         visiting.pop()
         done.add(module)
 
-    for module in graph:
+    for module in sorted(graph):
         visit(module)
+
+
+def test_every_import_goes_down_the_documented_layers():
+    """So no two packages import each other. A module that imports nothing of hpo_cls (a table of names the
+    spec checker reads, a figure) cannot close a cycle: any layer may use it."""
+    graph = _graph()
+    leaves = {m for m, deps in graph.items() if not deps}
+    upward = [f"{m} -> {d}" for m, deps in sorted(graph.items()) for d in sorted(deps)
+              if d not in leaves and _layer(d) > _layer(m)]
+    assert upward == []
+
+
+def test_module_names_are_unique_across_the_package():
+    names = Counter(p.stem for p in SRC.rglob("*.py") if p.stem != "__init__")
+    assert sorted(n for n, count in names.items() if count > 1 and n not in LEGACY_NAMES) == []
 
 
 def test_reading_a_spec_imports_neither_torch_nor_ray():

@@ -27,8 +27,8 @@ from hpo_cls.data.shared_cache import (
     cache_name,
     image_cache_dir,
     open_shared_cache,
-    prepare_shared_cache,
 )
+from hpo_cls.data.prepare import prepare_shared_cache
 from hpo_cls.data.transforms import build_eval_transform, resize_size
 from hpo_cls.spec import DataConfig, TrialConfig
 
@@ -202,7 +202,7 @@ def test_a_driver_finds_the_built_cache_without_importing_torch(root, tmp_path):
     data = DataConfig(root=root, image_size=16, workers=0, cache_dir=tmp_path / "cache")
     prepare_shared_cache(data, TrialConfig())
     script = (f"import sys; from pathlib import Path; from hpo_cls.spec import DataConfig, TrialConfig; "
-              f"from hpo_cls.data.shared_cache import prepare_shared_cache; "
+              f"from hpo_cls.data.prepare import prepare_shared_cache; "
               f"prepare_shared_cache(DataConfig(root=Path({str(root)!r}), image_size=16, "
               f"cache_dir=Path({str(tmp_path / 'cache')!r})), TrialConfig()); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -119,3 +119,27 @@ def test_runtime_installs_are_pinned_and_carry_no_dev_tools():
     assert any(p.startswith("psycopg[binary]==") for p in packages), "SQLAlchemy 2.1 opens postgresql:// with psycopg 3"
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert "[dev]" not in dockerfile and ".[server]" in dockerfile
+
+
+def _pinned(name: str) -> str:
+    lines = (REPO / "constraints.txt").read_text().splitlines()
+    found = [line.split("==", 1)[1] for line in lines if line.lower().startswith(f"{name}==")]
+    assert len(found) == 1, f"constraints.txt pins {name} once"
+    return found[0]
+
+
+def test_ci_and_the_image_install_what_constraints_pins():
+    from importlib.metadata import version
+
+    assert "-c constraints.txt" in (REPO / ".ci" / "run").read_text()
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"pip install -c constraints\.txt .*\.\[server\]", dockerfile)
+    assert "constraints.txt" in re.search(r"^COPY .*constraints\.txt.*$", dockerfile, re.M).group(0)
+    for name in ("ray", "optuna", "mlflow", "torch", "torchvision"):
+        assert version(name).split("+")[0] == _pinned(name), f"the {name} installed here is not the pinned one"
+
+
+def test_the_compose_mlflow_server_runs_the_clients_mlflow():
+    image = _services()["mlflow"]["image"]
+    default = re.sub(r"^\$\{[A-Z_]+:-(.*)\}$", r"\1", image)
+    assert default.rsplit(":", 1)[1] == f"v{_pinned('mlflow')}"

@@ -29,6 +29,7 @@ from hpo_cls.promote.predict import predict_probabilities
 from hpo_cls.promote.select import Candidate, select_top_runs
 from hpo_cls.spec import IMAGENET_MEAN, IMAGENET_STD, TrialConfig, flatten_trial_config
 from hpo_cls.tracking.runs import PARENT_TAG, ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG, TRIAL_ID_TAG, param_value
+from hpo_cls.tracking.store import MlflowStore
 from hpo_cls.train.checkpoint import model_bundle, save_checkpoint
 
 WRN = TrialConfig(backbone="wrn16_4", small_input=True, batch_size=6, lr=0.05)
@@ -109,7 +110,7 @@ def two_sweeps(tmp_path, tiny_data):
 
 
 def _plan(uri, **options):
-    return plan_promote(PromoteOptions(experiment="mixed", tracking_uri=uri, **options), MlflowClient(uri), io.StringIO())
+    return plan_promote(PromoteOptions(experiment="mixed", tracking_uri=uri, **options), MlflowStore(uri), io.StringIO())
 
 
 def test_pooled_sweeps_with_diverse_backbone_take_one_member_per_backbone(two_sweeps):

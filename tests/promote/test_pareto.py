@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from hpo_cls.cli import flag, main
 from hpo_cls.errors import PromoteError
 from hpo_cls.promote.pareto import select_pareto
-from hpo_cls.promote.select import find_sweep, load_candidates
+from hpo_cls.promote.select import load_candidates
 from hpo_cls.spec import TrialConfig, flatten_trial_config
 from hpo_cls.tracking.runs import (
     PARENT_TAG,
@@ -21,6 +21,7 @@ from hpo_cls.tracking.runs import (
     TRIAL_ID_TAG,
     param_value,
 )
+from hpo_cls.tracking.store import MlflowStore
 
 # trial id, status, best val_acc, params_m, latency_ms
 TRIALS = [
@@ -53,8 +54,9 @@ def store(tmp_path):
 
 
 def pick(client, top, **budget):
-    sweep = find_sweep(client, "pareto", "s1")
-    return [c.trial_id for c in select_pareto(client, sweep, load_candidates(client, sweep), top, **budget)]
+    store = MlflowStore(client.tracking_uri, client)
+    sweep = store.find_sweep("pareto", "s1")
+    return [c.trial_id for c in select_pareto(sweep, load_candidates(store, sweep), top, **budget)]
 
 
 def test_the_front_is_ranked_by_accuracy_and_never_holds_a_dominated_run(store):

@@ -28,11 +28,9 @@ from hpo_cls.promote.register import registered_model_name
 from hpo_cls.promote.retrain import plan_members, train_member
 from hpo_cls.promote.select import (
     Candidate,
-    find_sweep,
     load_candidates,
     near_duplicate_pairs,
     select_top_runs,
-    typed_params,
 )
 from hpo_cls.spec import (
     DataConfig,
@@ -48,7 +46,9 @@ from hpo_cls.tracking.runs import (
     SWEEP_NAME_TAG,
     TRIAL_ID_TAG,
     param_value,
+    typed_params,
 )
+from hpo_cls.tracking.store import MlflowStore, find_sweep
 from hpo_cls.train.checkpoint import EVALUATION_FILE, load_checkpoint, save_checkpoint
 
 T0 = 1_700_000_000_000  # ms; explicit start times keep "newest sweep" unambiguous
@@ -58,7 +58,9 @@ T0 = 1_700_000_000_000  # ms; explicit start times keep "newest sweep" unambiguo
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
-    return SimpleNamespace(uri=uri, client=MlflowClient(uri), artifacts=(root / "mlruns").as_uri())
+    client = MlflowClient(uri)
+    return SimpleNamespace(uri=uri, client=client, store=MlflowStore(uri, client),
+                           artifacts=(root / "mlruns").as_uri())
 
 
 @pytest.fixture
@@ -112,7 +114,7 @@ def test_selection_ranks_finished_runs_by_best_val_acc(store, experiment):
     _, exp_id = experiment
     ids = log_sweep(store.client, exp_id, "s1", "alpha", TRIALS)
     sweep = find_sweep(store.client, experiment[0], "s1")
-    candidates = load_candidates(store.client, sweep)
+    candidates = load_candidates(store.store, sweep)
     assert {c.trial_id for c in candidates} == {"a", "b", "c", "e"}  # failed and unfinished runs never qualify
     top = select_top_runs(candidates, 3)
     assert [(c.trial_id, c.score) for c in top] == [("e", 0.8), ("b", 0.7), ("a", 0.5)]
@@ -123,7 +125,7 @@ def test_selection_ranks_finished_runs_by_best_val_acc(store, experiment):
 
 def test_too_few_qualifying_runs_is_a_clear_error(store, experiment):
     log_sweep(store.client, experiment[1], "s1", "alpha", TRIALS)
-    candidates = load_candidates(store.client, find_sweep(store.client, experiment[0]))
+    candidates = load_candidates(store.store, find_sweep(store.client, experiment[0]))
     with pytest.raises(PromoteError) as info:
         select_top_runs(candidates, 4)
     message = info.value.render(flag)  # as the command line prints it
@@ -386,7 +388,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
 def test_a_member_whose_trial_completed_the_same_training_is_taken_not_retrained(tiny_data, tmp_path):
     from hpo_cls.promote.pipeline import run_promote
     from hpo_cls.promote.plan import PromoteOptions
-    from hpo_cls.promote.reuse import REUSED_TAG
+    from hpo_cls.promote.trial_checkpoints import REUSED_TAG
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

@@ -7,7 +7,7 @@ import pytest
 
 from hpo_cls.search.samplers import build_sampler
 from hpo_cls.search.searcher import StudySearcher
-from hpo_cls.search.space import DefineByRun, baseline_point
+from hpo_cls.search.optuna_space import DefineByRun, baseline_point
 from hpo_cls.spec import TrialConfig, parse_spec, trial_config_from_dict
 
 

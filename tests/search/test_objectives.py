@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo_cls.search.objectives import (
+from hpo_cls.search.objective_values import (
     dominates,
     objective_values,
     pareto_front,
@@ -16,7 +16,7 @@ from hpo_cls.search.objectives import (
 )
 from hpo_cls.search.samplers import build_sampler
 from hpo_cls.search.searcher import StudySearcher
-from hpo_cls.search.space import DefineByRun
+from hpo_cls.search.optuna_space import DefineByRun
 from hpo_cls.spec import Constraint, Objective, Param, SearchConfig, TrialConfig
 
 ACC_AND_SIZE = [Objective("val_acc", "max"), Objective("params_m", "min")]

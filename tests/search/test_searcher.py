@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from hpo_cls.errors import SweepError
 from hpo_cls.search.samplers import build_sampler
 from hpo_cls.search.searcher import StudySearcher
-from hpo_cls.search.space import DefineByRun
+from hpo_cls.search.optuna_space import DefineByRun
 from hpo_cls.spec import Objective, Param, SearchConfig, TrialConfig
 from hpo_cls.sweep.preflight import ParameterBudget
 

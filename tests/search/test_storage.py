@@ -77,7 +77,7 @@ def test_optuna_and_mlflow_cannot_share_one_sqlite_file_but_work_side_by_side(tm
 @pytest.mark.postgres
 def test_tracking_on_postgresql_keeps_the_study_in_a_schema_of_its_own(mlflow_on_postgres, monkeypatch):
     from hpo_cls.search.searcher import StudySearcher
-    from hpo_cls.search.space import DefineByRun
+    from hpo_cls.search.optuna_space import DefineByRun
     from hpo_cls.search.storage import prepare_storage
     from hpo_cls.spec import Param, TrialConfig
 

@@ -33,6 +33,7 @@ CASES = [
     ("top-level-list", "- a\n- b\n", [], "expected a mapping at the top level"),
     ("missing-name", GOOD.replace("name: good\n", ""), [], "name: required"),
     ("unknown-top-key", GOOD + "nmae: x\n", [], "nmae: unknown key"),
+    ("internal-field-as-key", GOOD + "fixed_keys: [lr]\n", [], "fixed_keys: unknown key"),
     ("unknown-section-key", GOOD.replace("workers: 0", "workrs: 0"), [], "data.workrs: unknown key"),
     ("wrong-type", GOOD.replace("epochs: 2", "epochs: ten"), [], "budget.epochs: expected an integer"),
     ("negative-budget", GOOD.replace("num_samples: 2", "num_samples: -3"), [], "budget.num_samples: must be >= 1"),

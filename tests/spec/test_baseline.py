@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hpo_cls.cli import main
-from hpo_cls.search.space import baseline_point
+from hpo_cls.search.optuna_space import baseline_point
 from hpo_cls.spec import load_spec, parse_spec
 from hpo_cls.spec.baseline import baseline_values, fixed_and_searched_notes, sweep_problems
 

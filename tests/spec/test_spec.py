@@ -1,4 +1,4 @@
-"""hpo_cls.spec and hpo_cls.search.space: spec parsing, one-line errors, overrides, the Optuna space."""
+"""hpo_cls.spec and hpo_cls.search.optuna_space: spec parsing, one-line errors, overrides, the Optuna space."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import yaml
 
 from hpo_cls.cli import flag
 from hpo_cls.errors import SpecError
-from hpo_cls.search.space import DefineByRun, grid_of
-from hpo_cls.spec import load_spec, parse_spec, trial_config_from_dict
+from hpo_cls.search.samplers import build_sampler
+from hpo_cls.search.optuna_space import DefineByRun
+from hpo_cls.spec import SearchConfig, load_spec, parse_spec, trial_config_from_dict
 
 SWEEPS = sorted((Path(__file__).parents[2] / "sweeps").glob("*.yaml"))
 
@@ -240,7 +241,7 @@ def test_bad_alternatives_are_one_line_naming_the_item(tmp_path, text, expected)
 def test_grid_sampler_covers_list_choices():
     text = "search: {sampler: grid, space: {head_hidden: {choice: [[], [64]]}, optimizer: {choice: [sgd, adam]}}}\n"
     space, fixed = space_of(text)
-    trials = sampled_params(text, n_trials=4, sampler=optuna.samplers.GridSampler(grid_of(space), seed=0))
+    trials = sampled_params(text, n_trials=4, sampler=build_sampler(SearchConfig(sampler="grid", space=space), 4))
     configs = {(c.head_hidden, c.optimizer) for c in (trial_config_from_dict(t.params, base=fixed) for t in trials)}
     assert configs == {((), "sgd"), ((), "adam"), ((64,), "sgd"), ((64,), "adam")}, "every grid point, once"
 

@@ -13,7 +13,7 @@ DRIVER_BEFORE_TRIALS = textwrap.dedent("""
     from pathlib import Path
     from hpo_cls.spec import load_spec
     from hpo_cls.sweep.preflight import checked
-    from hpo_cls.data.shared_cache import prepare_shared_cache
+    from hpo_cls.data.prepare import prepare_shared_cache
     from hpo_cls.sweep.estimate import estimate_for
     from hpo_cls.sweep.experiment import resolve_trainable, versions
     import hpo_cls.sweep.tuner

@@ -1,7 +1,7 @@
 """Fault injection on loopback, each bounded in time: nothing a user tracked may be lost or duplicated.
 
 Faults are triggered by progress (epochs in Tune's result.json files), never after a sleep; each adds a
-``faults:`` figure line to pytest's summary (see conftest.fault_figure and the README's "Reliability").
+``faults:`` figure line to pytest's summary (see conftest.fault_figure and docs/reliability.md).
 """
 
 from __future__ import annotations

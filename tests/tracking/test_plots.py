@@ -37,7 +37,7 @@ def test_plot_study_holds_the_alternative_each_trial_used():
     import yaml
 
     from hpo_cls.spec import parse_spec
-    from hpo_cls.tracking.plots import build_study
+    from hpo_cls.sweep.study_plots import build_study
 
     spec = parse_spec(yaml.safe_load("""
 name: t
@@ -67,7 +67,7 @@ def test_sweep_plots_rank_importances_by_ped_anova_without_importing_scikit_lear
         from types import SimpleNamespace
         import yaml
         from hpo_cls.spec import parse_spec
-        from hpo_cls.tracking.plots import optuna_plots
+        from hpo_cls.sweep.study_plots import optuna_plots
         spec = parse_spec(yaml.safe_load('''
         name: t
         search:

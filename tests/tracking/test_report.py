@@ -75,10 +75,10 @@ def test_sweeps_lists_the_finished_sweep(finished_sweep, capsys):
                                 filter_string=f"tags.`{ROLE_TAG}` = 'trial'")
     assert main(["sweeps", "--tracking-uri", finished_sweep.uri, "--experiment", "tests"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["sweep", "spec", "started", "trials", "best_val_acc", "promoted"]
+    assert lines[0].split() == ["sweep", "spec", "started", "trials", "metric", "best", "promoted"]
     row = lines[2].split()
     assert row[:2] == ["finished", str(finished_sweep.root / "spec.yaml")] and row[-1] == "no"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d", row[2]) and row[4] == f"{len(trials)}:"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", row[2]) and row[4] == f"{len(trials)}:" and row[-3] == "val_acc:max"
     assert row[-2] == f"{max(r.data.metrics['best_val_acc'] for r in trials if r.data.tags.get(STATUS_TAG) != 'failed'):.4f}"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hpo_cls import __version__
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "command_parsers"]
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,15 @@ def _add_tracking_arg(parser: argparse.ArgumentParser, default: str | None = Non
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build_parsers()[0]
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser by name, in ``--help`` order (the command reference is built from them)."""
+    return dict(_build_parsers()[1].choices)
+
+
+def _build_parsers():
     parser = argparse.ArgumentParser(
         prog="hpo-cls",
         description="Hyperparameter sweeps for ResNet-family image classifiers (Ray Tune + Optuna + MLflow).",
@@ -31,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict, _add_sweeps, _add_report,
                 _add_cluster):
         add(commands)
-    return parser
+    return parser, commands
 
 
 def _add_validate(commands) -> None:

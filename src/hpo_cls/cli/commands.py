@@ -23,7 +23,7 @@ def _load(args) -> SweepSpec:
 
 
 def cmd_validate(args) -> int:
-    from hpo_cls.search.space import describe_space
+    from hpo_cls.search.optuna_space import describe_space
     from hpo_cls.spec.baseline import fixed_and_searched_notes
     from hpo_cls.console import warn
     from hpo_cls.sweep.preflight import check_pretrained_weights, deferred_problems, run_preflight
@@ -149,7 +149,7 @@ def _preflight_and_imports(spec: SweepSpec):
     from hpo_cls.sweep.preflight import checked
 
     result = checked(spec, check_tracking=True)
-    from hpo_cls.data.shared_cache import prepare_shared_cache
+    from hpo_cls.data.prepare import prepare_shared_cache
 
     prepare_shared_cache(spec.data, spec.fixed)  # trials on this node then map the decoded images instead of decoding
     import ray.tune  # noqa: F401

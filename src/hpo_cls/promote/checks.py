@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mlflow.tracking import MlflowClient
-
 from hpo_cls.errors import PromoteError
 from hpo_cls.promote.retrain import MemberPlan
 from hpo_cls.promote.select import SweepRecord
 from hpo_cls.promote.settings import sweep_spec_yaml
 from hpo_cls.spec import SweepSpec, format_value
+from hpo_cls.tracking.backend import TrackingStore
 
 __all__ = ["DEFAULT_MAX_PARAMS", "common_epochs", "check_image_sizes", "sweep_max_params", "check_preprocessing",
            "ensemble_parameters"]
@@ -47,11 +46,11 @@ def check_image_sizes(sweeps: Sequence[SweepRecord], image_size: int) -> None:
                            f"{listed}); an ensemble feeds all members the same images, so promote them separately")
 
 
-def sweep_max_params(client: MlflowClient, sweep: SweepRecord) -> int:
+def sweep_max_params(store: TrackingStore, sweep: SweepRecord) -> int:
     """The sweep's ``max_params``: its parent params, else its logged spec.yaml, else the default."""
     if "max_params" in sweep.params:
         return int(float(sweep.params["max_params"]))
-    value = sweep_spec_yaml(client, sweep.run_id).get("max_params", DEFAULT_MAX_PARAMS)
+    value = sweep_spec_yaml(store, sweep.run_id).get("max_params", DEFAULT_MAX_PARAMS)
     try:
         return int(float(value))
     except (TypeError, ValueError):

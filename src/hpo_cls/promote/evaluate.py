@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 from hpo_cls.console import say
 from hpo_cls.errors import PromoteError
+
+if TYPE_CHECKING:
+    from hpo_cls.tracking.writer import MlflowWriter
 
 __all__ = [
     "TEST_LABELS_FILE",
@@ -19,7 +21,7 @@ __all__ = [
     "labelled_test_samples",
     "evaluate_split",
     "print_split_report",
-    "log_split_op",
+    "log_split",
 ]
 
 TEST_LABELS_FILE = "test_labels.csv"
@@ -112,22 +114,18 @@ def print_split_report(report: dict, held_out: bool, out: TextIO) -> None:
     out.flush()
 
 
-def log_split_op(report: dict):
-    """An op for :meth:`~hpo_cls.tracking.MlflowWriter.call` that logs the split's metrics and
-    ``evaluation/`` artifacts."""
-    from mlflow.entities import Metric
-
-    from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
-
+def log_split(writer: MlflowWriter, key: str, report: dict) -> None:
+    """Log the split's metrics and ``evaluation/`` artifacts on the run of ``key``, in order with its other writes."""
     split = report["split"]
+    values = {f"{split}_acc": report["ensemble"]["accuracy"], f"{split}_loss": report["ensemble"]["loss"],
+              f"{split}_acc_best_member": report["best_member_accuracy"],
+              f"{split}_gain_over_best_member": report["gain_over_best_member"],
+              **{f"{split}_acc.{k}": v["accuracy"] for k, v in report["members"].items()}}
+    writer.log_metrics(key, {k: float(v) for k, v in values.items()}, step=0)
 
     def op(client, run_id):
-        now = int(time.time() * 1000)
-        values = {f"{split}_acc": report["ensemble"]["accuracy"], f"{split}_loss": report["ensemble"]["loss"],
-                  f"{split}_acc_best_member": report["best_member_accuracy"],
-                  f"{split}_gain_over_best_member": report["gain_over_best_member"],
-                  **{f"{split}_acc.{k}": v["accuracy"] for k, v in report["members"].items()}}
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+        from hpo_cls.tracking.plots import confusion_matrix_figure, per_class_frame
+
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, f"{split}_evaluation.json").write_text(json.dumps(report, indent=1))
             per_class_frame(report["per_class"]).to_csv(Path(tmp, f"{split}_per_class_report.csv"), index=False)
@@ -135,4 +133,4 @@ def log_split_op(report: dict):
             figure.savefig(Path(tmp, f"{split}_confusion_matrix.png"), dpi=110)
             client.log_artifacts(run_id, tmp, "evaluation")
 
-    return op
+    writer.call(key, op)

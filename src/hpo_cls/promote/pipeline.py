@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mlflow.tracking import MlflowClient
-
 from hpo_cls.console import Steps, say, warn
 from hpo_cls.promote.plan import PromoteOptions, PromotePlan, plan_promote
 from hpo_cls.promote.register import (
@@ -24,7 +22,7 @@ from hpo_cls.promote.register import (
     registered_model_name,
 )
 from hpo_cls.promote.retrain import MemberResult, retrain_members
-from hpo_cls.promote.reuse import REUSED_TAG, reuse_trial_checkpoints
+from hpo_cls.promote.trial_checkpoints import REUSED_TAG, reuse_trial_checkpoints
 from hpo_cls.spec import flatten_trial_config
 from hpo_cls.tracking.runs import (
     ROLE_TAG,
@@ -33,6 +31,7 @@ from hpo_cls.tracking.runs import (
     TRIAL_ID_TAG,
     end_run_op,
 )
+from hpo_cls.tracking.store import MlflowStore
 from hpo_cls.tracking.uri import redact_uri
 from hpo_cls.tracking.writer import MlflowWriter
 
@@ -60,7 +59,7 @@ def run_promote(options: PromoteOptions, out: TextIO | None = None) -> PromoteOu
     """Select, retrain, ensemble, evaluate, register and predict; see the module docstring. Members are
     retrained from scratch and continue from their checkpoints when run again with the same ``workdir``."""
     out = out or sys.stdout  # looked up per call: a default argument would pin the stdout of import time
-    plan = plan_promote(options, MlflowClient(options.tracking_uri), out)
+    plan = plan_promote(options, MlflowStore(options.tracking_uri), out)
     writer = MlflowWriter(options.tracking_uri, options.experiment)
     _open_runs(writer, plan, options)
     finished: set[str] = set()
@@ -109,7 +108,7 @@ def _open_runs(writer: MlflowWriter, plan: PromotePlan, options: PromoteOptions)
 def _retrain(plan: PromotePlan, options: PromoteOptions, writer: MlflowWriter, finished: set[str],
              out: TextIO) -> list[MemberResult]:
     """Retrain every member (Ray tasks), each epoch logged to its run, except those whose trial already
-    trained their model (:mod:`hpo_cls.promote.reuse`); ``finished`` collects the done ones."""
+    trained their model (:mod:`hpo_cls.promote.trial_checkpoints`); ``finished`` collects the done ones."""
     reused = _reused(plan, options, out)
     for key, result in reused.items():
         for metrics in result.history:
@@ -124,7 +123,7 @@ def _retrain(plan: PromotePlan, options: PromoteOptions, writer: MlflowWriter, f
 def _reused(plan: PromotePlan, options: PromoteOptions, out: TextIO) -> dict[str, MemberResult]:
     if options.retrain or options.train_on_val:
         return {}
-    reused = reuse_trial_checkpoints(MlflowClient(options.tracking_uri), plan.members, plan.sweeps, plan.data_cfg,
+    reused = reuse_trial_checkpoints(MlflowStore(options.tracking_uri), plan.members, plan.sweeps, plan.data_cfg,
                                      plan.epochs, plan.workdir)
     for key in reused:
         say(f"member {key}: its trial completed the same {plan.epochs} epoch(s) with this configuration and seed, "
@@ -186,7 +185,7 @@ def _evaluate(options: PromoteOptions, plan: PromotePlan, loaded, writer: Mlflow
     from hpo_cls.promote.evaluate import (
         evaluate_split,
         labelled_test_samples,
-        log_split_op,
+        log_split,
         print_split_report,
     )
 
@@ -195,14 +194,14 @@ def _evaluate(options: PromoteOptions, plan: PromotePlan, loaded, writer: Mlflow
     val_report = evaluate_split("val", loaded, keys, list_images(root / "val", loaded.class_to_idx),
                                 options.batch_size, workers)
     print_split_report(val_report, not options.train_on_val, out)
-    writer.call("promote", log_split_op(val_report))
+    log_split(writer, "promote", val_report)
     test_report = None
     test_samples = labelled_test_samples(Path(plan.predict_dir), loaded.class_to_idx, warn) if plan.predict_dir else None
     if test_samples:
         test_report = evaluate_split("test", loaded, keys, test_samples, options.batch_size, workers)
         print_split_report(test_report, True, out)
         say("test numbers are for reporting only: nothing was selected or weighted on them", out)
-        writer.call("promote", log_split_op(test_report))
+        log_split(writer, "promote", test_report)
     writer.flush()
     return val_report, test_report
 

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from mlflow.tracking import MlflowClient
-
 from hpo_cls.console import say, warn
 from hpo_cls.errors import PromoteError
 from hpo_cls.promote.checks import (
@@ -20,11 +18,12 @@ from hpo_cls.promote.checks import (
     sweep_max_params,
 )
 from hpo_cls.promote.retrain import MemberPlan, plan_members
-from hpo_cls.promote.select import Candidate, SweepRecord, format_selection, near_duplicate_pairs
+from hpo_cls.promote.select import Candidate, SweepRecord, common_rule, format_selection, near_duplicate_pairs
 from hpo_cls.promote.settings import promote_settings
 from hpo_cls.promote.pareto import pareto_selection
 from hpo_cls.promote.sources import Selection, select_runs
 from hpo_cls.spec import DataConfig, ResourcesConfig, TrackingConfig, TrialConfig
+from hpo_cls.tracking.backend import TrackingStore
 
 __all__ = ["PromoteOptions", "PromotePlan", "plan_promote"]
 
@@ -54,7 +53,7 @@ class PromoteOptions:
     max_params: float | None = None  # the ensemble's budget (default: the sweeps' max_params); with pareto, each member's
     pareto: bool = False  # members from the Pareto front (promote.pareto), within max_params / max_latency_ms
     max_latency_ms: float | None = None
-    retrain: bool = False  # retrain members whose trial already trained them (promote.reuse)
+    retrain: bool = False  # retrain members whose trial already trained them (promote.trial_checkpoints)
 
     @property
     def sweeps(self) -> list[str | None]:
@@ -100,6 +99,14 @@ def _check_flags(options: PromoteOptions) -> None:
                                + ", ".join(f"{{{name}}}" for name in clashing))
 
 
+def _check_weighted(options: PromoteOptions, selection: Selection) -> None:
+    """Weights proportional to the members' scores need a score that grows with quality."""
+    rule = common_rule(selection.selected)
+    if options.weighted and rule.mode != "max":
+        raise PromoteError(f"{{weighted}} weights members in proportion to their score, but the sweep ranks by "
+                           f"{rule.metric} ({rule.mode}); drop {{weighted}}")
+
+
 def _searched(sweeps: Sequence[SweepRecord], diverse: str | None) -> list[str]:
     names = [n for s in sweeps for n in s.params.get("searched", "").split(",")]
     names = [*([diverse] if diverse else []), *names]
@@ -117,26 +124,27 @@ def _announce(selection, options: PromoteOptions, searched: list[str], out: Text
     print(format_selection(selection.selected, searched), file=out, flush=True)
 
 
-def _select(options: PromoteOptions, client: MlflowClient, out: TextIO) -> Selection:
+def _select(options: PromoteOptions, store: TrackingStore, out: TextIO) -> Selection:
     if options.pareto:
-        return pareto_selection(client, options.experiment, options.sweeps[0], options.top or 0,
+        return pareto_selection(store, options.experiment, options.sweeps[0], options.top or 0,
                                 max_params=options.max_params, max_latency_ms=options.max_latency_ms,
                                 include_early_stopped=options.include_early_stopped, warn=warn, out=out)
-    return select_runs(client, experiment=options.experiment, sweeps=options.sweeps, runs=options.runs,
+    return select_runs(store, experiment=options.experiment, sweeps=options.sweeps, runs=options.runs,
                        top=options.top, include_early_stopped=options.include_early_stopped,
                        dedupe=options.dedupe, diverse=options.diverse, warn=warn)
 
 
-def plan_promote(options: PromoteOptions, client: MlflowClient, out: TextIO) -> PromotePlan:
+def plan_promote(options: PromoteOptions, store: TrackingStore, out: TextIO) -> PromotePlan:
     """Choose the runs and check every option before any retraining starts."""
     import time
 
     from hpo_cls.data import class_mapping
 
     _check_flags(options)
-    selection = _select(options, client, out)
+    selection = _select(options, store, out)
+    _check_weighted(options, selection)
     primary = selection.sweeps[0]
-    data_cfg, resources, fixed = promote_settings(client, primary, options.overrides)
+    data_cfg, resources, fixed = promote_settings(store, primary, options.overrides)
     searched = _searched(selection.sweeps, options.diverse)
     _announce(selection, options, searched, out)
     for better, worse in near_duplicate_pairs(selection.selected):
@@ -153,7 +161,7 @@ def plan_promote(options: PromoteOptions, client: MlflowClient, out: TextIO) -> 
     check_preprocessing(members)
     # With --pareto, max_params bounded each member; the ensemble keeps the sweeps' own budget.
     ensemble_budget = None if options.pareto or options.max_params is None else int(options.max_params)
-    max_params = ensemble_budget or min(sweep_max_params(client, s) for s in selection.sweeps)
+    max_params = ensemble_budget or min(sweep_max_params(store, s) for s in selection.sweeps)
     parameters = ensemble_parameters(members, len(class_mapping(root / "train")), max_params)
     say(f"ensemble of {len(members)} member(s): {sum(parameters):,} parameters (max_params {max_params:,}; "
         + ", ".join(f"{m.key} {c:,}" for m, c in zip(members, parameters)) + ")", out)

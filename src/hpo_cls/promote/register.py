@@ -139,7 +139,8 @@ def _description(sweeps: Sequence[SweepRecord], plans: Sequence[MemberPlan], wei
              f"({how}).",
              f"Validation accuracy {val_report['ensemble']['accuracy']:.4f}{held}, "
              f"{val_report['gain_over_best_member']:+.4f} over the best member.", "",
-             "| member | source run | weight | sweep best_val_acc | " + " | ".join(param_names) + " |",
+             f"| member | source run | weight | sweep {plans[0].source.rule.best_metric} | " + " | ".join(param_names)
+             + " |",
              "|---" * (4 + len(param_names)) + "|"]
     for p, w in zip(plans, weights):
         values = [format_cell(getattr(p.config, n)) for n in param_names]

@@ -3,25 +3,22 @@ spec.yaml), with ``data.*``, ``resources.*`` and ``fixed.*`` overrides applied a
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
-from mlflow.tracking import MlflowClient
-
 from hpo_cls.errors import SpecError
 from hpo_cls.promote.select import SweepRecord
 from hpo_cls.spec import DataConfig, ResourcesConfig, parse_overrides, parse_spec
+from hpo_cls.tracking.backend import TrackingStore
 
 __all__ = ["promote_settings", "sweep_spec_yaml"]
 
 _SET_SECTIONS = ("data", "resources", "fixed")
-_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
-def promote_settings(client: MlflowClient, sweep: SweepRecord,
+def promote_settings(store: TrackingStore, sweep: SweepRecord,
                      overrides: Sequence[str]) -> tuple[DataConfig, ResourcesConfig, dict[str, Any]]:
     """``(data, resources, fixed overrides)``: data and resources of the sweep (parent params, its
     spec.yaml), with ``data.*|resources.*|fixed.*`` overrides applied and validated like a spec."""
@@ -29,7 +26,7 @@ def promote_settings(client: MlflowClient, sweep: SweepRecord,
     bad = [".".join(keys) for keys, _ in parsed if keys[0] not in _SET_SECTIONS or len(keys) != 2]
     if bad:
         raise SpecError([f"{{set}} {k}: promote takes data.<key>, resources.<key> or fixed.<key>" for k in bad])
-    spec_raw = sweep_spec_yaml(client, sweep.run_id)
+    spec_raw = sweep_spec_yaml(store, sweep.run_id)
     data = dict(spec_raw.get("data") or {}) if isinstance(spec_raw.get("data"), dict) else {}
     if "data_root" in sweep.params:
         data["root"] = sweep.params["data_root"]
@@ -41,20 +38,13 @@ def promote_settings(client: MlflowClient, sweep: SweepRecord,
     return spec.data, spec.resources, fixed
 
 
-def sweep_spec_yaml(client: MlflowClient, run_id: str) -> dict:
+def sweep_spec_yaml(store: TrackingStore, run_id: str) -> dict:
     """The sweep's logged spec.yaml as a dict; ``{}`` for a sweep without one (its params suffice)."""
-    if not any(a.path == "spec.yaml" for a in client.list_artifacts(run_id)):
-        return {}
-    previous = os.environ.get(_PROGRESS_BAR_ENV)
-    os.environ[_PROGRESS_BAR_ENV] = "false"  # one small file: MLflow's progress bar would only clutter stderr
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            text = Path(client.download_artifacts(run_id, "spec.yaml", tmp)).read_text()
-    finally:
-        if previous is None:
-            os.environ.pop(_PROGRESS_BAR_ENV, None)
-        else:
-            os.environ[_PROGRESS_BAR_ENV] = previous
+    with tempfile.TemporaryDirectory() as tmp:
+        path = store.download_artifact(run_id, "spec.yaml", Path(tmp))
+        if path is None:
+            return {}
+        text = path.read_text()
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError:

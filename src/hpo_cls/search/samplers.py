@@ -26,9 +26,8 @@ def _random(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampl
 def _grid(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
     import optuna
 
-    from hpo_cls.search.space import grid_of
-
-    return optuna.samplers.GridSampler(grid_of(search.space), seed=search.seed)
+    # Param knows its own grid values: this table imports nothing of hpo_cls, so the spec can read its names
+    return optuna.samplers.GridSampler({p.optuna_name: p.optuna_choices for p in search.space}, seed=search.seed)
 
 
 def _tpe(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:

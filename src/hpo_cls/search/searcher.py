@@ -41,8 +41,8 @@ from ray.tune.search import Searcher
 
 from hpo_cls.console import warn
 from hpo_cls.errors import SweepError
-from hpo_cls.search.objectives import objective_values, violations
-from hpo_cls.search.space import DefineByRun
+from hpo_cls.search.objective_values import objective_values, violations
+from hpo_cls.search.optuna_space import DefineByRun
 from hpo_cls.spec import Constraint, Objective
 
 __all__ = ["StudySearcher", "TUNE_TRIAL_ID"]

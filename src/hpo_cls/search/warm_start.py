@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo_cls.search.objectives import STATIC_METRICS, objective_values, violations
-from hpo_cls.search.space import distribution_of, is_active
+from hpo_cls.search.objective_values import STATIC_METRICS, objective_values, violations
+from hpo_cls.search.optuna_space import distribution_of, is_active
 from hpo_cls.spec import Constraint, Objective, Param, TrialConfig, format_value
-from hpo_cls.tracking.runs import param_value  # how a config value was logged
+from hpo_cls.tracking.runs import param_value, typed_params  # how a config value was logged, and read back
 
 if TYPE_CHECKING:  # read from MLflow by hpo_cls.tracking.history
     from hpo_cls.tracking.history import RecordedTrial
@@ -71,10 +71,12 @@ def _parse(param: Param, text: str | None) -> Any:
             if param_value(choice) == text:
                 return format_value(choice)
         raise ValueError(f"{param.name}={text} is not one of the choices")
-    number = float(text or "nan")
-    if param.kind == "int" and not number.is_integer():
+    number = typed_params({param.name: text or "nan"}).get(param.name, text)
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise ValueError(f"{param.name}={text} is not a number")
+    if param.kind == "int" and not float(number).is_integer():
         raise ValueError(f"{param.name}={text} is not an integer")
-    return int(number) if param.kind == "int" else number
+    return int(number) if param.kind == "int" else float(number)
 
 
 def _searched_params(logged: dict[str, str], space: Sequence[Param], fixed: TrialConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from hpo_cls.spec.validate import coerce_scalar, parse_section
 
 __all__ = ["parse_overrides", "parse_spec", "load_spec"]
 
-_TOP_LEVEL = {f.name for f in dataclasses.fields(SweepSpec)} - {"source"}
+_TOP_LEVEL = {f.name for f in dataclasses.fields(SweepSpec) if not f.metadata.get("internal")}
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:

@@ -53,6 +53,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("crop", "full")
 PLATEAU_METRICS = ("val_acc", "val_loss")
+METRIC_MODES = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min"}
+# What a trial's model costs, reported by every trial (``models/cost.py``): parameters in millions,
+# forward GFLOPs per image, and median inference latency (ms) at batch 1 and of a batch of 64.
+COST_METRICS = {"params_m": "min", "flops_g": "min", "latency_ms": "min", "latency_b64_ms": "min"}
 
 
 @dataclass(frozen=True)
@@ -64,44 +68,51 @@ class TrialConfig:
 
     # model
     backbone: str = _opt("resnet18", choices=BACKBONES, doc="model architecture")
-    pretrained: bool = _opt(False, doc="start from torchvision's ImageNet weights")
-    small_input: bool = _opt(False, doc="CIFAR stem (3x3 conv, no max-pool) for ~32px images")
+    pretrained: bool = _opt(False, doc="start from torchvision's ImageNet weights (its cache, ~/.cache/torch/hub/checkpoints; "
+                                    "offline without the file: an error naming the file to place there)")
+    small_input: bool = _opt(False, doc="CIFAR stem (3x3 conv, no max-pool) for ~32px images; WRNs always have it. "
+                                     "About 15x the FLOPs per 32-px image: pays off over long runs only (bench/stem.py)")
     attention: str = _opt("none", choices=ATTENTION_KINDS, doc="attention module")
     attention_placement: str = _opt(
         "after_layer4",
         choices=ATTENTION_PLACEMENTS,
-        doc="where the attention module goes",
+        doc="one module after the last stage, one after each stage, or inside every residual block "
+            "before the addition",
     )
     attention_reduction: int = _opt(16, ge=1, le=1024, doc="channel reduction ratio r of SE/CBAM")
-    dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout right before the classifier")
+    dropout: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout right before the classifier (and after each head_hidden layer while "
+                                                                "head_dropout is unset)")
     dropout_l3_l4: float = _opt(0.0, ge=0.0, lt=1.0, doc="dropout between layer3 and layer4")
     head_hidden: tuple[int, ...] = _opt((), ge=1, le=65536, doc="extra FC layers (BatchNorm1d + SiLU + head_dropout)")
-    freeze_stages: int = _opt(0, ge=0, le=4, doc="freeze the stem and the first N stages")
+    freeze_stages: int = _opt(0, ge=0, le=4, doc="freeze the first N stages (and the stem, see freeze_stem); "
+                                                          "their BatchNorm stays in eval mode")
     # optimisation
-    optimizer: str = _opt("sgd", choices=tuple(OPTIMIZERS))
-    lr: float = _opt(0.05, gt=0.0)
+    optimizer: str = _opt("sgd", choices=tuple(OPTIMIZERS), doc="norm and bias parameters get no weight decay")
+    lr: float = _opt(0.05, gt=0.0, doc="learning rate")
     momentum: float = _opt(0.9, ge=0.0, lt=1.0, doc="SGD momentum")
     weight_decay: float = _opt(5e-4, ge=0.0, doc="not applied to norm and bias parameters")
-    batch_size: int = _opt(64, ge=1, le=65536)
-    lr_scheduler: str = _opt("cosine", choices=tuple(LR_SCHEDULERS))
+    batch_size: int = _opt(64, ge=1, le=65536, doc="training batch (evaluation uses twice that)")
+    lr_scheduler: str = _opt("cosine", choices=tuple(LR_SCHEDULERS),
+                             doc="per-epoch schedule; plateau = ReduceLROnPlateau on plateau_metric")
     warmup_epochs: int = _opt(0, ge=0, le=MAX_EPOCHS, doc="linear warm-up from 0.1 x lr, then the schedule (any lr_scheduler)")
     milestones: tuple[float, ...] = _opt((0.5, 0.75), gt=0.0, le=1.0, doc="multistep: fractions of the epoch budget")
     gamma: float = _opt(0.1, gt=0.0, lt=1.0, doc="multistep / plateau decay factor")
-    plateau_patience: int = _opt(2, ge=0, le=MAX_EPOCHS)
-    label_smoothing: float = _opt(0.0, ge=0.0, lt=1.0)
+    plateau_patience: int = _opt(2, ge=0, le=MAX_EPOCHS, doc="plateau: epochs without improvement before the LR drops")
+    label_smoothing: float = _opt(0.0, ge=0.0, lt=1.0, doc="CrossEntropyLoss(label_smoothing=...)")
     grad_clip: float = _opt(0.0, ge=0.0, doc="max gradient norm; 0 = off")
     ema_decay: float = _opt(0.0, ge=0.0, lt=1.0, doc="EMA of weights, evaluated instead; 0 = off")
     # augmentation
-    mix: str = _opt("none", choices=("none", "mixup", "cutmix", "both"))
-    mixup_alpha: float = _opt(0.2, gt=0.0)
-    cutmix_alpha: float = _opt(1.0, gt=0.0)
+    mix: str = _opt("none", choices=("none", "mixup", "cutmix", "both"),
+                    doc="transforms.v2.MixUp / CutMix on the batch (both: one of them per batch)")
+    mixup_alpha: float = _opt(0.2, gt=0.0, doc="MixUp's Beta(alpha, alpha)")
+    cutmix_alpha: float = _opt(1.0, gt=0.0, doc="CutMix's Beta(alpha, alpha)")
     mix_prob: float = _opt(1.0, ge=0.0, le=1.0, doc="probability that a batch is mixed")
-    trivial_augment: bool = _opt(False)
+    trivial_augment: bool = _opt(False, doc="TrivialAugmentWide")
     rotation: float = _opt(0.0, ge=0.0, le=180.0, doc="max random rotation in degrees")
-    color_jitter: float = _opt(0.0, ge=0.0, le=1.0)
-    random_erasing: float = _opt(0.0, ge=0.0, le=1.0, doc="probability")
+    color_jitter: float = _opt(0.0, ge=0.0, le=1.0, doc="brightness / contrast / saturation jitter")
+    random_erasing: float = _opt(0.0, ge=0.0, le=1.0, doc="RandomErasing probability")
     # runtime
-    seed: int = _opt(0, ge=0, le=MAX_SEED)
+    seed: int = _opt(0, ge=0, le=MAX_SEED, doc="seeds everything; randomness is re-seeded from (seed, epoch), so resumes are exact")
     amp: bool = _opt(True, doc="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = _opt(True, doc="channels_last memory format on CUDA (ignored on CPU)")
     compile: bool = _opt(False, doc="torch.compile the model")
@@ -117,8 +128,8 @@ class TrialConfig:
     vflip: float = _opt(0.0, ge=0.0, le=1.0, doc="vertical-flip probability")
     hue: float = _opt(0.0, ge=0.0, le=0.5, doc="hue jitter (ColorJitter's hue), beside color_jitter")
     augment_one_of: bool = _opt(False, doc="apply exactly one of rotation / colour jitter / flips per image")
-    mean: tuple[float, ...] = _opt(IMAGENET_MEAN, length=3, doc="Normalize mean (RGB), train and eval")
-    std: tuple[float, ...] = _opt(IMAGENET_STD, gt=0.0, length=3, doc="Normalize std (RGB), train and eval")
+    mean: tuple[float, ...] = _opt(IMAGENET_MEAN, length=3, doc="Normalize mean (RGB): training, evaluation, predict and the registered model")
+    std: tuple[float, ...] = _opt(IMAGENET_STD, gt=0.0, length=3, doc="Normalize std (RGB): training, evaluation, predict and the registered model")
     head_dropout: float | None = _opt(None, ge=0.0, lt=1.0,
                                       doc="dropout after each head_hidden layer; unset = dropout (as before)")
     freeze_stem: bool = _opt(True, doc="freeze_stages >= 1 also freezes the stem (conv1, bn1)")
@@ -134,11 +145,13 @@ class TrialConfig:
 @dataclass(frozen=True)
 class DataConfig:
     root: Path = _opt(Path("data"), doc="folder with train/<class_id>/, val/<class_id>/, optional test/")
-    image_size: int = _opt(224, ge=8, le=2048, doc="side of the square input in pixels")
+    image_size: int = _opt(224, ge=8, le=2048, doc="side of the square input in pixels (<= 64 px: pad + random-crop augmentation)")
     workers: int = _opt(2, ge=0, le=256, doc="DataLoader worker processes per trial")
     balanced_sampling: bool = _opt(False, doc="WeightedRandomSampler by inverse class frequency")
-    cache_dir: Path | None = _opt(None, doc="decoded-image cache shared by a node's trials "
-                                            "(default: $HPO_CLS_CACHE_DIR or ~/.cache/hpo-cls)")
+    cache_dir: Path | None = _opt(None, doc="where each machine keeps its decoded images (images/): one memory-mapped "
+                                            "file per split and size, shared by every trial and promote member, rebuilt "
+                                            "when a file changes, up to 4 GB of images per run (else decoded each epoch); "
+                                            "default: $HPO_CLS_CACHE_DIR or ~/.cache/hpo-cls")
 
 
 @dataclass(frozen=True)
@@ -151,15 +164,15 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    cpu: float = _opt(1.0, gt=0.0)
+    cpu: float = _opt(1.0, gt=0.0, doc="CPUs per trial (its torch threads)")
     gpu: float = _opt(0.0, ge=0.0, doc="fractional values share a GPU between trials")
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    type: str = _opt("asha", choices=("asha", "fifo"))
+    type: str = _opt("asha", choices=("asha", "fifo"), doc="asha stops weak trials early; fifo runs every trial to the end")
     grace_period: int = _opt(1, ge=1, le=MAX_EPOCHS, doc="epochs every trial gets before it can be stopped")
-    reduction_factor: float = _opt(3.0, gt=1.0)
+    reduction_factor: float = _opt(3.0, gt=1.0, doc="ASHA keeps the top 1/reduction_factor at each rung")
 
 
 @dataclass(frozen=True)
@@ -185,15 +198,21 @@ class Param:
     def optuna_name(self) -> str:
         return self.label or self.name
 
+    @property
+    def optuna_choices(self) -> list:
+        """A ``choice``'s values as Optuna holds them (and ``suggest`` returns them): lists as strings."""
+        return [format_value(c) for c in self.choices]
+
 
 @dataclass(frozen=True)
 class SearchConfig:
-    sampler: str = _opt("tpe", choices=tuple(SAMPLERS))
-    seed: int = _opt(0, ge=0, le=MAX_SEED)
+    sampler: str = _opt("tpe", choices=tuple(SAMPLERS), doc="Optuna sampler; grid needs choice parameters only")
+    seed: int = _opt(0, ge=0, le=MAX_SEED, doc="the sampler's seed")
     baseline_first: bool = _opt(True, doc="trial 0 trains the fixed configuration; the summary gives the gain over it")
-    storage: str = _opt("memory", doc="where the Optuna study lives: memory, tracking (beside the MLflow database, in "
-                                      "tables of its own) or an RDB URL; named after the sweep id")
-    space: tuple[Param, ...] = ()
+    storage: str = _opt("memory", doc="where the Optuna study lives, named after the sweep id: memory; an RDB URL "
+                                      "(optuna-dashboard and --resume continue it); or tracking: beside the MLflow "
+                                      "database, in tables of its own")
+    space: tuple[Param, ...] = field(default=(), metadata=dict(doc="the parameters to search, in order (see the search-space grammar)"))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -210,7 +229,7 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class FaultToleranceConfig:
     max_failures: int = _opt(2, ge=0, le=1000, doc="retries of a crashed trial, from its last checkpoint")
-    keep_checkpoints: int = _opt(2, ge=1, le=1000, doc="best checkpoints kept per trial")
+    keep_checkpoints: int = _opt(2, ge=1, le=1000, doc="best checkpoints kept per trial (the latest is always kept too)")
 
 
 @dataclass(frozen=True)
@@ -236,26 +255,41 @@ class Constraint:
         return max(over, under)
 
 
+def _section(cls, doc: str):
+    """A section of the spec (a mapping in YAML) with a one-line doc."""
+    return field(default=cls(), metadata=dict(doc=doc))
+
+
+def _internal(default):
+    """A field filled in by the reader, not a YAML key."""
+    return field(default=default, metadata=dict(internal=True))
+
+
 @dataclass(frozen=True)
 class SweepSpec:
-    name: str
-    data: DataConfig = DataConfig()
-    trainable: str = "trainables.image_classifier"
-    metric: str = "val_acc"
-    mode: str = "max"
-    budget: BudgetConfig = BudgetConfig()
-    resources: ResourcesConfig = ResourcesConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    search: SearchConfig = SearchConfig()
-    fixed: TrialConfig = TrialConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    fault_tolerance: FaultToleranceConfig = FaultToleranceConfig()
-    max_params: int = 100_000_000
-    storage_path: Path = Path("ray_results")
-    source: Path | None = None  # the YAML file this spec was read from
+    name: str = field(metadata=dict(doc="required; letters, digits, - _ . ; sweep ids are <name>-<time>"))
+    data: DataConfig = _section(DataConfig, "the image folders and how they are read")
+    trainable: str = _opt("trainables.image_classifier",
+                          doc="dotted path of the Tune trainable (a module with trainable(), or a function)")
+    metric: str = _opt("val_acc", choices=tuple(METRIC_MODES),
+                       doc="what the searcher and the scheduler optimise (the first objective)")
+    mode: str = _opt("max", choices=("max", "min"), doc="the metric's direction; defaults to, and must be, the metric's own (min for losses)")
+    budget: BudgetConfig = _section(BudgetConfig, "how many trials, how long, how many at once")
+    resources: ResourcesConfig = _section(ResourcesConfig, "what each trial asks Ray for")
+    scheduler: SchedulerConfig = _section(SchedulerConfig, "early stopping")
+    search: SearchConfig = _section(SearchConfig, "the sampler and the search space")
+    fixed: TrialConfig = _section(TrialConfig, "the trial configuration: trial 0, and every key not searched")
+    tracking: TrackingConfig = _section(TrackingConfig, "the MLflow store (--tracking-uri overrides the uri)")
+    fault_tolerance: FaultToleranceConfig = _section(FaultToleranceConfig, "retries and checkpoints kept")
+    max_params: int = _opt(100_000_000, ge=1, doc="parameter budget; larger models are rejected before training")
+    storage_path: Path = _opt(Path("ray_results"), doc="Tune's experiment folder (a local path; s3://... on clusters)")
+    source: Path | None = _internal(None)  # the YAML file this spec was read from
     # The search's objectives, first the one ASHA stops on; empty in the constructor = (metric, mode).
-    objectives: tuple[Objective, ...] = ()
-    constraints: tuple[Constraint, ...] = ()
+    objectives: tuple[Objective, ...] = field(
+        default=(), metadata=dict(doc="several objectives as {metric, mode}; the first, a training metric, is "
+                                      "what ASHA stops on (default: metric / mode)"))
+    constraints: tuple[Constraint, ...] = field(
+        default=(), metadata=dict(doc="{metric: {max: x, min: y}}: trials outside the bounds are infeasible"))
 
     def __post_init__(self):
         if not self.objectives:
@@ -266,19 +300,11 @@ class SweepSpec:
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
-    fixed_keys: frozenset[str] = frozenset()  # keys written under ``fixed`` (file or --set); the rest are defaults
+    fixed_keys: frozenset[str] = _internal(frozenset())  # keys written under ``fixed`` (file or --set); the rest are defaults
 
     @property
     def trial_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(TrialConfig))
-
-
-
-
-METRIC_MODES = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min"}
-# What a trial's model costs, reported by every trial (``models/cost.py``): parameters in millions,
-# forward GFLOPs per image, and median inference latency (ms) at batch 1 and of a batch of 64.
-COST_METRICS = {"params_m": "min", "flops_g": "min", "latency_ms": "min", "latency_b64_ms": "min"}
 
 
 def format_value(value: Any) -> Any:

@@ -22,6 +22,7 @@ from hpo_cls.tracking.runs import (
     open_sweep_run,
     open_trial_run,
 )
+from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.ui import sweep_view_op
 from hpo_cls.tracking.writer import MlflowWriter
 
@@ -42,11 +43,13 @@ class SweepTracker(tune.Callback):
         self.sweep_id, self.sweep_name = sweep_id, sweep_name
         self.fixed, self.epochs = fixed, epochs
         self.metric, self.mode = metric, mode
+        self.rule = ScoreRule(metric, mode)
         self.parent_tags, self.parent_params = parent_tags, parent_params
         self.writer: MlflowWriter | None = None
         self._opened: set[str] = set()
         self._nodes: dict[str, str] = {}  # trial id -> Ray node id it last ran on
         self._best: dict[str, tuple[float, str]] = {}  # trial id -> (score, path) of its best checkpoint
+        self._best_score: dict[str, float] = {}  # trial id -> its best value of the sweep's metric so far
 
     def __getstate__(self):
         # The writer (a thread) is made again by setup() when a resumed sweep restores this callback.
@@ -63,7 +66,7 @@ class SweepTracker(tune.Callback):
         open_sweep_run(self.writer, self.sweep_id,
                        tags={SWEEP_NAME_TAG: self.sweep_name, **self.parent_tags}, params=self.parent_params)
         searched = [name for name in str(self.parent_params.get("searched", "")).split(",") if name]
-        self.writer.call("parent", sweep_view_op(self.sweep_id, searched, self.metric))
+        self.writer.call("parent", sweep_view_op(self.sweep_id, searched, self.rule))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._open_child(trial)
@@ -79,6 +82,13 @@ class SweepTracker(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._open_child(trial)
         metrics = {k: result[k] for k in METRIC_KEYS if isinstance(result.get(k), (int, float))}
+        score = result.get(self.metric)
+        if isinstance(score, (int, float)) and math.isfinite(score):
+            # best_<metric> on every trial run: what promote, the report and `sweeps` rank by
+            best = self._best_score.get(trial.trial_id)
+            if best is None or self.rule.better(score, best):
+                self._best_score[trial.trial_id] = best = float(score)
+            metrics.setdefault(self.rule.best_metric, best)
         self.writer.log_metrics(trial.trial_id, metrics, step=int(result.get("epoch", 0)))
         node = result.get("node_id")
         if node and self._nodes.get(trial.trial_id) != node:
@@ -91,7 +101,7 @@ class SweepTracker(tune.Callback):
         if not isinstance(score, (int, float)) or not math.isfinite(score):
             return
         best = self._best.get(trial.trial_id)
-        if best is None or (score > best[0] if self.mode == "max" else score < best[0]):
+        if best is None or self.rule.better(score, best[0]):
             self._best[trial.trial_id] = (float(score), checkpoint.path)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 
 from hpo_cls.console import format_cell, format_table, say
 from hpo_cls.errors import SpecError
-from hpo_cls.search.objectives import objective_values, pareto_front
+from hpo_cls.search.objective_values import objective_values, pareto_front
 from hpo_cls.spec import COST_METRICS, METRIC_MODES, SweepSpec, TrialConfig, trial_config_from_dict
+from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.ui import is_local_store, run_url, runs_view_url, ui_base_url
 from hpo_cls.tracking.uri import redact_uri
 
@@ -74,9 +75,10 @@ def status_counts(trials: list[TrialOutcome]) -> dict[str, int]:
     return {s: sum(t.status == s for t in trials) for s in STATUSES}
 
 
-def ranked(trials: list[TrialOutcome], mode: str) -> list[TrialOutcome]:
+def ranked(trials: list[TrialOutcome], rule: ScoreRule) -> list[TrialOutcome]:
+    """Trials with a score, best first by the sweep's rule."""
     scored = [t for t in trials if t.best_score is not None]
-    return sorted(scored, key=lambda t: t.best_score, reverse=(mode == "max"))
+    return sorted(scored, key=lambda t: rule.key(t.best_score))
 
 
 def trial_values(history, last_result: dict | None, spec: SweepSpec) -> dict[str, float]:
@@ -85,9 +87,9 @@ def trial_values(history, last_result: dict | None, spec: SweepSpec) -> dict[str
     values = {}
     for objective in spec.objectives:
         if objective.metric in METRIC_MODES and history is not None and objective.metric in history:
-            scores = history[objective.metric].dropna()
-            if len(scores):
-                values[objective.metric] = float(scores.max() if objective.mode == "max" else scores.min())
+            best = ScoreRule(objective.metric, objective.mode).best(history[objective.metric].dropna())
+            if best is not None:
+                values[objective.metric] = best
     for metric in COST_METRICS:
         if isinstance((last_result or {}).get(metric), (int, float)):
             values[metric] = float(last_result[metric])
@@ -155,7 +157,7 @@ def _baseline_lines(spec: SweepSpec, baseline: TrialOutcome | None, best_first: 
 
 
 def print_summary(spec: SweepSpec, outcome: SweepOutcome, out) -> None:
-    best_first = ranked(outcome.trials, spec.mode)
+    best_first = ranked(outcome.trials, ScoreRule(spec.metric, spec.mode))
     baseline = find_baseline(spec, outcome.trials)
     counts = status_counts(outcome.trials)
     print(file=out)

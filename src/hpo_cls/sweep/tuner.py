@@ -11,7 +11,7 @@ from typing import Callable, Sequence, TextIO
 
 from hpo_cls.console import say
 from hpo_cls.errors import SweepError
-from hpo_cls.search.space import DefineByRun
+from hpo_cls.search.optuna_space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
 from hpo_cls.sweep.deferred_deletes import deferred_checkpoint_deletes
@@ -97,7 +97,7 @@ def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tun
     """Run the trials, then log the summary to MLflow unless a signal stopped them; ``(outcome, trials' s)``."""
     import ray
 
-    from hpo_cls.tracking.summary import summarize_sweep
+    from hpo_cls.sweep.summary import summarize_sweep
 
     stop.progress = progress  # told of a signal, so it does not report the trials Tune stops as ended
     fit_start = time.monotonic()
@@ -154,7 +154,7 @@ def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, traina
     """Tune's own restore, after dropping MLflow runs of trials Tune's last snapshot does not know."""
     from ray import tune
 
-    from hpo_cls.tracking.runs import discard_unknown_trial_runs
+    from hpo_cls.tracking.store import discard_unknown_trial_runs
 
     report(f"resuming from {experiment_path}")
     tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
@@ -209,7 +209,7 @@ def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable
     """The sweep's searcher; its Optuna study is named ``sweep_id`` where ``search.storage`` puts it."""
     from hpo_cls.search.samplers import build_sampler
     from hpo_cls.search.searcher import StudySearcher
-    from hpo_cls.search.space import baseline_point
+    from hpo_cls.search.optuna_space import baseline_point
     from hpo_cls.search.storage import prepare_storage, study_storage
     from hpo_cls.sweep.preflight import FlopsCount
     from hpo_cls.tracking.uri import redact_uri

@@ -1,17 +1,11 @@
-"""Earlier sweeps read back from MLflow: the finished trials of a sweep, as they were logged."""
+"""Earlier sweeps read back from MLflow for warm start: the finished trials of a sweep, as they were logged."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from hpo_cls.errors import SweepError
-from hpo_cls.tracking.runs import (
-    ROLE_TAG,
-    STATUS_TAG,
-    SWEEP_ID_TAG,
-    TRIAL_ID_TAG,
-    find_run,
-)
+from hpo_cls.tracking.store import metric_history, read_trial_runs, sweep_by_id
 from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["RecordedTrial", "FINISHED", "load_finished_trials"]
@@ -40,26 +34,13 @@ def load_finished_trials(tracking_uri: str, experiment: str, sweep_id: str,
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    if found is None or find_run(client, found.experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "sweep"}) is None:
+    if found is None or sweep_by_id(client, found.experiment_id, sweep_id) is None:
         raise SweepError(f"{{warm_start}} {sweep_id}: no such sweep in experiment {experiment!r} at "
                          f"{redact_uri(tracking_uri)}")
-    runs, token = [], None
-    while True:
-        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token,
-                                  filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'trial'",
-                                  order_by=["attributes.start_time ASC"])
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
     trials = []
-    for run in runs:
-        status = run.data.tags.get(STATUS_TAG)
-        if status not in FINISHED:
-            continue
+    for run in read_trial_runs(client, found.experiment_id, sweep_id, statuses=FINISHED):
         history = {}
-        if history_metric and status == "early_stopped":
-            history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, history_metric)}
-        trials.append(RecordedTrial(sweep_id, run.data.tags.get(TRIAL_ID_TAG, run.info.run_id), status,
-                                    dict(run.data.params), dict(run.data.metrics), history))
+        if history_metric and run.status == "early_stopped":
+            history = {step: value for step, value, _ in metric_history(client, run.run_id, history_metric)}
+        trials.append(RecordedTrial(sweep_id, run.trial_id, run.status, run.params, run.metrics, history))
     return trials

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from hpo_cls.console import format_cell
 from hpo_cls.tracking.report_data import SweepData, load_sweep_data
-from hpo_cls.tracking.store import SCORE_METRIC, find_sweep
+from hpo_cls.tracking.store import find_sweep
 from hpo_cls.tracking.ui import is_local_store, run_url, runs_view_url, ui_base_url
 from hpo_cls.tracking.uri import redact_uri
 
@@ -53,7 +53,7 @@ def _top_table(data: SweepData, tracking_uri: str, base: str) -> str:
     ranked = data.ranked()[:TOP_TRIALS]
     if not ranked:
         return "<p>No trial has a score yet.</p>"
-    header = ["#", "trial", "status", "epochs", SCORE_METRIC, *data.searched, "promoted by"]
+    header = ["#", "trial", "status", "epochs", data.rule.best_metric, *data.searched, "promoted by"]
     rows, completed = [], 0
     for rank, trial in enumerate(ranked, 1):
         completed += trial.status == "completed"
@@ -81,7 +81,7 @@ def _header(data: SweepData, tracking_uri: str, base: str) -> str:
         counts[t.status] = counts.get(t.status, 0) + 1
     ranked = data.ranked()
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(sweep.start_time / 1000)) if sweep.start_time else "?"
-    best = f"best {SCORE_METRIC} <b>{ranked[0].best:.4f}</b> ({_e(ranked[0].name)})" if ranked else "no score yet"
+    best = f"best {_e(data.metric)} ({data.mode}) <b>{ranked[0].best:.4f}</b> ({_e(ranked[0].name)})" if ranked else "no score yet"
     ui_hint = " (start it with <code>hpo-cls ui</code>)" if is_local_store(tracking_uri) else ""
     return (f"<h1>Sweep {_e(sweep.sweep_id)}</h1>"
             f'<p class="meta">spec {_e(sweep.name)} · started {_e(started)} · {len(data.trials)} trials ('

@@ -9,7 +9,6 @@ from typing import Any
 import plotly.graph_objects as go
 
 from hpo_cls.tracking.report_data import SweepData, TrialData
-from hpo_cls.tracking.store import SCORE_METRIC
 
 __all__ = ["FIGURES", "parallel_coordinates", "learning_curves", "param_importances", "score_vs_time",
            "per_class_f1"]
@@ -45,7 +44,7 @@ def _axis(name: str, values: list[Any]) -> dict[str, Any]:
 
 
 def parallel_coordinates(data: SweepData) -> go.Figure:
-    figure = _figure(f"Searched parameters, coloured by {SCORE_METRIC}")
+    figure = _figure(f"Searched parameters, coloured by {data.rule.best_metric}")
     trials = data.ranked()
     names = [n for n in data.searched if any(n in t.params for t in trials)]
     if len(trials) < 2 or not names:
@@ -55,9 +54,9 @@ def parallel_coordinates(data: SweepData) -> go.Figure:
         values = [t.params.get(name, "·") for t in trials]
         dimensions.append(_axis(name, values))
     scores = [t.best for t in trials]
-    dimensions.append({"label": SCORE_METRIC, "values": scores})
+    dimensions.append({"label": data.rule.best_metric, "values": scores})
     figure.add_trace(go.Parcoords(dimensions=dimensions, line={"color": scores, "colorscale": "Viridis",
-                                                               "showscale": True, "colorbar": {"title": SCORE_METRIC}}))
+                                                               "showscale": True, "colorbar": {"title": data.rule.best_metric}}))
     figure.update_layout(margin={"l": 80, "r": 80, "t": 110, "b": 40})
     return figure
 
@@ -96,7 +95,7 @@ def learning_curves(data: SweepData) -> go.Figure:
 
 def param_importances(data: SweepData) -> go.Figure:
     """Optuna's PED-ANOVA importances of the parameters every scored trial has."""
-    figure = _figure(f"Parameter importances for {SCORE_METRIC} (Optuna PED-ANOVA)", xaxis_title="importance")
+    figure = _figure(f"Parameter importances for {data.rule.best_metric} (Optuna PED-ANOVA)", xaxis_title="importance")
     importances = _importances(data)
     if not importances:
         return _note(figure, "needs at least two scored trials whose searched values differ")
@@ -126,7 +125,7 @@ def _importances(data: SweepData) -> dict[str, float]:
     if len(trials) < 2 or not distributions:
         return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(direction="maximize" if data.mode == "max" else "minimize")
     for t in trials:
         params = {n: (float(t.params[n]) if isinstance(d, FloatDistribution) else str(t.params[n]))
                   for n, d in distributions.items()}
@@ -152,9 +151,9 @@ def score_vs_time(data: SweepData) -> go.Figure:
         points += zip(x, y)
         for trace in _curve_trace(trial, x, y, _colour(i)):
             figure.add_trace(trace)
-    best_x, best_y, best = [], [], -math.inf
+    best_x, best_y, best = [], [], None
     for x, y in sorted(points):
-        if y > best:
+        if best is None or data.rule.better(y, best):
             best = y
             best_x.append(x)
             best_y.append(y)
@@ -174,7 +173,7 @@ def per_class_f1(data: SweepData) -> go.Figure:
     for trial in trials:
         figure.add_trace(go.Bar(x=[str(row["class"]) for row in trial.per_class],
                                 y=[row["f1"] for row in trial.per_class],
-                                name=f"{trial.name or trial.trial_id} ({SCORE_METRIC} {trial.best:.4f})"))
+                                name=f"{trial.name or trial.trial_id} ({data.rule.best_metric} {trial.best:.4f})"))
     figure.update_xaxes(type="category")
     return figure
 

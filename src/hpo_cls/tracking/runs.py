@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import tempfile
+import types
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-from hpo_cls.spec import Constraint, Objective, format_value
+import yaml
+
+from hpo_cls.spec import Constraint, Objective, TrialConfig, format_value
 from hpo_cls.train.checkpoint import EVALUATION_FILE, MODEL_FILE
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should not cost a second
@@ -23,7 +27,7 @@ if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should 
 __all__ = [
     "SWEEP_ID_TAG", "SWEEP_NAME_TAG", "TRIAL_ID_TAG", "STATUS_TAG", "ERROR_TAG", "FINALIZED_TAG", "ROLE_TAG",
     "NODE_TAG", "PARENT_TAG", "param_value", "find_or_create_experiment", "find_run", "open_sweep_run",
-    "trial_run_name", "open_trial_run", "end_run_op", "finalize_trial_op", "discard_unknown_trial_runs",
+    "trial_run_name", "open_trial_run", "end_run_op", "finalize_trial_op", "typed_params",
     "objectives_param", "objectives_from_param", "constraints_param",
 ]
 
@@ -41,6 +45,54 @@ PARENT_TAG = "mlflow.parentRunId"
 def param_value(value: Any) -> str:
     """MLflow params are strings; numbers stay parseable so the UI plots them on numeric axes."""
     return str(format_value(value))
+
+
+def typed_params(params: Mapping[str, str]) -> dict[str, Any]:
+    """Logged param strings -> typed values of the TrialConfig fields (others are dropped); the one reader of
+    what :func:`param_value` wrote.
+
+    Types come from the TrialConfig annotations, not from the text, so a string field holding
+    ``"1e-3"`` or ``"on"`` stays a string; lists (``"[1024, 512]"``) are read as YAML. Text that is not
+    of its field's type is kept as it is, for the config's checker to name.
+    """
+    hints = typing.get_type_hints(TrialConfig)
+    typed: dict[str, Any] = {}
+    for name, text in params.items():
+        if name not in hints:
+            continue
+        tp, optional = _type_of(hints[name])
+        if optional and text == "None":
+            typed[name] = None
+        elif tp is bool:
+            typed[name] = {"true": True, "false": False}.get(text.lower(), text)
+        elif tp is int:
+            typed[name] = int(float(text)) if _is_number(text) and float(text).is_integer() else text
+        elif tp is float:
+            typed[name] = float(text) if _is_number(text) else text
+        elif typing.get_origin(tp) is tuple:
+            try:
+                typed[name] = yaml.safe_load(text)
+            except yaml.YAMLError:
+                typed[name] = text
+        else:
+            typed[name] = text
+    return typed
+
+
+def _type_of(tp: Any) -> tuple[Any, bool]:
+    """``(type, optional)`` of a field annotation, unwrapping ``X | None``."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return tp, False
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def objectives_param(objectives: tuple[Objective, ...]) -> str:
@@ -156,20 +208,3 @@ def _log_evaluation_report(client, run_id: str, evaluation: dict) -> None:
         figure = confusion_matrix_figure(evaluation["confusion"], names)
         figure.savefig(Path(tmp, "confusion_matrix.png"), dpi=110)
         client.log_artifacts(run_id, tmp, "evaluation")
-
-
-def discard_unknown_trial_runs(tracking_uri: str, experiment: str, sweep_id: str, known: set[str]) -> int:
-    """Delete the sweep's trial runs whose trial Tune does not know after a restore (it started after the
-    last experiment snapshot), so the sweep keeps exactly one MLflow run per trial."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiment_obj = client.get_experiment_by_name(experiment)
-    if experiment_obj is None:
-        return 0
-    runs = client.search_runs([experiment_obj.experiment_id], max_results=10_000,
-                              filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'trial'")
-    unknown = [r for r in runs if r.data.tags.get(TRIAL_ID_TAG) not in known]
-    for run in unknown:
-        client.delete_run(run.info.run_id)
-    return len(unknown)

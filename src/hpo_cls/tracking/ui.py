@@ -4,8 +4,8 @@ MLflow 3 opens an experiment in its GenAI mode unless the URL asks for ``workflo
 or the experiment is tagged ``mlflow.experimentKind = custom_model_development`` (what the UI's own
 "experiment type" selector writes). The runs table's columns are the browser's choice, except in a
 *saved view*: an experiment tag ``mlflow.sharedViewState.<key>`` that the UI lists under "Views" and opens
-with ``?viewStateShareKey=<key>``. Each sweep gets one: its trial runs, best first, with ``best_val_acc``,
-status and the searched parameters as columns.
+with ``?viewStateShareKey=<key>``. Each sweep gets one: its trial runs, best first by its own metric and mode,
+with ``best_<metric>``, status and the searched parameters as columns.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import time
 import urllib.parse
 
 from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG
-from hpo_cls.tracking.store import SCORE_METRIC, find_sweep
+from hpo_cls.tracking.score import ScoreRule
+from hpo_cls.tracking.store import find_sweep, sweep_records
 from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["EXPERIMENT_KIND_TAG", "MODEL_TRAINING", "VIEW_TAG_PREFIX", "DEFAULT_UI_PORT", "ui_base_url",
@@ -61,20 +62,20 @@ def _column(kind: str, name: str) -> str:
     return f"{kind}.`{name}`"  # how the UI names a column (and a sort key)
 
 
-def sweep_view_state(sweep_id: str, searched: list[str], metric: str = "val_acc") -> dict:
-    """The runs-table state of a sweep's view: its trial runs, best first, the columns that matter."""
-    columns = [_column("metrics", SCORE_METRIC), _column("metrics", metric), _column("tags", STATUS_TAG),
+def sweep_view_state(sweep_id: str, searched: list[str], rule: ScoreRule = ScoreRule()) -> dict:
+    """The runs-table state of a sweep's view: its trial runs, best first by ``rule``, the columns that matter."""
+    columns = [_column("metrics", rule.best_metric), _column("metrics", rule.metric), _column("tags", STATUS_TAG),
                _column("tags", "hpo_cls.epochs_run"), *[_column("params", name) for name in searched],
                _column("attributes", "Duration")]
     return {
         "searchFilter": f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'trial'",
-        "orderByKey": _column("metrics", SCORE_METRIC),
-        "orderByAsc": False,
+        "orderByKey": _column("metrics", rule.best_metric),
+        "orderByAsc": rule.mode == "min",
         "selectedColumns": list(dict.fromkeys(columns)),
     }
 
 
-def sweep_view_op(sweep_id: str, searched: list[str], metric: str = "val_acc"):
+def sweep_view_op(sweep_id: str, searched: list[str], rule: ScoreRule = ScoreRule()):
     """An :meth:`MlflowWriter.call` op on the sweep's parent run: mark its experiment as model training
     (unless someone chose a kind already) and save the sweep's view."""
 
@@ -84,7 +85,7 @@ def sweep_view_op(sweep_id: str, searched: list[str], metric: str = "val_acc"):
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         now = int(time.time() * 1000)
         envelope = {"name": f"hpo-cls sweep {sweep_id}", "createdAt": now, "updatedAt": now,
-                    "state": json.dumps(sweep_view_state(sweep_id, searched, metric))}
+                    "state": json.dumps(sweep_view_state(sweep_id, searched, rule))}
         client.set_experiment_tag(experiment.experiment_id, VIEW_TAG_PREFIX + view_key(sweep_id), json.dumps(envelope))
 
     return op
@@ -98,13 +99,11 @@ def ui_links(client, experiment: str, sweep: str | None, base: str) -> list[str]
         if sweep is not None:
             find_sweep(client, experiment, sweep)  # raises the error that names the experiments there
         return [f"Experiments:   {base}/#/experiments?workflowType=machine_learning"]
-    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'", max_results=1)
-    if sweep is None and not parents:
+    if sweep is None and not sweep_records(client, found.experiment_id, limit=1):
         return [f"Runs view:     {runs_view_url(base, found.experiment_id)}"]
     record = find_sweep(client, experiment, sweep)
     if VIEW_TAG_PREFIX + view_key(record.sweep_id) not in found.tags:
-        searched = [name for name in record.params.get("searched", "").split(",") if name]
-        sweep_view_op(record.sweep_id, searched)(client, record.run_id)
+        sweep_view_op(record.sweep_id, record.searched, record.rule)(client, record.run_id)
     return [f"Sweep:         {record.sweep_id}",
             f"Runs view:     {runs_view_url(base, found.experiment_id, record.sweep_id)}",
             f"Parent run:    {run_url(base, found.experiment_id, record.run_id)}"]

@@ -14,11 +14,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from mlflow.tracking import MlflowClient
-
 from hpo_cls.promote.retrain import MemberPlan, MemberResult
 from hpo_cls.spec import DataConfig
-from hpo_cls.tracking.store import SweepRecord
+from hpo_cls.tracking.backend import SweepRecord, TrackingStore
 from hpo_cls.train.checkpoint import MODEL_FILE, load_checkpoint
 
 __all__ = ["REUSED_TAG", "reuse_trial_checkpoints"]
@@ -29,7 +27,7 @@ _CHECKPOINT_ARTIFACT = f"checkpoint/{MODEL_FILE}"  # what the sweep logs for eac
 _HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
 
 
-def reuse_trial_checkpoints(client: MlflowClient, members: Sequence[MemberPlan], sweeps: Sequence[SweepRecord],
+def reuse_trial_checkpoints(store: TrackingStore, members: Sequence[MemberPlan], sweeps: Sequence[SweepRecord],
                             data_cfg: DataConfig, epochs: int, workdir: Path) -> dict[str, MemberResult]:
     """The members whose trial's logged checkpoint is the model their retrain would train, by key; each
     bundle is copied to ``workdir/<key>/model.pt``."""
@@ -40,14 +38,14 @@ def reuse_trial_checkpoints(client: MlflowClient, members: Sequence[MemberPlan],
         if sweep is None or not _same_training(member, sweep, data_cfg, epochs):
             continue
         start = time.perf_counter()
-        bundle_path = _download_bundle(client, member.source.run_id, workdir / member.key)
+        bundle_path = _download_bundle(store, member.source.run_id, workdir / member.key)
         if bundle_path is None:
             continue
         bundle = load_checkpoint(bundle_path)
         if bundle.get("epoch") != epochs or bundle.get("image_size") != data_cfg.image_size:
             bundle_path.unlink()
             continue
-        history = _history(client, member.source.run_id, epochs)
+        history = _history(store, member.source.run_id, epochs)
         reused[member.key] = MemberResult(member.key, str(bundle_path), history, 0, time.perf_counter() - start)
     return reused
 
@@ -61,25 +59,25 @@ def _same_training(member: MemberPlan, sweep: SweepRecord, data_cfg: DataConfig,
             and int(params.get("image_size", 0)) == data_cfg.image_size)
 
 
-def _download_bundle(client: MlflowClient, run_id: str, member_dir: Path) -> Path | None:
+def _download_bundle(store: TrackingStore, run_id: str, member_dir: Path) -> Path | None:
     import shutil
     import tempfile
 
-    if not any(a.path == _CHECKPOINT_ARTIFACT for a in client.list_artifacts(run_id, "checkpoint")):
-        return None
     member_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=member_dir) as tmp:
-        downloaded = Path(client.download_artifacts(run_id, _CHECKPOINT_ARTIFACT, tmp))
+        downloaded = store.download_artifact(run_id, _CHECKPOINT_ARTIFACT, Path(tmp))
+        if downloaded is None:
+            return None
         target = member_dir / MODEL_FILE
         shutil.move(str(downloaded), target)
     return target
 
 
-def _history(client: MlflowClient, run_id: str, epochs: int) -> list[dict]:
+def _history(store: TrackingStore, run_id: str, epochs: int) -> list[dict]:
     """The trial's per-epoch metrics, in the form a retrain reports them."""
     rows: dict[int, dict] = {epoch: {"epoch": epoch} for epoch in range(1, epochs + 1)}
     for key in _HISTORY_KEYS:
-        for metric in client.get_metric_history(run_id, key):
-            if metric.step in rows:
-                rows[metric.step][key] = metric.value
+        for step, value, _ in store.metric_history(run_id, key):
+            if step in rows:
+                rows[step][key] = value
     return [rows[epoch] for epoch in sorted(rows)]

@@ -24,6 +24,7 @@ from hpo_cls.sweep.outcome import (
     trial_values,
 )
 from hpo_cls.tracking.runs import finalize_trial_op, open_sweep_run, open_trial_run
+from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.writer import MlflowWriter
 
 __all__ = ["summarize_sweep", "BASELINE_TAG"]
@@ -39,13 +40,11 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     writer = MlflowWriter(spec.tracking.uri, spec.tracking.experiment)
     open_sweep_run(writer, sweep_id)
     trials: list[TrialOutcome] = []
+    rule = ScoreRule(spec.metric, spec.mode)
     for result in results:
         trial_id = trial_id_of(result)
         history = result.metrics_dataframe
-        scores = history[spec.metric].dropna() if history is not None and spec.metric in history else None
-        best = None
-        if scores is not None and len(scores):
-            best = float(scores.max() if spec.mode == "max" else scores.min())
+        best = rule.best(history[spec.metric].dropna()) if history is not None and spec.metric in history else None
         status, reason = trial_status(result.metrics, spec.budget.epochs, errored=result.error is not None)
         if result.error is not None:
             reason = (str(result.error).strip().splitlines() or ["error"])[-1]
@@ -65,7 +64,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         writer.flush()
         for t in trials:
             t.run_id = writer.run_ids.get(t.trial_id)
-        best_first = ranked(trials, spec.mode)
+        best_first = ranked(trials, rule)
         baseline = find_baseline(spec, trials)
         if baseline is not None:
             writer.call(baseline.trial_id, lambda client, run_id: client.set_tag(run_id, BASELINE_TAG, "true"))
@@ -96,18 +95,18 @@ def _best_checkpoint_dir(result, spec: SweepSpec) -> str | None:
     candidates = [(c, m) for c, m in (result.best_checkpoints or []) if spec.metric in m]
     if not candidates:
         return result.checkpoint.path if result.checkpoint is not None else None
-    pick = max if spec.mode == "max" else min
-    checkpoint, _ = pick(candidates, key=lambda cm: cm[1][spec.metric])
+    rule = ScoreRule(spec.metric, spec.mode)
+    checkpoint, _ = min(candidates, key=lambda cm: rule.key(cm[1][spec.metric]))
     return checkpoint.path
 
 
 def _draw_optuna_plots(spec: SweepSpec, trials: list[TrialOutcome], directory: str) -> None:
     import matplotlib.pyplot as plt  # noqa: I001
 
-    from hpo_cls.tracking.plots import (
+    from hpo_cls.sweep.study_plots import (
         optuna_plots,  # first: it selects matplotlib's headless backend
     )
-    from hpo_cls.tracking.pareto import pareto_figure
+    from hpo_cls.tracking.pareto_plots import pareto_figure
 
     for name, figure in optuna_plots(spec, trials).items():
         figure.savefig(Path(directory, name), dpi=110, bbox_inches="tight")
@@ -122,8 +121,8 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
     """Status, counts, best trial and baseline on the parent run; trials.csv and the plots in ``plots_dir``."""
     from mlflow.entities import Metric, RunTag
 
-    from hpo_cls.tracking.pareto import pareto_frame
-    from hpo_cls.tracking.plots import trials_frame
+    from hpo_cls.sweep.study_plots import trials_frame
+    from hpo_cls.tracking.pareto_plots import pareto_frame
 
     def op(client, run_id):
         now = int(time.time() * 1000)

@@ -14,14 +14,14 @@ import optuna
 from hpo_cls.spec import Param, TrialConfig, format_value
 from hpo_cls.spec.space import is_active
 
-__all__ = ["DefineByRun", "is_active", "active_params", "describe_space", "grid_of", "distribution_of",
+__all__ = ["DefineByRun", "is_active", "active_params", "describe_space", "distribution_of",
            "baseline_point"]
 
 
 def distribution_of(param: Param) -> optuna.distributions.BaseDistribution:
     """The Optuna distribution a parameter is suggested from."""
     if param.kind == "choice":
-        return optuna.distributions.CategoricalDistribution([format_value(c) for c in param.choices])
+        return optuna.distributions.CategoricalDistribution(param.optuna_choices)
     if param.kind == "int":
         return optuna.distributions.IntDistribution(int(param.low), int(param.high), step=int(param.step or 1), log=param.log)
     if param.kind == "quniform":
@@ -68,7 +68,7 @@ def _typed(param: Param, value: Any) -> Any:
     """A choice back from its Optuna form (``"[1024, 512]"``), for ``when`` checks."""
     if param.kind != "choice":
         return value
-    return param.choices[[format_value(c) for c in param.choices].index(value)]
+    return param.choices[param.optuna_choices.index(value)]
 
 
 def active_params(space: tuple[Param, ...], config: Mapping[str, Any], fixed: TrialConfig) -> list[Param]:
@@ -90,11 +90,6 @@ def baseline_point(space: tuple[Param, ...], fixed: TrialConfig) -> dict[str, An
     values = {name: getattr(fixed, name) for name in TrialConfig.__dataclass_fields__}
     return {p.optuna_name: format_value(values[p.name]) if p.kind == "choice" else values[p.name]
             for p in space if is_active(p, values)}
-
-
-def grid_of(space: tuple[Param, ...]) -> dict[str, list]:
-    """Search space for Optuna's GridSampler (all parameters are ``choice``, checked at load time)."""
-    return {p.optuna_name: [format_value(c) for c in p.choices] for p in space}  # the values suggest() uses
 
 
 def describe_space(space: tuple[Param, ...]) -> list[str]:
