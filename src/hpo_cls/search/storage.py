@@ -25,8 +25,6 @@ import os
 from pathlib import PurePosixPath
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from hpo_cls.tracking.uri import redact_uri
-
 __all__ = ["MEMORY", "TRACKING", "OPTUNA_SCHEMA", "storage_problem", "study_storage", "prepare_storage"]
 
 MEMORY, TRACKING = "memory", "tracking"
@@ -46,12 +44,12 @@ def storage_problem(value: str, tracking_uri: str) -> str | None:
         return None
     if value == TRACKING:
         if _scheme(tracking_uri) not in ("sqlite", "postgresql"):
-            return (f"tracking needs a SQLite or PostgreSQL tracking.uri, not {redact_uri(tracking_uri)} (a server or "
+            return (f"tracking needs a SQLite or PostgreSQL tracking.uri, not {_kind(tracking_uri)} (a server or "
                     "folder has no database the sweep can reach); give the study an RDB URL of its own")
         return None
     if _scheme(value) not in _RDB_SCHEMES:
         return (f"expected memory, tracking or an RDB URL (sqlite:///optuna.db, postgresql://user@host/db), "
-                f"got {redact_uri(value)!r}")
+                f"got {_kind(value)}")
     if _same_database(value, tracking_uri):
         return ("is tracking.uri's database, where Optuna's and MLflow's tables collide (both keep an "
                 "alembic_version table); use `tracking` for tables of the study's own beside it")
@@ -100,6 +98,11 @@ def prepare_storage(url: str) -> None:
             connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     finally:
         engine.dispose()
+
+
+def _kind(uri: str) -> str:
+    """What a URI is, for a message, without its credentials (this module stays a leaf of the layers)."""
+    return f"a {uri.split('://', 1)[0]}:// URI" if "://" in uri else repr(uri)
 
 
 def _same_database(a: str, b: str) -> bool:
