@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hpo_cls.search.samplers import build_sampler
-from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+from hpo_cls.search.searcher import StudySearcher
 from hpo_cls.search.optuna_space import DefineByRun, baseline_point
 from hpo_cls.spec import TrialConfig, parse_spec, trial_config_from_dict
 
@@ -19,7 +19,7 @@ def test_first_suggestion_is_the_fixed_configuration(sampler):
                            "head_hidden": {"choice": [[128], [64], []]},
                            "mix": {"choice": ["none", "mixup"]},
                            "mixup_alpha": {"uniform": [0.1, 0.4], "when": {"mix": "mixup"}}}}})
-    searcher = BudgetAwareOptunaSearch(
+    searcher = StudySearcher(
         DefineByRun(spec.search.space, spec.fixed), metric="val_acc", mode="max",
         sampler=build_sampler(spec.search, 8), max_epochs=1, param_count=lambda config: 1, max_params=10,
         baseline=baseline_point(spec.search.space, spec.fixed))
@@ -33,7 +33,7 @@ def test_first_suggestion_is_the_fixed_configuration(sampler):
 def test_without_a_baseline_the_first_suggestion_is_sampled():
     spec = parse_spec({"name": "t", "fixed": {"lr": 0.002},
                        "search": {"sampler": "random", "space": {"lr": {"loguniform": [1.0e-4, 1.0e-1]}}}})
-    searcher = BudgetAwareOptunaSearch(
+    searcher = StudySearcher(
         DefineByRun(spec.search.space, TrialConfig()), metric="val_acc", mode="max",
         sampler=build_sampler(spec.search, 8), max_epochs=1, param_count=lambda config: 1, max_params=10)
     assert searcher.suggest("trial-0")["lr"] != 0.002
@@ -47,7 +47,7 @@ def test_trial_zero_takes_the_fixed_value_of_a_parameter_searched_per_alternativ
                            "optimizer": {"choice": ["adamw", "sgd"]},
                            "lr": [{"loguniform": [3.0e-4, 3.0e-3], "when": {"optimizer": "adamw"}},
                                   {"loguniform": [0.005, 0.03], "when": {"optimizer": "sgd"}}]}}})
-    searcher = BudgetAwareOptunaSearch(
+    searcher = StudySearcher(
         DefineByRun(spec.search.space, spec.fixed), metric="val_acc", mode="max",
         sampler=build_sampler(spec.search, 8), max_epochs=1, param_count=lambda config: 1, max_params=10,
         baseline=baseline_point(spec.search.space, spec.fixed))

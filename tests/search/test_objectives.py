@@ -15,7 +15,7 @@ from hpo_cls.search.objective_values import (
     violations,
 )
 from hpo_cls.search.samplers import build_sampler
-from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+from hpo_cls.search.searcher import StudySearcher
 from hpo_cls.search.optuna_space import DefineByRun
 from hpo_cls.spec import Constraint, Objective, Param, SearchConfig, TrialConfig
 
@@ -41,7 +41,7 @@ def test_values_and_violations_skip_what_is_missing_or_not_finite():
 
 
 def make_searcher(sampler="random", constraints=(), objectives=ACC_AND_SIZE, num_samples=8):
-    return BudgetAwareOptunaSearch(
+    return StudySearcher(
         DefineByRun(SPACE, TrialConfig()), objectives=objectives,
         sampler=build_sampler(SearchConfig(sampler=sampler, seed=0, space=SPACE), num_samples=num_samples),
         max_epochs=4, param_count=lambda config: COUNTS[config["backbone"]], max_params=10**9,

@@ -74,7 +74,7 @@ def spec_for(uri, objectives=(Objective("val_acc", "max"),), **changes) -> Sweep
 
 def test_the_study_holds_the_earlier_trials_before_its_first_proposal(store):
     spec = spec_for(store)
-    searcher = _searcher(spec, num_classes=10)
+    searcher = _searcher(spec, num_classes=10, sweep_id="new-1", report=lambda message: None)
     out = io.StringIO()
     assert _warm_start(spec, searcher, ["old-1"], lambda message: say(message, out)) == 3  # as run_sweep reports
     assert "warm start from old-1: 3 trial(s) (2 skipped: 1 outside the search space, 1 other fixed values" \

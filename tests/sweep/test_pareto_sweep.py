@@ -86,7 +86,7 @@ def test_a_warm_started_sweep_holds_the_first_sweeps_trials_before_its_first_pro
                         objectives=OBJECTIVES, budget={"epochs": 3, "num_samples": 1, "max_concurrent": 1},
                         search={"sampler": "tpe", "space": SPACE, "baseline_first": False}, fixed=FIXED)
     spec = load_spec(second)
-    searcher = _searcher(spec, num_classes=3)
+    searcher = _searcher(spec, num_classes=3, sweep_id="pareto-2-check", report=lambda message: None)
     assert _warm_start(spec, searcher, ["pareto-1"], report=lambda message: None) == 2
     assert len(searcher.study.trials) == 2 and searcher.suggest("first") is not None
     assert searcher.study.trials[-1].number == 2, "its first proposal comes after the first sweep's trials"

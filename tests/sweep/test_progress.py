@@ -159,6 +159,21 @@ def test_quiet_prints_nothing_while_trials_run():
     assert out.getvalue() == ""
 
 
+def test_a_resuming_driver_takes_the_place_of_the_callback_tune_unpickles():
+    """Tune.restore unpickles the interrupted run's callbacks; the resumed run's --quiet and stream count."""
+    import pickle
+
+    interrupted = pickle.dumps([SweepProgress("s-1", 4, 2, "val_acc", "max", PARAMS, quiet=True)])
+    resuming = SweepProgress("s-1", 4, 2, "val_acc", "max", PARAMS, quiet=False, stream=io.StringIO())
+    other = SweepProgress("s-2", 4, 2, "val_acc", "max", PARAMS)
+    with resuming.taking_over():
+        assert pickle.loads(interrupted)[0] is resuming
+    with other.taking_over():
+        copy = pickle.loads(interrupted)[0]
+    assert copy is not other and copy.quiet and copy.sweep_id == "s-1", "another sweep's callback stays itself"
+    assert pickle.loads(interrupted)[0] is not resuming, "only while restoring"
+
+
 def test_a_terminal_gets_one_table_redrawn_in_place(monkeypatch, terminal_environment):
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("LINES", "30")

@@ -1,2 +1,3 @@
 """Proposing trials: ``samplers`` (name -> Optuna sampler), ``space`` (the spec's space as an Optuna
-define-by-run function), ``searcher`` (Ray Tune's OptunaSearch, honest about early stops and budgets)."""
+define-by-run function), ``searcher`` (Tune's Searcher over an Optuna study, honest about early stops and
+budgets), ``storage`` (where the study lives)."""

@@ -40,7 +40,8 @@ def suggest(trial: optuna.Trial, param: Param) -> Any:
 
 
 class DefineByRun:
-    """Callable ``trial -> None`` for ``OptunaSearch(space=...)``; picklable so searcher state saves.
+    """Callable ``trial -> None``: suggests the space's parameters on an Optuna trial (the searcher's
+    ``study.ask()``); picklable so searcher state saves.
 
     Values of inactive parameters come from ``fixed``; the trial's config holds only suggested values,
     under their Optuna names (:meth:`config_keys` maps them back to trial-config keys).

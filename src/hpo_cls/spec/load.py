@@ -19,6 +19,7 @@ from hpo_cls.spec.schema import (
     TrackingConfig,
     TrialConfig,
 )
+from hpo_cls.search.storage import storage_problem
 from hpo_cls.spec.safe_yaml import load_yaml, read_text
 from hpo_cls.spec.objectives import parse_constraints, parse_objectives
 from hpo_cls.spec.space import parse_space
@@ -94,7 +95,7 @@ def parse_spec(raw: Any, source: Path | str = "<spec>", overrides: list[str] = (
     if sections["data"].cache_dir is not None:  # trials run in other folders: make it absolute here
         sections["data"] = dataclasses.replace(sections["data"],
                                                cache_dir=sections["data"].cache_dir.expanduser().resolve())
-    search = _parse_search(raw.get("search"), sections["fixed"], problems, where)
+    search = _parse_search(raw.get("search"), sections["fixed"], sections["tracking"].uri, problems, where)
     fixed_raw = raw.get("fixed") if isinstance(raw.get("fixed"), Mapping) else {}
     fixed_keys = frozenset(k for k in fixed_raw if k in TrialConfig.__dataclass_fields__)
     top_level = _parse_top_level(raw, problems, where)
@@ -120,7 +121,7 @@ def _resolve_data_root(data: DataConfig, source: Path | str, root_from_cli: bool
     return dataclasses.replace(data, root=(base / data.root).resolve())
 
 
-def _parse_search(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -> SearchConfig:
+def _parse_search(raw: Any, fixed: TrialConfig, tracking_uri: str, problems: list[str], where: str) -> SearchConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):  # 0, false, '' or [] would otherwise mean "no search" in silence
@@ -130,6 +131,9 @@ def _parse_search(raw: Any, fixed: TrialConfig, problems: list[str], where: str)
     if "space" in raw and not raw["space"]:
         problems.append(f"{where}: search.space: is empty; list at least one parameter or remove the key")
     space = parse_space(raw.get("space"), fixed, problems, where)
+    storage_problem_text = storage_problem(search.storage, tracking_uri)
+    if storage_problem_text:
+        problems.append(f"{where}: search.storage: {storage_problem_text}")
     if search.sampler == "grid":
         for p in space:
             if p.kind != "choice":

@@ -209,6 +209,9 @@ class SearchConfig:
     sampler: str = _opt("tpe", choices=tuple(SAMPLERS), doc="Optuna sampler; grid needs choice parameters only")
     seed: int = _opt(0, ge=0, le=MAX_SEED, doc="the sampler's seed")
     baseline_first: bool = _opt(True, doc="trial 0 trains the fixed configuration; the summary gives the gain over it")
+    storage: str = _opt("memory", doc="where the Optuna study lives, named after the sweep id: memory; an RDB URL "
+                                      "(optuna-dashboard and --resume continue it); or tracking: beside the MLflow "
+                                      "database, in tables of its own")
     space: tuple[Param, ...] = field(default=(), metadata=dict(doc="the parameters to search, in order (see the search-space grammar)"))
 
     @property

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, TextIO
 
 from ray import tune
 
@@ -34,6 +36,8 @@ from hpo_cls.sweep.outcome import error_text, trial_status
 __all__ = ["SweepProgress", "epoch_line_every"]
 
 _REFRESH_S = 1.0  # the live table is redrawn at most this often (and at every event)
+# The progress callback of a resuming driver, while Tune unpickles the interrupted run's (see taking_over).
+_TAKING_OVER: ContextVar[SweepProgress | None] = ContextVar("hpo_cls_progress_taking_over", default=None)
 
 
 def epoch_line_every(epochs: int) -> int:
@@ -45,7 +49,10 @@ class SweepProgress(tune.Callback):
     """Feeds a :class:`SweepBoard` from Tune's events and shows it the way the output mode asks.
 
     Tune pickles its callbacks with the experiment, so the view (a terminal, a thread) is made in
-    :meth:`setup`, again for a resumed sweep; ``quiet`` may be changed before then."""
+    :meth:`setup`, again for a resumed sweep; ``quiet`` may be changed before then. ``Tuner.restore``
+    unpickles the interrupted run's callbacks and Tune has no public getter for them: a resuming driver
+    restores inside :meth:`taking_over`, so the callback Tune gets back is its own (``--quiet``, the stream
+    and the stop signal of this run)."""
 
     def __init__(self, sweep_id: str, num_samples: int, epochs: int, metric: str, mode: str,
                  param_names: list[str], time_budget_s: float | None = None, quiet: bool = False,
@@ -62,6 +69,18 @@ class SweepProgress(tune.Callback):
 
     def __getstate__(self):
         return {**self.__dict__, "stream": None, "board": None, "_view": None, "interrupted": False}
+
+    def __reduce__(self):
+        return _unpickled, (self.__getstate__(),)
+
+    @contextmanager
+    def taking_over(self) -> Iterator[SweepProgress]:
+        """Within: a pickled progress callback of this sweep unpickles as this one."""
+        token = _TAKING_OVER.set(self)
+        try:
+            yield self
+        finally:
+            _TAKING_OVER.reset(token)
 
     def setup(self, **info) -> None:
         out = self.stream or sys.stdout
@@ -179,6 +198,15 @@ class SweepProgress(tune.Callback):
         if self._view is not None and (force or now - self._last_refresh >= _REFRESH_S):
             self._last_refresh = now
             self._view.show(self.board, now)
+
+
+def _unpickled(state: dict) -> SweepProgress:
+    taking_over = _TAKING_OVER.get()
+    if taking_over is not None and taking_over.sweep_id == state["sweep_id"]:
+        return taking_over
+    progress = SweepProgress.__new__(SweepProgress)
+    progress.__dict__.update(state)
+    return progress
 
 
 class _LiveView:

@@ -74,8 +74,8 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
     try:
         with GracefulStop(sweep_id) as stop:
             if resume:
-                tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
-                progress = _restored_progress(tuner, progress)
+                with progress.taking_over():  # the interrupted run's console callback, unpickled, is this one
+                    tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
             else:
                 tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
                                              report)
@@ -166,26 +166,13 @@ def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, traina
     return tuner
 
 
-def _restored_progress(tuner, fresh):
-    """The progress callback Tune restored with the sweep, set to this run's output (``--quiet`` and the
-    stream may differ from the interrupted run's); ``fresh`` where none is found."""
-    from hpo_cls.sweep.progress import SweepProgress
-
-    run_config = tuner._local_tuner.get_run_config()  # Tune restores the callbacks it pickled; no public getter
-    for callback in run_config.callbacks or []:
-        if isinstance(callback, SweepProgress):
-            callback.quiet, callback.stream = fresh.quiet, fresh.stream
-            return callback
-    return fresh
-
-
 def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_classes: int, progress,
                warm_start: Sequence[str], report: Callable[[str], None]):
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
 
-    searcher = _searcher(spec, num_classes)
+    searcher = _searcher(spec, num_classes, sweep_id, report)
     learned = _warm_start(spec, searcher, warm_start, report)
     tuner = tune.Tuner(
         trainable,
@@ -218,14 +205,21 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
     return tuner, searcher
 
 
-def _searcher(spec: SweepSpec, num_classes: int):
+def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable[[str], None]):
+    """The sweep's searcher; its Optuna study is named ``sweep_id`` where ``search.storage`` puts it."""
     from hpo_cls.search.samplers import build_sampler
-    from hpo_cls.search.searcher import BudgetAwareOptunaSearch
+    from hpo_cls.search.searcher import StudySearcher
     from hpo_cls.search.optuna_space import baseline_point
+    from hpo_cls.search.storage import prepare_storage, study_storage
     from hpo_cls.sweep.preflight import FlopsCount
+    from hpo_cls.tracking.uri import redact_uri
 
+    storage = study_storage(spec.search.storage, spec.tracking.uri)
+    if storage is not None:
+        prepare_storage(storage)
+        report(f"Optuna study {sweep_id} in {redact_uri(storage)} (optuna-dashboard reads it while the sweep runs)")
     flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
-    return BudgetAwareOptunaSearch(
+    return StudySearcher(
         DefineByRun(spec.search.space, spec.fixed),
         objectives=spec.objectives,
         constraints=spec.constraints,
@@ -238,6 +232,8 @@ def _searcher(spec: SweepSpec, num_classes: int):
         # enqueued first, that point would be trained twice and another one never.
         baseline=(baseline_point(spec.search.space, spec.fixed)
                   if spec.search.baseline_first and spec.search.sampler != "grid" else None),
+        storage=storage,
+        study_name=sweep_id,
     )
 
 
