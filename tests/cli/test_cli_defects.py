@@ -77,3 +77,44 @@ def test_ui_without_mlflow_on_path_starts_and_keeps_the_store_uri_off_its_comman
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # the group this test started (start_new_session)
         ui.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 36, classes 1 and 5: `--out` never replaces what hpo-cls did not write, checked before any work
+
+
+@pytest.fixture(scope="module")
+def tracking_store(tmp_path_factory):
+    """A real MLflow SQLite store with one experiment and one run."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("store")
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    client.create_run(client.create_experiment("hpo-cls"))
+    return folder / "mlflow.db"
+
+
+OUT_COMMANDS = {
+    "report": ["report"],
+    "predict": ["predict", "models:/m@champion", "{images}"],
+    "promote": ["promote", "--top", "1"],
+}
+
+
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
+@pytest.mark.parametrize("target", ["store", "store-with-force", "folder", "proc", "a-script"])
+def test_out_never_overwrites_what_hpo_cls_did_not_write(tmp_path, tracking_store, command, target):
+    before = tracking_store.read_bytes()
+    (tmp_path / "images").mkdir()
+    script = tmp_path / "train.py"
+    script.write_text("print('my code')\n")
+    out, extra = {"store": (tracking_store, []), "store-with-force": (tracking_store, ["--force"]),
+                  "folder": (tmp_path, []), "proc": ("/proc/x", []), "a-script": (script, ["--force"])}[target]
+    args = [a.replace("{images}", str(tmp_path / "images")) for a in OUT_COMMANDS[command]]
+    result = hpo_cls(*args, "--tracking-uri", f"sqlite:///{tracking_store}", "--out", out, *extra, cwd=tmp_path,
+                     timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: ") and "--out" in line, line
+    assert tracking_store.read_bytes() == before, "the tracking store is untouched"
+    assert script.read_text() == "print('my code')\n"

@@ -21,6 +21,13 @@ def _add_tracking_arg(parser: argparse.ArgumentParser, default: str | None = Non
     parser.add_argument("--tracking-uri", default=default, help=help_text)
 
 
+def _add_out_args(parser: argparse.ArgumentParser, default: str, kind: str) -> None:
+    parser.add_argument("--out", type=Path, default=Path(default), help=f"{kind} (default: %(default)s)")
+    parser.add_argument("--force", action="store_true",
+                        help=f"overwrite an --out file that is a {kind} hpo-cls did not write (a folder, a SQLite "
+                             "database or a file of another kind is never overwritten)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpo-cls",
@@ -106,7 +113,7 @@ def _add_report(commands) -> None:
                                         "per-class F1 of the best trials, and the top trials with their MLflow "
                                         "links and the promote command.")
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep id or spec name (default: the newest sweep)")
-    p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file (default: %(default)s)")
+    _add_out_args(p, "report.html", "HTML report")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
 
@@ -144,7 +151,7 @@ def _add_promote(commands) -> None:
                    help="skip runs whose config is near-identical to a better one (numbers within 5%%)")
     p.add_argument("--predict", type=Path, metavar="DIR",
                    help="images to predict (default: <data root>/test if present)")
-    p.add_argument("--out", type=Path, default=Path("prediction.csv"), help="prediction CSV (default: %(default)s)")
+    _add_out_args(p, "prediction.csv", "prediction CSV")
     p.add_argument("--register-as", metavar="NAME", help="registered model name (default: <spec name>-ensemble)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override data.*, resources.* or fixed.* for the retrains, e.g. --set data.root=/data "
@@ -170,7 +177,7 @@ def _add_predict(commands) -> None:
                                         "image_name,pred_label rows for every image in DIR.")
     p.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/quickstart-ensemble@champion")
     p.add_argument("dir", type=Path, metavar="DIR", help="folder of images")
-    p.add_argument("--out", type=Path, default=Path("prediction.csv"), help="prediction CSV (default: %(default)s)")
+    _add_out_args(p, "prediction.csv", "prediction CSV")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
 
