@@ -118,3 +118,20 @@ def test_out_never_overwrites_what_hpo_cls_did_not_write(tmp_path, tracking_stor
     assert line.startswith("error: ") and "--out" in line, line
     assert tracking_store.read_bytes() == before, "the tracking store is untouched"
     assert script.read_text() == "print('my code')\n"
+
+
+# issue 36, class 2: a password that makes the URI unparsable never appears in what the CLI prints
+PIECES = ("Kpieceone", "Kpiecetwo")
+
+
+@pytest.mark.parametrize("sep", ["/", "#", "@", "%"])
+@pytest.mark.parametrize("command", ["sweeps", "report", "validate", "train"])
+def test_an_unparsable_uri_is_printed_without_any_piece_of_its_password(tiny_spec, tmp_path, command, sep):
+    port = closed_port()
+    uri = f"postgresql://u:{PIECES[0]}{sep}{PIECES[1]}@127.0.0.1:{port}/mlflow"
+    args = [command, "--tracking-uri", uri]
+    if command == "validate":
+        args = [command, tiny_spec(), "--no-scan", "--set", f"tracking.uri={uri}"]
+    result = hpo_cls(*args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert not any(piece in result.stdout + result.stderr for piece in PIECES), result.stderr

@@ -35,6 +35,7 @@ def _dispatch(args) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     plain_ray_logs_unless_terminal(sys.stdout, sys.stderr)
+    redact_log_records()
     from hpo_cls.cli.commands import HANDLERS
 
     try:
@@ -59,6 +60,33 @@ def plain_ray_logs_unless_terminal(stdout, stderr) -> None:
     if os.environ.get("NO_COLOR") or not (is_terminal(stdout) and is_terminal(stderr)):
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def redact_log_records() -> None:
+    """Every log record this process makes (MLflow's, SQLAlchemy's, ours) leaves with the secrets of the URIs
+    in it replaced (:func:`redact_text`): a library's warning may quote the store URI whole. Installed once."""
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "redacts", False):
+        return
+
+    def redacted_record(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging reports it itself, as it would have
+            return record
+        record.msg, record.args = redact_text(message), ()
+        return record
+
+    redacted_record.redacts = True
+    logging.setLogRecordFactory(redacted_record)
+
+
+def _redacted_excepthook(kind, value, tb) -> None:
+    """A traceback (a bug: user errors are ``error:`` lines) printed with the secrets of its URIs replaced."""
+    import traceback
+
+    sys.stderr.write(redact_text("".join(traceback.format_exception(kind, value, tb))))
 
 
 def _error_lines(exc: Exception, args) -> list[str]:
@@ -86,6 +114,7 @@ def run() -> None:
     Everything is written and closed when ``main`` returns; the interpreter's teardown of torch, Ray and
     MLflow would only add most of a second to every command.
     """
+    sys.excepthook = _redacted_excepthook
     code = main()
     try:
         sys.stdout.flush()

@@ -28,8 +28,18 @@ def _add_out_args(parser: argparse.ArgumentParser, default: str, kind: str) -> N
                              "database or a file of another kind is never overwritten)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (which quote the flags given) leave without a URI's secrets.
+    Subcommands' parsers are of the same class (argparse's default)."""
+
+    def error(self, message: str):
+        from hpo_cls.tracking.uri import redact_text
+
+        super().error(redact_text(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hpo-cls",
         description="Hyperparameter sweeps for ResNet-family image classifiers (Ray Tune + Optuna + MLflow).",
     )

@@ -113,7 +113,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
     import urllib.error
     import urllib.request
 
-    from hpo_cls.tracking.uri import redact_uri
+    from hpo_cls.tracking.uri import NOT_A_VALID_URI, redact_uri, unreachable_reason
 
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme and scheme not in _TRACKING_SCHEMES:
@@ -126,12 +126,14 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
         if not os.access(folder, os.W_OK):
             return f"tracking.uri: {uri}: folder {folder} is not writable"
         return None
-    if not uri.startswith(("http://", "https://")):
-        return None
+    if not uri.startswith(("http://", "https://")):  # a database server (postgresql, mysql): does it answer?
+        reason = unreachable_reason(uri)
+        return f"tracking.uri: cannot reach {redact_uri(uri)} ({reason}); start it or fix {{tracking_uri}}" \
+            if reason else None
     try:
         request = health_request(uri)
-    except ValueError as exc:
-        return f"tracking.uri: {redact_uri(uri)} is not a valid URI ({exc}); fix {{tracking_uri}}"
+    except ValueError:
+        return f"tracking.uri: {redact_uri(uri)} is {NOT_A_VALID_URI}; fix {{tracking_uri}}"
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             if response.status == 200:
