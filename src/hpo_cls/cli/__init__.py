@@ -34,6 +34,9 @@ def _dispatch(args) -> int:
     # (Read by mlflow when it is first imported, which the commands do lazily after this point.)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints "View run ... at: <store URI>" per ended run: the URI whole, password included; hpo-cls
+    # prints its own links, redacted.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     plain_ray_logs_unless_terminal(sys.stdout, sys.stderr)
     redact_log_records()
     from hpo_cls.cli.commands import HANDLERS

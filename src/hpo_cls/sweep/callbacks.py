@@ -23,6 +23,7 @@ from hpo_cls.tracking.runs import (
     open_trial_run,
 )
 from hpo_cls.tracking.ui import sweep_view_op
+from hpo_cls.tracking.uri import redact_uri
 from hpo_cls.tracking.writer import MlflowWriter
 
 __all__ = ["SweepTracker", "METRIC_KEYS"]
@@ -49,8 +50,10 @@ class SweepTracker(tune.Callback):
         self._best: dict[str, tuple[float, str]] = {}  # trial id -> (score, path) of its best checkpoint
 
     def __getstate__(self):
-        # The writer (a thread) is made again by setup() when a resumed sweep restores this callback.
-        return {**self.__dict__, "writer": None, "_opened": set()}
+        # The writer (a thread) is made again by setup() when a resumed sweep restores this callback. Tune
+        # pickles this callback into tuner.pkl: the store URI goes there without its password, and a resumed
+        # sweep sets it again from its spec (sweep.tuner) before setup() connects.
+        return {**self.__dict__, "writer": None, "_opened": set(), "tracking_uri": redact_uri(self.tracking_uri)}
 
     def setup(self, **info) -> None:
         self.start()

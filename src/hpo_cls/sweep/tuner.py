@@ -75,7 +75,7 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         with GracefulStop(sweep_id) as stop:
             if resume:
                 tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
-                progress = _restored_progress(tuner, progress)
+                progress = _restored_progress(tuner, progress, spec.tracking.uri)
             else:
                 tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
                                              report)
@@ -166,12 +166,17 @@ def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, traina
     return tuner
 
 
-def _restored_progress(tuner, fresh):
+def _restored_progress(tuner, fresh, tracking_uri: str):
     """The progress callback Tune restored with the sweep, set to this run's output (``--quiet`` and the
-    stream may differ from the interrupted run's); ``fresh`` where none is found."""
+    stream may differ from the interrupted run's); ``fresh`` where none is found. The MLflow callback gets
+    the store URI again (it was pickled without its password)."""
+    from hpo_cls.sweep.callbacks import SweepTracker
     from hpo_cls.sweep.progress import SweepProgress
 
     run_config = tuner._local_tuner.get_run_config()  # Tune restores the callbacks it pickled; no public getter
+    for callback in run_config.callbacks or []:
+        if isinstance(callback, SweepTracker):
+            callback.tracking_uri = tracking_uri
     for callback in run_config.callbacks or []:
         if isinstance(callback, SweepProgress):
             callback.quiet, callback.stream = fresh.quiet, fresh.stream
