@@ -34,6 +34,7 @@ __all__ = [
     "predict_probabilities",
     "prediction_frame",
     "write_prediction_csv",
+    "check_prediction_names",
     "PredictOutcome",
     "predict_folder",
 ]
@@ -102,16 +103,21 @@ def prediction_frame(probabilities: torch.Tensor, class_names: Sequence[str]) ->
     return pd.concat([frame, probs], axis=1)
 
 
-def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequence[str]) -> Path:
-    """``image_name,pred_label`` rows (file name without extension), sorted by image name."""
-    if len(image_paths) != len(labels):
-        raise ValueError(f"{len(image_paths)} images but {len(labels)} labels")
-    rows = sorted(zip((Path(p).stem for p in image_paths), labels))
-    names = [name for name, _ in rows]
+def check_prediction_names(image_paths: Sequence[Path]) -> None:
+    """A DataError if two images share a name without extension (their prediction.csv rows would clash)."""
+    names = sorted(Path(p).stem for p in image_paths)
     clashes = sorted({a for a, b in zip(names, names[1:]) if a == b})
     if clashes:
         raise DataError(f"images share a name without extension, so prediction.csv would be ambiguous: "
                         f"{', '.join(clashes[:5])}")
+
+
+def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequence[str]) -> Path:
+    """``image_name,pred_label`` rows (file name without extension), sorted by image name."""
+    if len(image_paths) != len(labels):
+        raise ValueError(f"{len(image_paths)} images but {len(labels)} labels")
+    check_prediction_names(image_paths)
+    rows = sorted(zip((Path(p).stem for p in image_paths), labels))
     path = Path(path)
     with atomic_write(path, newline="") as f:  # a failed write leaves the old file whole
         writer = csv.writer(f)
