@@ -325,3 +325,30 @@ def test_validate_accepts_cached_pretrained_weights(tmp_path, data_root, capsys,
     spec.write_text(GOOD.replace("DATA", str(data_root)).replace("backbone: resnet18",
                                                                  "backbone: resnet18, pretrained: true"))
     assert main(["validate", str(spec), "--no-scan"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 36, class 3: no value echoed in a message floods the terminal
+
+
+def _bomb_levels(depth: int = 6) -> str:
+    levels = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, depth):
+        levels.append(f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    return "[" + ", ".join(levels) + "]"
+
+
+FLOODS = {
+    "quoted-alias-bomb-in-a-list-key": ["--set", f"fixed.head_hidden='{_bomb_levels()}'"],
+    "long-list-for-a-list-key": ["--set", "fixed.head_hidden=[" + ", ".join(["x"] * 50_000) + "]"],
+    "long-string-name": ["--set", "name=" + "n/" * 200_000],
+    "long-string-choice": ["--set", "fixed.backbone=" + "r" * 500_000],
+    "long-metric-mapping": ["--set", "metric={" + ", ".join(f"k{i}: {i}" for i in range(20_000)) + "}"],
+    "long-set-without-equals": ["--set", "budget." + "e" * 300_000],
+}
+
+
+@pytest.mark.parametrize("extra", list(FLOODS.values()), ids=list(FLOODS))
+def test_a_long_value_is_echoed_cut_with_its_length(tmp_path, data_root, capsys, extra):
+    line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), *extra)
+    assert len(line) < 2_500, f"{len(line):,} characters"

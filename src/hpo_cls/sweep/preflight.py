@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo_cls.data import DatasetSummary, describe_dataset
-from hpo_cls.errors import DataError, SpecError
+from hpo_cls.errors import DataError, SpecError, echo
 from hpo_cls.models.names import architecture_key
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
 from hpo_cls.spec.baseline import sweep_problems
@@ -158,7 +158,7 @@ def check_trainable(dotted: str) -> str | None:
     except SweepError as exc:
         return str(exc)
     except Exception as exc:  # the user's module itself fails to import: say how, in one line
-        return f"trainable: importing {dotted!r} fails: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return f"trainable: importing {echo(dotted)} fails: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return None
 
 

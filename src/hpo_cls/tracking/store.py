@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
-from hpo_cls.errors import TrackingError
+from hpo_cls.errors import TrackingError, echo
 from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG
 from hpo_cls.tracking.uri import redact_uri
 
@@ -64,7 +64,7 @@ def experiment_id_of(client: MlflowClient, experiment: str) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is None or found.lifecycle_stage == "deleted":
         names = [e.name for e in client.search_experiments()]
-        raise TrackingError(f"no MLflow experiment {experiment!r} at {redact_uri(client.tracking_uri)} "
+        raise TrackingError(f"no MLflow experiment {echo(experiment)} at {redact_uri(client.tracking_uri)} "
                             f"(experiments: {', '.join(names) or 'none'}); pass {{experiment}} or {{tracking_uri}}")
     return found.experiment_id
 
@@ -86,7 +86,7 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str | None = None) 
     experiment_id = experiment_id_of(client, experiment)
     parents = _parents(client, experiment_id)
     if not parents:
-        raise TrackingError(f"experiment {experiment!r} holds no sweeps; run `hpo-cls sweep` first")
+        raise TrackingError(f"experiment {echo(experiment)} holds no sweeps; run `hpo-cls sweep` first")
     if sweep is None:
         match = parents[0]
     else:
@@ -95,7 +95,7 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str | None = None) 
     if match is None:
         listed = [f"{r.data.tags.get(SWEEP_ID_TAG)} ({r.data.tags.get(SWEEP_NAME_TAG, '?')})" for r in parents[:20]]
         more = f" and {len(parents) - 20} more" if len(parents) > 20 else ""
-        raise TrackingError(f"no sweep {sweep!r} in experiment {experiment!r}; sweeps there (newest first): "
+        raise TrackingError(f"no sweep {echo(sweep)} in experiment {echo(experiment)}; sweeps there (newest first): "
                             f"{', '.join(listed)}{more}")
     return _record(match, experiment_id)
 
