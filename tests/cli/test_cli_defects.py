@@ -135,3 +135,28 @@ def test_an_unparsable_uri_is_printed_without_any_piece_of_its_password(tiny_spe
     result = hpo_cls(*args, cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert not any(piece in result.stdout + result.stderr for piece in PIECES), result.stderr
+
+
+# issue 36, class 13: every numeric flag is range-checked where it is parsed (nan and inf are no numbers)
+NUMBERS = [
+    ("promote", "--max-params", "nan"), ("promote", "--max-params", "inf"), ("promote", "--max-params", "1e999"),
+    ("promote", "--max-params", "-5"), ("promote", "--top", "0"), ("promote", "--epochs", "-1"),
+    ("promote", "--seeds", "0"), ("promote", "--batch-size", "0"), ("promote", "--max-latency-ms", "nan"),
+    ("predict", "--batch-size", "0"), ("predict", "--batch-size", "2.5"), ("ui", "--port", "99999"),
+    ("ui", "--port", "-1"), ("ui", "--port", "0"), ("cluster", "--cpus", "-2"), ("cluster", "--cpus", "nan"),
+    ("cluster", "--gpus", "-1"), ("cluster", "--idle-timeout", "inf"),
+]
+
+
+@pytest.mark.parametrize("command, flag_name, value", NUMBERS, ids=[" ".join(n) for n in NUMBERS])
+def test_numeric_flags_are_range_checked_where_parsed(tmp_path, capsys, command, flag_name, value):
+    from hpo_cls.cli import main
+
+    before = {"predict": ["models:/m@champion", str(tmp_path)], "cluster": ["up"]}.get(command, [])
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *before, f"{flag_name}={value}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: argument {flag_name}:"), err
+    assert not list(tmp_path.iterdir()), "nothing started, nothing written"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hpo_cls import __version__
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "number"]
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +29,41 @@ def _add_out_args(parser: argparse.ArgumentParser, default: str, kind: str) -> N
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, whose usage errors (which quote the flags given) leave without a URI's secrets.
-    Subcommands' parsers are of the same class (argparse's default)."""
+    """argparse's parser, whose usage errors (which quote the flags given) are one ``error:`` line, without a
+    URI's secrets and cut to length. Subcommands' parsers are of the same class (argparse's default)."""
 
     def error(self, message: str):
+        from hpo_cls.errors import cut_line
         from hpo_cls.tracking.uri import redact_text
 
-        super().error(redact_text(message))
+        self.exit(2, f"error: {cut_line(redact_text(message))} (see {self.prog} --help)\n")
+
+
+def number(kind: type = int, *, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None):
+    """An argparse ``type`` for a numeric flag: ``kind`` (int or float), finite (nan and inf refused, and
+    ``1e999``), within the bounds; so every numeric flag is range-checked where it is parsed."""
+    import math
+
+    bounds = ", ".join(text for text in (at_least is not None and f">= {at_least:g}", above is not None and
+                                         f"> {above:g}", at_most is not None and f"<= {at_most:g}") if text)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
+                                             f"{text[:40]!r}") from None
+        if not math.isfinite(value) or (at_least is not None and value < at_least) or \
+                (above is not None and value <= above) or (at_most is not None and value > at_most):
+            raise argparse.ArgumentTypeError(f"expected a finite number {bounds}, got {text[:40]}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+_COUNT = number(int, at_least=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +131,7 @@ def _add_ui(commands) -> None:
                             description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store, and print the "
                                         "URLs of the sweep's runs (model-training view, best first) and parent run.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=number(int, at_least=1, at_most=65535), default=5000)
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
     p.add_argument("--sweep", help="sweep id or spec name whose runs to open (default: the newest sweep)")
 
@@ -134,7 +162,7 @@ def _add_promote(commands) -> None:
                             description="Pick the top runs of a sweep from MLflow, retrain each from scratch for "
                                         "the full budget as Ray tasks, ensemble them (mean softmax), evaluate, "
                                         "register the ensemble (alias champion) and write prediction.csv.")
-    p.add_argument("--top", type=int, metavar="K", help="number of runs to promote (or name them with --runs)")
+    p.add_argument("--top", type=_COUNT, metavar="K", help="number of runs to promote (or name them with --runs)")
     p.add_argument("--sweep", action="append",
                    help="sweep id or spec name (newest sweep of that name), repeatable to pool several sweeps; "
                         "default: the newest sweep")
@@ -142,16 +170,16 @@ def _add_promote(commands) -> None:
                    help="promote exactly these trial runs (MLflow run ids, from any sweeps in the store)")
     p.add_argument("--diverse", metavar="KEY",
                    help="take the best run of each distinct value of KEY first (e.g. backbone), then fill up to --top")
-    p.add_argument("--max-params", type=float, metavar="N",
+    p.add_argument("--max-params", type=number(float, at_least=1), metavar="N",
                    help="parameter budget, e.g. 15e6: of the whole ensemble (default: the sweep's max_params, "
                         "100,000,000); with --pareto, of each member picked from the front")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
-    p.add_argument("--epochs", type=int, help="epochs per retrain (default: the sweep's epoch budget)")
+    p.add_argument("--epochs", type=_COUNT, help="epochs per retrain (default: the sweep's epoch budget)")
     p.add_argument("--retrain", action="store_true",
                    help="retrain every member, even one whose completed trial already trained it (same "
                         "configuration, seed, epochs and data: by default its last-epoch checkpoint is taken)")
-    p.add_argument("--seeds", type=int, default=1, metavar="S", help="members per run: seed, seed+1, ... (default: 1)")
+    p.add_argument("--seeds", type=_COUNT, default=1, metavar="S", help="members per run: seed, seed+1, ... (default: 1)")
     p.add_argument("--train-on-val", action="store_true",
                    help="retrain on train+val (val numbers are then not held out)")
     p.add_argument("--tta", action="store_true", help="average each member over the image and its horizontal flip")
@@ -168,7 +196,7 @@ def _add_promote(commands) -> None:
                         "(repeatable)")
     p.add_argument("--workdir", type=Path, help="member checkpoints; rerun with the same folder to resume "
                                                 "(default: promote_runs/<sweep id>)")
-    p.add_argument("--batch-size", type=int, default=64, help="evaluation and prediction batch size (default: 64)")
+    p.add_argument("--batch-size", type=_COUNT, default=64, help="evaluation and prediction batch size (default: 64)")
     p.add_argument("--address", help="join an existing Ray cluster; 'local': a private Ray even when "
                                      "`hpo-cls cluster up` runs one (default: that one, else private)")
     _add_pareto_args(p)
@@ -177,7 +205,7 @@ def _add_promote(commands) -> None:
 def _add_pareto_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pareto", action="store_true",
                    help="pick the K most accurate members of the sweep's Pareto front (accuracy vs cost)")
-    p.add_argument("--max-latency-ms", type=float, metavar="MS",
+    p.add_argument("--max-latency-ms", type=number(float, above=0), metavar="MS",
                    help="with --pareto: only runs whose batch-1 inference latency is at most MS milliseconds")
 
 
@@ -188,7 +216,7 @@ def _add_predict(commands) -> None:
     p.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/quickstart-ensemble@champion")
     p.add_argument("dir", type=Path, metavar="DIR", help="folder of images")
     _add_out_args(p, "prediction.csv", "prediction CSV")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=_COUNT, default=64, help="images per forward pass (default: 64)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
 
 
@@ -198,7 +226,7 @@ def _add_cluster(commands) -> None:
                                         "that later sweeps and promotes without --address join, skipping Ray's "
                                         "start-up and shut-down; down: stop it; status: show it.")
     p.add_argument("action", choices=("up", "down", "status"))
-    p.add_argument("--cpus", type=float, help="CPUs it offers (default: all of this machine's)")
-    p.add_argument("--gpus", type=float, help="GPUs it offers (default: those visible)")
-    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="MIN",
+    p.add_argument("--cpus", type=number(float, above=0), help="CPUs it offers (default: all of this machine's)")
+    p.add_argument("--gpus", type=number(float, at_least=0), help="GPUs it offers (default: those visible)")
+    p.add_argument("--idle-timeout", type=number(float, at_least=0), default=60.0, metavar="MIN",
                    help="stop after this many minutes with no sweep or promote connected; 0: never (default: 60)")
