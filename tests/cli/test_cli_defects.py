@@ -160,3 +160,37 @@ def test_numeric_flags_are_range_checked_where_parsed(tmp_path, capsys, command,
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: argument {flag_name}:"), err
     assert not list(tmp_path.iterdir()), "nothing started, nothing written"
+
+
+# issue 36, class 11: a name that becomes a folder is checked (no separators, no ..)
+BAD_NAMES = ["../../escaped", "a/b", "..", ".", ".hidden", "/abs", "x" * 200, "", "a\\b", "tab\tname"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=[repr(n)[:20] for n in BAD_NAMES])
+def test_sweep_names_that_would_escape_storage_are_refused(tiny_spec, tmp_path, capsys, name):
+    from hpo_cls.cli import main
+
+    spec = tiny_spec()
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(spec), "--name", name])
+    assert exit_.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: argument --name:"), lines
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a/b", "x" * 200])
+def test_spec_names_that_would_escape_storage_are_refused(tiny_spec, tmp_path, capsys, name):
+    from hpo_cls.cli import main
+
+    assert main(["validate", str(tiny_spec()), "--no-scan", "--set", f"name={name}"]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line.startswith("error: ") and "name:" in line
+
+
+def test_sweep_directory_refuses_a_bad_name_itself():
+    from hpo_cls.errors import SweepError
+    from hpo_cls.sweep.experiment import sweep_directory
+
+    with pytest.raises(SweepError, match="letters, digits"):
+        sweep_directory("/tmp/storage", "spec", "../../escaped", resume=False)

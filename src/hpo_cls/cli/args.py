@@ -66,6 +66,16 @@ def number(kind: type = int, *, at_least: float | None = None, above: float | No
 _COUNT = number(int, at_least=1)
 
 
+def _sweep_name(text: str) -> str:
+    """``--name``: the sweep id, a folder name under ``storage_path`` (spec.validate.name_problem)."""
+    from hpo_cls.spec.validate import name_problem
+
+    problem = name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hpo-cls",
@@ -116,7 +126,7 @@ def _add_sweep(commands) -> None:
     _add_tracking_arg(p)
     p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379); 'local': a private Ray "
                                      "even when `hpo-cls cluster up` runs one (default: that one, else private)")
-    p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
+    p.add_argument("--name", type=_sweep_name, help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary (no live table, no event lines)")
     p.add_argument("--no-estimate", action="store_true", help="skip the cost estimate printed before the trials")

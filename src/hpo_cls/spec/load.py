@@ -22,7 +22,7 @@ from hpo_cls.spec.schema import (
 from hpo_cls.spec.safe_yaml import load_yaml, read_text
 from hpo_cls.spec.objectives import parse_constraints, parse_objectives
 from hpo_cls.spec.space import parse_space
-from hpo_cls.spec.validate import coerce_scalar, parse_section
+from hpo_cls.spec.validate import coerce_scalar, name_problem, parse_section
 
 __all__ = ["parse_overrides", "parse_spec", "load_spec"]
 
@@ -140,11 +140,10 @@ def _parse_search(raw: Any, fixed: TrialConfig, problems: list[str], where: str)
 def _parse_top_level(raw: dict, problems: list[str], where: str) -> dict[str, Any]:
     """The scalar top-level keys: name, trainable, metric, mode, max_params, storage_path."""
     name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        problems.append(f"{where}: name: required, a non-empty string")
-        name = "invalid"
-    elif not all(c.isalnum() or c in "-_." for c in name):
-        problems.append(f"{where}: name: use letters, digits, '-', '_' and '.' only, got {echo(name)}")
+    problem = name_problem(name)
+    if problem:
+        problems.append(f"{where}: name: {problem}")
+        name = name if isinstance(name, str) else "invalid"
     trainable = raw.get("trainable", "trainables.image_classifier")
     if not isinstance(trainable, str) or not all(part.isidentifier() for part in trainable.split(".")):
         problems.append(f"{where}: trainable: expected a dotted module path, got {echo(trainable)}")

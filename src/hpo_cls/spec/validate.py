@@ -15,7 +15,22 @@ from hpo_cls.errors import SpecError, echo
 from hpo_cls.spec.safe_yaml import load_yaml
 from hpo_cls.spec.schema import TrialConfig
 
-__all__ = ["field_types", "scalar_type", "check_value", "coerce_scalar", "parse_section", "trial_config_from_dict"]
+__all__ = ["field_types", "scalar_type", "check_value", "coerce_scalar", "parse_section", "trial_config_from_dict",
+           "name_problem"]
+
+MAX_NAME_LENGTH = 128
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a sweep (a spec's ``name``, ``sweep --name``): it becomes a folder name, so
+    letters, digits, '-', '_' and '.' only, not starting with '.' (no ``..``, no separators); None if it can."""
+    if not isinstance(name, str) or not name.strip():
+        return "required, a non-empty string"
+    if len(name) > MAX_NAME_LENGTH or not all(c.isalnum() or c in "-_." for c in name) \
+            or name.startswith("."):
+        return (f"use letters, digits, '-', '_' and '.' only (not first), at most {MAX_NAME_LENGTH} characters; "
+                f"got {echo(name)}")
+    return None
 
 
 @functools.cache

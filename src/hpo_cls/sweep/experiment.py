@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from hpo_cls.errors import SweepError, echo
+from hpo_cls.spec.validate import name_problem
 
 __all__ = ["resolve_trainable", "sweep_directory", "trial_dirname", "git_commit", "versions"]
 
@@ -37,6 +38,8 @@ def sweep_directory(storage: str, spec_name: str, name: str | None, resume: bool
     from ray.tune import Tuner
 
     remote = "://" in storage
+    if name is not None and name_problem(name):  # it becomes a folder under storage, never one elsewhere
+        raise SweepError(f"{{name}}: {name_problem(name)}")
     if name is not None:
         path = f"{storage.rstrip('/')}/{name}" if remote else str(Path(storage) / name)
         if resume and not Tuner.can_restore(path):
