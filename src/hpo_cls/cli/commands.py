@@ -159,15 +159,14 @@ def _preflight_and_imports(spec: SweepSpec):
 
 
 def _client(tracking_uri: str):
-    """An MlflowClient on a store that answers: an unreachable server is an error line within seconds
-    (MLflow itself retries it for minutes)."""
+    """An MlflowClient on a store that passed the tracking pre-flight: an unreachable server, a file that is no
+    database, a locked one, is an error line within seconds (MLflow itself retries a server for minutes)."""
     from hpo_cls.errors import TrackingError
-    from hpo_cls.tracking.uri import redact_uri, unreachable_reason
+    from hpo_cls.sweep.preflight import check_tracking_uri
 
-    reason = unreachable_reason(tracking_uri)
-    if reason:
-        raise TrackingError(f"cannot reach the tracking store at {redact_uri(tracking_uri)} ({reason}); "
-                            "start it or fix {tracking_uri}")
+    problem = check_tracking_uri(tracking_uri)
+    if problem:
+        raise TrackingError(problem)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri)
