@@ -352,3 +352,31 @@ FLOODS = {
 def test_a_long_value_is_echoed_cut_with_its_length(tmp_path, data_root, capsys, extra):
     line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), *extra)
     assert len(line) < 2_500, f"{len(line):,} characters"
+
+
+# issue 36, class 15: nonsense a loader would accept silently is refused
+DUPLICATES = {
+    "top-level": GOOD + "name: other\n",
+    "nested": GOOD.replace("budget: {epochs: 2,", "budget: {epochs: 2, epochs: 3,"),
+    "in-the-space": GOOD.replace("    lr: {loguniform: [0.001, 0.1]}\n",
+                                 "    lr: {loguniform: [0.001, 0.1]}\n    lr: {uniform: [0.1, 0.2]}\n"),
+}
+
+
+@pytest.mark.parametrize("text", list(DUPLICATES.values()), ids=list(DUPLICATES))
+def test_a_key_written_twice_is_refused(tmp_path, data_root, capsys, text):
+    line = _validate(tmp_path, capsys, text.replace("DATA", str(data_root)), "--no-scan")
+    assert "is already set on line" in line
+
+
+def test_a_merge_key_may_be_overridden():
+    from hpo_cls.spec.safe_yaml import load_yaml
+
+    assert load_yaml("a: &d {x: 1, y: 2}\nb: {<<: *d, x: 3}\n", "w")["b"] == {"x": 3, "y": 2}
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "./mlruns", "/tmp/mlruns"])
+def test_a_folder_tracking_store_is_refused_by_validate(tmp_path, data_root, capsys, uri):
+    line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), "--no-scan", "--set",
+                     f"tracking.uri={uri}")
+    assert "tracking.uri" in line and "SQLite" in line
