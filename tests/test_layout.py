@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # ARCHITECTURE.md's order, lowest first: a module imports only from its own layer or those before it.
 LAYERS = (
-    ("hpo_cls", "hpo_cls.errors", "hpo_cls.console", "hpo_cls.cache_dir", "hpo_cls.package_versions"),
+    ("hpo_cls", "hpo_cls.errors", "hpo_cls.console", "hpo_cls.cache_dir", "hpo_cls.package_versions", "hpo_cls.outputs"),
     ("hpo_cls.spec",),
     ("hpo_cls.models",),
     ("hpo_cls.data",),

@@ -23,12 +23,35 @@ __all__ = [
     "PromoteError",
     "TrackingError",
     "OutputError",
+    "ECHO_LIMIT",
+    "echo",
+    "cut_line",
 ]
+
+ECHO_LIMIT = 200  # characters of a value a message quotes; a 35-MB alias expansion must not flood the terminal
+LINE_LIMIT = 2000  # characters of one error line, whatever it quotes
 
 
 # Only a lone lower-case identifier in braces names an option: a quoted mapping such as
 # "{mix: [cutmix, both]}" in a message stays as it is.
 _OPTION = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+def echo(value) -> str:
+    """``repr(value)`` for a message, cut at :data:`ECHO_LIMIT` characters with its full length after."""
+    text = repr(value)
+    if len(text) <= ECHO_LIMIT:
+        return text
+    return f"{text[:ECHO_LIMIT]}... ({len(text):,} characters)"
+
+
+def cut_line(line: str) -> str:
+    """One printed error line of at most about :data:`LINE_LIMIT` characters: a long middle (a value nobody cut
+    with :func:`echo`) is replaced by its length, so the start (where) and the end (what to do) stay."""
+    if len(line) <= LINE_LIMIT:
+        return line
+    head, tail = LINE_LIMIT * 3 // 4, LINE_LIMIT // 4
+    return f"{line[:head]} ... ({len(line) - head - tail:,} characters cut) ... {line[-tail:]}"
 
 
 class HpoClsError(Exception):

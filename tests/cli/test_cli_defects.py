@@ -77,3 +77,120 @@ def test_ui_without_mlflow_on_path_starts_and_keeps_the_store_uri_off_its_comman
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # the group this test started (start_new_session)
         ui.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 36, classes 1 and 5: `--out` never replaces what hpo-cls did not write, checked before any work
+
+
+@pytest.fixture(scope="module")
+def tracking_store(tmp_path_factory):
+    """A real MLflow SQLite store with one experiment and one run."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("store")
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    client.create_run(client.create_experiment("hpo-cls"))
+    return folder / "mlflow.db"
+
+
+OUT_COMMANDS = {
+    "report": ["report"],
+    "predict": ["predict", "models:/m@champion", "{images}"],
+    "promote": ["promote", "--top", "1"],
+}
+
+
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
+@pytest.mark.parametrize("target", ["store", "store-with-force", "folder", "proc", "a-script"])
+def test_out_never_overwrites_what_hpo_cls_did_not_write(tmp_path, tracking_store, command, target):
+    before = tracking_store.read_bytes()
+    (tmp_path / "images").mkdir()
+    script = tmp_path / "train.py"
+    script.write_text("print('my code')\n")
+    out, extra = {"store": (tracking_store, []), "store-with-force": (tracking_store, ["--force"]),
+                  "folder": (tmp_path, []), "proc": ("/proc/x", []), "a-script": (script, ["--force"])}[target]
+    args = [a.replace("{images}", str(tmp_path / "images")) for a in OUT_COMMANDS[command]]
+    result = hpo_cls(*args, "--tracking-uri", f"sqlite:///{tracking_store}", "--out", out, *extra, cwd=tmp_path,
+                     timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: ") and "--out" in line, line
+    assert tracking_store.read_bytes() == before, "the tracking store is untouched"
+    assert script.read_text() == "print('my code')\n"
+
+
+# issue 36, class 2: a password that makes the URI unparsable never appears in what the CLI prints
+PIECES = ("Kpieceone", "Kpiecetwo")
+
+
+@pytest.mark.parametrize("sep", ["/", "#", "@", "%"])
+@pytest.mark.parametrize("command", ["sweeps", "report", "validate", "train"])
+def test_an_unparsable_uri_is_printed_without_any_piece_of_its_password(tiny_spec, tmp_path, command, sep):
+    port = closed_port()
+    uri = f"postgresql://u:{PIECES[0]}{sep}{PIECES[1]}@127.0.0.1:{port}/mlflow"
+    args = [command, "--tracking-uri", uri]
+    if command == "validate":
+        args = [command, tiny_spec(), "--no-scan", "--set", f"tracking.uri={uri}"]
+    result = hpo_cls(*args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert not any(piece in result.stdout + result.stderr for piece in PIECES), result.stderr
+
+
+# issue 36, class 13: every numeric flag is range-checked where it is parsed (nan and inf are no numbers)
+NUMBERS = [
+    ("promote", "--max-params", "nan"), ("promote", "--max-params", "inf"), ("promote", "--max-params", "1e999"),
+    ("promote", "--max-params", "-5"), ("promote", "--top", "0"), ("promote", "--epochs", "-1"),
+    ("promote", "--seeds", "0"), ("promote", "--batch-size", "0"), ("promote", "--max-latency-ms", "nan"),
+    ("predict", "--batch-size", "0"), ("predict", "--batch-size", "2.5"), ("ui", "--port", "99999"),
+    ("ui", "--port", "-1"), ("ui", "--port", "0"), ("cluster", "--cpus", "-2"), ("cluster", "--cpus", "nan"),
+    ("cluster", "--gpus", "-1"), ("cluster", "--idle-timeout", "inf"),
+]
+
+
+@pytest.mark.parametrize("command, flag_name, value", NUMBERS, ids=[" ".join(n) for n in NUMBERS])
+def test_numeric_flags_are_range_checked_where_parsed(tmp_path, capsys, command, flag_name, value):
+    from hpo_cls.cli import main
+
+    before = {"predict": ["models:/m@champion", str(tmp_path)], "cluster": ["up"]}.get(command, [])
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *before, f"{flag_name}={value}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: argument {flag_name}:"), err
+    assert not list(tmp_path.iterdir()), "nothing started, nothing written"
+
+
+# issue 36, class 11: a name that becomes a folder is checked (no separators, no ..)
+BAD_NAMES = ["../../escaped", "a/b", "..", ".", ".hidden", "/abs", "x" * 200, "", "a\\b", "tab\tname"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=[repr(n)[:20] for n in BAD_NAMES])
+def test_sweep_names_that_would_escape_storage_are_refused(tiny_spec, tmp_path, capsys, name):
+    from hpo_cls.cli import main
+
+    spec = tiny_spec()
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(spec), "--name", name])
+    assert exit_.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: argument --name:"), lines
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a/b", "x" * 200])
+def test_spec_names_that_would_escape_storage_are_refused(tiny_spec, tmp_path, capsys, name):
+    from hpo_cls.cli import main
+
+    assert main(["validate", str(tiny_spec()), "--no-scan", "--set", f"name={name}"]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line.startswith("error: ") and "name:" in line
+
+
+def test_sweep_directory_refuses_a_bad_name_itself():
+    from hpo_cls.errors import SweepError
+    from hpo_cls.sweep.experiment import sweep_directory
+
+    with pytest.raises(SweepError, match="letters, digits"):
+        sweep_directory("/tmp/storage", "spec", "../../escaped", resume=False)

@@ -443,3 +443,54 @@ def test_promote_killed_mid_retrain_resumes_its_members_and_registers_one_versio
     total = sum(kept.values())
     fault_figure("promote driver killed mid-retrain, same command again", total, total - sum(resumed.values()),
                  "checkpointed member epochs")
+
+
+def test_a_failed_promote_leaves_champion_where_it_was(tiny_data, tmp_path, capsys):
+    """Issue 36, class 9: every check that can run before the first side effect (opening runs, registering,
+    moving the alias) runs before it; a failure after registering moves @champion back."""
+    from hpo_cls.errors import DataError
+    from hpo_cls.promote.pipeline import run_promote
+    from hpo_cls.promote.plan import PromoteOptions
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("fail", artifact_location=(tmp_path / "mlruns").as_uri())
+    _log_tiny_sweep(uri, "fail", tiny_data, tmp_path / "trials")
+
+    def promote(**changes):
+        options = PromoteOptions(top=2, sweep="tiny", experiment="fail", tracking_uri=uri, workdir=tmp_path / "work",
+                                 out=tmp_path / "prediction.csv")
+        return run_promote(dataclasses.replace(options, **changes), io.StringIO())
+
+    def state():
+        versions = sorted(str(v.version) for v in client.search_model_versions("name = 'tiny-ensemble'"))
+        champion = str(client.get_model_version_by_alias("tiny-ensemble", "champion").version)
+        return versions, champion, len(client.search_runs([experiment_id], max_results=1000))
+
+    promote()
+    before = state()
+    assert before[:2] == (["1"], "1")
+
+    empty, clashing = tmp_path / "empty", tmp_path / "clashing"
+    empty.mkdir()
+    clashing.mkdir()
+    for suffix in (".png", ".jpg"):  # two rows named "a" in prediction.csv
+        Image.new("RGB", (16, 16)).save(clashing / f"a{suffix}")
+    for changes, error, expected in [({"predict": empty}, PromoteError, "empty: no images to predict"),
+                                     ({"predict": tmp_path / "missing"}, PromoteError, "no such folder"),
+                                     ({"predict": clashing}, DataError, "share a name"),
+                                     ({"batch_size": 0}, PromoteError, "batch_size must be at least 1"),
+                                     ({"seeds": 0}, PromoteError, "seeds must be at least 1")]:
+        with pytest.raises(error, match=expected):
+            promote(**changes)
+        assert state() == before, f"{changes}: nothing registered, no run opened, the alias unmoved"
+
+    corrupt = tmp_path / "corrupt"  # found only while predicting, after the new version is registered
+    corrupt.mkdir()
+    Image.new("RGB", (16, 16)).save(corrupt / "good.png")
+    (corrupt / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match="bad.jpg: cannot decode"):
+        promote(predict=corrupt)
+    versions, champion, _ = state()
+    assert versions == ["1", "2"] and champion == "1", "@champion points at version 1 again"
+    assert "version 2: the version stays registered (no alias), @champion points at version 1 again" in capsys.readouterr().err

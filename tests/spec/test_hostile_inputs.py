@@ -325,3 +325,58 @@ def test_validate_accepts_cached_pretrained_weights(tmp_path, data_root, capsys,
     spec.write_text(GOOD.replace("DATA", str(data_root)).replace("backbone: resnet18",
                                                                  "backbone: resnet18, pretrained: true"))
     assert main(["validate", str(spec), "--no-scan"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 36, class 3: no value echoed in a message floods the terminal
+
+
+def _bomb_levels(depth: int = 6) -> str:
+    levels = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, depth):
+        levels.append(f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    return "[" + ", ".join(levels) + "]"
+
+
+FLOODS = {
+    "quoted-alias-bomb-in-a-list-key": ["--set", f"fixed.head_hidden='{_bomb_levels()}'"],
+    "long-list-for-a-list-key": ["--set", "fixed.head_hidden=[" + ", ".join(["x"] * 50_000) + "]"],
+    "long-string-name": ["--set", "name=" + "n/" * 200_000],
+    "long-string-choice": ["--set", "fixed.backbone=" + "r" * 500_000],
+    "long-metric-mapping": ["--set", "metric={" + ", ".join(f"k{i}: {i}" for i in range(20_000)) + "}"],
+    "long-set-without-equals": ["--set", "budget." + "e" * 300_000],
+}
+
+
+@pytest.mark.parametrize("extra", list(FLOODS.values()), ids=list(FLOODS))
+def test_a_long_value_is_echoed_cut_with_its_length(tmp_path, data_root, capsys, extra):
+    line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), *extra)
+    assert len(line) < 2_500, f"{len(line):,} characters"
+
+
+# issue 36, class 15: nonsense a loader would accept silently is refused
+DUPLICATES = {
+    "top-level": GOOD + "name: other\n",
+    "nested": GOOD.replace("budget: {epochs: 2,", "budget: {epochs: 2, epochs: 3,"),
+    "in-the-space": GOOD.replace("    lr: {loguniform: [0.001, 0.1]}\n",
+                                 "    lr: {loguniform: [0.001, 0.1]}\n    lr: {uniform: [0.1, 0.2]}\n"),
+}
+
+
+@pytest.mark.parametrize("text", list(DUPLICATES.values()), ids=list(DUPLICATES))
+def test_a_key_written_twice_is_refused(tmp_path, data_root, capsys, text):
+    line = _validate(tmp_path, capsys, text.replace("DATA", str(data_root)), "--no-scan")
+    assert "is already set on line" in line
+
+
+def test_a_merge_key_may_be_overridden():
+    from hpo_cls.spec.safe_yaml import load_yaml
+
+    assert load_yaml("a: &d {x: 1, y: 2}\nb: {<<: *d, x: 3}\n", "w")["b"] == {"x": 3, "y": 2}
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "./mlruns", "/tmp/mlruns"])
+def test_a_folder_tracking_store_is_refused_by_validate(tmp_path, data_root, capsys, uri):
+    line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), "--no-scan", "--set",
+                     f"tracking.uri={uri}")
+    assert "tracking.uri" in line and "SQLite" in line

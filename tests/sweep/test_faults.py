@@ -147,3 +147,72 @@ def test_unreachable_tracking_server_is_refused_up_front(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("error:") == 1 and "tracking.uri: cannot reach" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# issue 36, classes 4 and 10: one pre-flight for stores, addresses and resources, each one line in seconds
+def _store(kind: str, tmp_path) -> tuple[str, object]:
+    """A tracking URI of ``kind`` and what keeps it so (a connection holding the write lock)."""
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    if kind == "not-a-database":
+        db.write_text("<html>a report written over the store</html>")
+    elif kind == "locked":
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("create table t (x)")
+        holder.execute("BEGIN IMMEDIATE")  # held until the test ends
+        return f"sqlite:///{db}", holder
+    elif kind == "missing-folder":
+        return f"sqlite:///{tmp_path / 'no' / 'such' / 'mlflow.db'}", None
+    elif kind == "file-store":
+        return (tmp_path / "mlruns").as_uri(), None
+    elif kind == "bare-folder":
+        return str(tmp_path / "mlruns"), None
+    elif kind == "postgres-down":
+        return f"postgresql://u:pw@127.0.0.1:{free_port()}/mlflow", None
+    return f"sqlite:///{db}", None
+
+
+STORES = ["not-a-database", "locked", "missing-folder", "file-store", "bare-folder", "postgres-down"]
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("command", ["validate", "sweep", "sweeps"])
+def test_a_bad_tracking_store_is_one_line_before_anything_starts(tmp_path, kind, command):
+    data = make_images(tmp_path / "data", train=4, val=2)
+    spec = write_spec(tmp_path / "spec.yaml", data)
+    uri, holder = _store(kind, tmp_path)
+    # (Not read while the lock is held: closing any descriptor of the file drops this process's POSIX locks.)
+    before = (tmp_path / "mlflow.db").read_bytes() if holder is None and (tmp_path / "mlflow.db").exists() else None
+    try:
+        args = {"validate": ["validate", str(spec), "--no-scan", "--set", f"tracking.uri={uri}"],
+                "sweep": ["sweep", str(spec), "--tracking-uri", uri], "sweeps": ["sweeps", "--tracking-uri", uri]}
+        result = hpo_cls(*args[command], cwd=tmp_path, timeout=120)  # a hang guard, not a measurement
+    finally:
+        if holder is not None:
+            holder.close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout[:3000] + result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: ") and "tracking.uri" in line, line
+    assert not (tmp_path / "ray_results").exists(), "nothing started"
+    if before is not None:
+        assert (tmp_path / "mlflow.db").read_bytes() == before
+
+
+def test_an_address_where_nothing_answers_is_one_line(tmp_path):
+    data = make_images(tmp_path / "data", train=4, val=2)
+    spec = write_spec(tmp_path / "spec.yaml", data)
+    result = hpo_cls("sweep", str(spec), "--address", f"127.0.0.1:{free_port()}", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "nothing answers" in lines[0]
+
+
+@pytest.mark.parametrize("resources", [{"cpu": 1, "gpu": 0.3}, {"cpu": 64}], ids=["gpu-on-no-gpu", "more-cpus"])
+def test_resources_no_node_has_fail_fast_instead_of_waiting(tmp_path, resources):
+    data = make_images(tmp_path / "data", train=4, val=2)
+    spec = write_spec(tmp_path / "spec.yaml", data, resources=resources)
+    result = hpo_cls("sweep", str(spec), "--no-estimate", cwd=tmp_path, timeout=180)  # a hang guard
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "no node of the Ray cluster" in lines[0], lines

@@ -11,8 +11,11 @@ import yaml
 from processes import kill_tree
 from sweep_helpers import (
     REPO,
+    free_port,
     hpo_cls,
     make_images,
+    start_mlflow_server,
+    stop_server,
     sweep_runs,
     wait_for,
     write_spec,
@@ -150,3 +153,39 @@ def test_trials_csv_and_summary_name_the_runs(tmp_path):
     for run in children:
         assert run.info.run_id in result.stdout
     json.dumps(frame.to_dict())  # plain data
+
+
+def test_a_store_password_is_in_no_file_the_sweep_writes(tmp_path):
+    """Issue 36, class 14: Tune pickles the MLflow callback into tuner.pkl; the password (with / # @ % in it,
+    percent-encoded as a URI needs) reaches neither that nor any other file under ray_results, nor the output."""
+    pieces = ("Kpieceone", "Kpiecetwo")
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)  # no auth: it ignores the credentials, the client sends them
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), 180, "the MLflow server to answer")
+        uri = f"http://alice:{pieces[0]}%2F%23%40%25{pieces[1]}@127.0.0.1:{port}"
+        data = make_images(tmp_path / "data", train=4, val=2)
+        spec = write_spec(tmp_path / "spec.yaml", data, budget={"epochs": 1, "num_samples": 2, "max_concurrent": 1},
+                          tracking={"uri": uri})
+        result = hpo_cls("sweep", str(spec), "--name", "secret", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        _, parents, children = sweep_runs(f"http://127.0.0.1:{port}", "tests")
+        assert len(parents) == 1 and len(children) == 2, "the sweep reached the store"
+        shown = [line for line in (result.stdout + result.stderr).splitlines() if any(p in line for p in pieces)]
+        assert not shown, shown
+        written = [p for p in (tmp_path / "ray_results").rglob("*") if p.is_file()]
+        assert any(p.name == "tuner.pkl" for p in written)
+        leaking = [str(p) for p in written if any(piece.encode() in p.read_bytes() for piece in pieces)]
+        assert not leaking, leaking
+    finally:
+        stop_server(server)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False

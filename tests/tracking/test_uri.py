@@ -54,3 +54,37 @@ def test_unreachable_reason_names_a_closed_port_quickly():
     assert time.monotonic() - start < 10
     assert unreachable_reason("sqlite:///mlflow.db") is None
     assert "not a valid URI" in unreachable_reason("https://h:notaport/")
+
+
+# issue 36, class 2: a password with an unencoded / # @ or % makes the URI unparsable; redaction must not care
+PIECES = ("Kpieceone", "Kpiecetwo")
+UNPARSABLE = [f"postgresql://user:{PIECES[0]}/{PIECES[1]}@host/db", f"http://user:{PIECES[0]}#{PIECES[1]}@host",
+              f"mysql://user:{PIECES[0]}@{PIECES[1]}@host:3306/db", f"http://user:{PIECES[0]}%{PIECES[1]}@host:1",
+              f"https://user:{PIECES[0]}/#@%{PIECES[1]}@host:99999/x"]
+
+
+@pytest.mark.parametrize("uri", UNPARSABLE, ids=["slash", "hash", "at", "percent", "all"])
+def test_redaction_does_not_depend_on_parsing(uri):
+    for text in (uri, f"error: could not open '{uri}': bad port", f"({uri})"):
+        redacted = redact_text(text)
+        assert not any(piece in redacted for piece in PIECES), redacted
+        assert "user:***@" in redacted
+
+
+@pytest.mark.parametrize("uri", UNPARSABLE, ids=["slash", "hash", "at", "percent", "all"])
+def test_unreachable_reason_quotes_no_piece_of_the_password(uri):
+    from hpo_cls.tracking.uri import unreachable_reason
+
+    reason = unreachable_reason(uri, timeout_s=1) or ""
+    assert not any(piece in reason for piece in PIECES), reason
+
+
+def test_log_records_are_redacted(caplog):
+    import logging
+
+    from hpo_cls.cli import redact_log_records
+
+    redact_log_records()
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("mlflow.store").warning("cannot open %s", UNPARSABLE[0])
+    assert "user:***@" in caplog.text and not any(piece in caplog.text for piece in PIECES)

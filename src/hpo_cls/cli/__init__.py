@@ -9,7 +9,7 @@ import sys
 
 from hpo_cls.cli.args import build_parser
 from hpo_cls.console import is_terminal
-from hpo_cls.errors import CommandError, HpoClsError, SpecError
+from hpo_cls.errors import CommandError, HpoClsError, SpecError, cut_line
 from hpo_cls.tracking.uri import redact_text
 
 __all__ = ["main", "run", "flag", "build_parser", "EXIT_BAD_INPUT"]
@@ -34,7 +34,11 @@ def _dispatch(args) -> int:
     # (Read by mlflow when it is first imported, which the commands do lazily after this point.)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints "View run ... at: <store URI>" per ended run: the URI whole, password included; hpo-cls
+    # prints its own links, redacted.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     plain_ray_logs_unless_terminal(sys.stdout, sys.stderr)
+    redact_log_records()
     from hpo_cls.cli.commands import HANDLERS
 
     try:
@@ -46,7 +50,7 @@ def _dispatch(args) -> int:
         return 130
     except (HpoClsError, CommandError, ConnectionError) as exc:
         for line in _error_lines(exc, args):
-            print(f"error: {redact_text(line)}", file=sys.stderr)
+            print(f"error: {cut_line(redact_text(line))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -59,6 +63,33 @@ def plain_ray_logs_unless_terminal(stdout, stderr) -> None:
     if os.environ.get("NO_COLOR") or not (is_terminal(stdout) and is_terminal(stderr)):
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def redact_log_records() -> None:
+    """Every log record this process makes (MLflow's, SQLAlchemy's, ours) leaves with the secrets of the URIs
+    in it replaced (:func:`redact_text`): a library's warning may quote the store URI whole. Installed once."""
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "redacts", False):
+        return
+
+    def redacted_record(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging reports it itself, as it would have
+            return record
+        record.msg, record.args = redact_text(message), ()
+        return record
+
+    redacted_record.redacts = True
+    logging.setLogRecordFactory(redacted_record)
+
+
+def _redacted_excepthook(kind, value, tb) -> None:
+    """A traceback (a bug: user errors are ``error:`` lines) printed with the secrets of its URIs replaced."""
+    import traceback
+
+    sys.stderr.write(redact_text("".join(traceback.format_exception(kind, value, tb))))
 
 
 def _error_lines(exc: Exception, args) -> list[str]:
@@ -86,6 +117,7 @@ def run() -> None:
     Everything is written and closed when ``main`` returns; the interpreter's teardown of torch, Ray and
     MLflow would only add most of a second to every command.
     """
+    sys.excepthook = _redacted_excepthook
     code = main()
     try:
         sys.stdout.flush()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hpo_cls import __version__
 
-__all__ = ["build_parser", "command_parsers"]
+__all__ = ["build_parser", "command_parsers", "number"]
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +21,61 @@ def _add_tracking_arg(parser: argparse.ArgumentParser, default: str | None = Non
     parser.add_argument("--tracking-uri", default=default, help=help_text)
 
 
+def _add_out_args(parser: argparse.ArgumentParser, default: str, kind: str) -> None:
+    parser.add_argument("--out", type=Path, default=Path(default), help=f"{kind} (default: %(default)s)")
+    parser.add_argument("--force", action="store_true",
+                        help=f"overwrite an --out file that is a {kind} hpo-cls did not write (a folder, a SQLite "
+                             "database or a file of another kind is never overwritten)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (which quote the flags given) are one ``error:`` line, without a
+    URI's secrets and cut to length. Subcommands' parsers are of the same class (argparse's default)."""
+
+    def error(self, message: str):
+        from hpo_cls.errors import cut_line
+        from hpo_cls.tracking.uri import redact_text
+
+        self.exit(2, f"error: {cut_line(redact_text(message))} (see {self.prog} --help)\n")
+
+
+def number(kind: type = int, *, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None):
+    """An argparse ``type`` for a numeric flag: ``kind`` (int or float), finite (nan and inf refused, and
+    ``1e999``), within the bounds; so every numeric flag is range-checked where it is parsed."""
+    import math
+
+    bounds = ", ".join(text for text in (at_least is not None and f">= {at_least:g}", above is not None and
+                                         f"> {above:g}", at_most is not None and f"<= {at_most:g}") if text)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
+                                             f"{text[:40]!r}") from None
+        if not math.isfinite(value) or (at_least is not None and value < at_least) or \
+                (above is not None and value <= above) or (at_most is not None and value > at_most):
+            raise argparse.ArgumentTypeError(f"expected a finite number {bounds}, got {text[:40]}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+_COUNT = number(int, at_least=1)
+
+
+def _sweep_name(text: str) -> str:
+    """``--name``: the sweep id, a folder name under ``storage_path`` (spec.validate.name_problem)."""
+    from hpo_cls.spec.validate import name_problem
+
+    problem = name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     return _build_parsers()[0]
 
@@ -31,7 +86,7 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _build_parsers():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hpo-cls",
         description="Hyperparameter sweeps for ResNet-family image classifiers (Ray Tune + Optuna + MLflow).",
     )
@@ -80,7 +135,7 @@ def _add_sweep(commands) -> None:
     _add_tracking_arg(p)
     p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379); 'local': a private Ray "
                                      "even when `hpo-cls cluster up` runs one (default: that one, else private)")
-    p.add_argument("--name", help="sweep id (default: <spec name>-<time>)")
+    p.add_argument("--name", type=_sweep_name, help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary (no live table, no event lines)")
     p.add_argument("--no-estimate", action="store_true", help="skip the cost estimate printed before the trials")
@@ -95,7 +150,7 @@ def _add_ui(commands) -> None:
                             description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store, and print the "
                                         "URLs of the sweep's runs (model-training view, best first) and parent run.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=number(int, at_least=1, at_most=65535), default=5000)
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
     p.add_argument("--sweep", help="sweep id or spec name whose runs to open (default: the newest sweep)")
 
@@ -115,7 +170,7 @@ def _add_report(commands) -> None:
                                         "per-class F1 of the best trials, and the top trials with their MLflow "
                                         "links and the promote command.")
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep id or spec name (default: the newest sweep)")
-    p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file (default: %(default)s)")
+    _add_out_args(p, "report.html", "HTML report")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
 
@@ -126,7 +181,7 @@ def _add_promote(commands) -> None:
                             description="Pick the top runs of a sweep from MLflow, retrain each from scratch for "
                                         "the full budget as Ray tasks, ensemble them (mean softmax), evaluate, "
                                         "register the ensemble (alias champion) and write prediction.csv.")
-    p.add_argument("--top", type=int, metavar="K", help="number of runs to promote (or name them with --runs)")
+    p.add_argument("--top", type=_COUNT, metavar="K", help="number of runs to promote (or name them with --runs)")
     p.add_argument("--sweep", action="append",
                    help="sweep id or spec name (newest sweep of that name), repeatable to pool several sweeps; "
                         "default: the newest sweep")
@@ -134,16 +189,16 @@ def _add_promote(commands) -> None:
                    help="promote exactly these trial runs (MLflow run ids, from any sweeps in the store)")
     p.add_argument("--diverse", metavar="KEY",
                    help="take the best run of each distinct value of KEY first (e.g. backbone), then fill up to --top")
-    p.add_argument("--max-params", type=float, metavar="N",
+    p.add_argument("--max-params", type=number(float, at_least=1), metavar="N",
                    help="parameter budget, e.g. 15e6: of the whole ensemble (default: the sweep's max_params, "
                         "100,000,000); with --pareto, of each member picked from the front")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
-    p.add_argument("--epochs", type=int, help="epochs per retrain (default: the sweep's epoch budget)")
+    p.add_argument("--epochs", type=_COUNT, help="epochs per retrain (default: the sweep's epoch budget)")
     p.add_argument("--retrain", action="store_true",
                    help="retrain every member, even one whose completed trial already trained it (same "
                         "configuration, seed, epochs and data: by default its last-epoch checkpoint is taken)")
-    p.add_argument("--seeds", type=int, default=1, metavar="S", help="members per run: seed, seed+1, ... (default: 1)")
+    p.add_argument("--seeds", type=_COUNT, default=1, metavar="S", help="members per run: seed, seed+1, ... (default: 1)")
     p.add_argument("--train-on-val", action="store_true",
                    help="retrain on train+val (val numbers are then not held out)")
     p.add_argument("--tta", action="store_true", help="average each member over the image and its horizontal flip")
@@ -153,14 +208,14 @@ def _add_promote(commands) -> None:
                    help="skip runs whose config is near-identical to a better one (numbers within 5%%)")
     p.add_argument("--predict", type=Path, metavar="DIR",
                    help="images to predict (default: <data root>/test if present)")
-    p.add_argument("--out", type=Path, default=Path("prediction.csv"), help="prediction CSV (default: %(default)s)")
+    _add_out_args(p, "prediction.csv", "prediction CSV")
     p.add_argument("--register-as", metavar="NAME", help="registered model name (default: <spec name>-ensemble)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override data.*, resources.* or fixed.* for the retrains, e.g. --set data.root=/data "
                         "(repeatable)")
     p.add_argument("--workdir", type=Path, help="member checkpoints; rerun with the same folder to resume "
                                                 "(default: promote_runs/<sweep id>)")
-    p.add_argument("--batch-size", type=int, default=64, help="evaluation and prediction batch size (default: 64)")
+    p.add_argument("--batch-size", type=_COUNT, default=64, help="evaluation and prediction batch size (default: 64)")
     p.add_argument("--address", help="join an existing Ray cluster; 'local': a private Ray even when "
                                      "`hpo-cls cluster up` runs one (default: that one, else private)")
     _add_pareto_args(p)
@@ -169,7 +224,7 @@ def _add_promote(commands) -> None:
 def _add_pareto_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pareto", action="store_true",
                    help="pick the K most accurate members of the sweep's Pareto front (accuracy vs cost)")
-    p.add_argument("--max-latency-ms", type=float, metavar="MS",
+    p.add_argument("--max-latency-ms", type=number(float, above=0), metavar="MS",
                    help="with --pareto: only runs whose batch-1 inference latency is at most MS milliseconds")
 
 
@@ -179,8 +234,8 @@ def _add_predict(commands) -> None:
                                         "image_name,pred_label rows for every image in DIR.")
     p.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/quickstart-ensemble@champion")
     p.add_argument("dir", type=Path, metavar="DIR", help="folder of images")
-    p.add_argument("--out", type=Path, default=Path("prediction.csv"), help="prediction CSV (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    _add_out_args(p, "prediction.csv", "prediction CSV")
+    p.add_argument("--batch-size", type=_COUNT, default=64, help="images per forward pass (default: 64)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
 
 
@@ -190,7 +245,7 @@ def _add_cluster(commands) -> None:
                                         "that later sweeps and promotes without --address join, skipping Ray's "
                                         "start-up and shut-down; down: stop it; status: show it.")
     p.add_argument("action", choices=("up", "down", "status"))
-    p.add_argument("--cpus", type=float, help="CPUs it offers (default: all of this machine's)")
-    p.add_argument("--gpus", type=float, help="GPUs it offers (default: those visible)")
-    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="MIN",
+    p.add_argument("--cpus", type=number(float, above=0), help="CPUs it offers (default: all of this machine's)")
+    p.add_argument("--gpus", type=number(float, at_least=0), help="GPUs it offers (default: those visible)")
+    p.add_argument("--idle-timeout", type=number(float, at_least=0), default=60.0, metavar="MIN",
                    help="stop after this many minutes with no sweep or promote connected; 0: never (default: 60)")

@@ -159,15 +159,14 @@ def _preflight_and_imports(spec: SweepSpec):
 
 
 def _client(tracking_uri: str):
-    """An MlflowClient on a store that answers: an unreachable server is an error line within seconds
-    (MLflow itself retries it for minutes)."""
+    """An MlflowClient on a store that passed the tracking pre-flight: an unreachable server, a file that is no
+    database, a locked one, is an error line within seconds (MLflow itself retries a server for minutes)."""
     from hpo_cls.errors import TrackingError
-    from hpo_cls.tracking.uri import redact_uri, unreachable_reason
+    from hpo_cls.sweep.preflight import check_tracking_uri
 
-    reason = unreachable_reason(tracking_uri)
-    if reason:
-        raise TrackingError(f"cannot reach the tracking store at {redact_uri(tracking_uri)} ({reason}); "
-                            "start it or fix {tracking_uri}")
+    problem = check_tracking_uri(tracking_uri)
+    if problem:
+        raise TrackingError(problem)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri)
@@ -205,8 +204,10 @@ def cmd_sweeps(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from hpo_cls.outputs import REPORT_HTML, check_output_file
     from hpo_cls.tracking.report import write_report
 
+    check_output_file(args.out, REPORT_HTML, force=args.force)
     path, data = write_report(_client(args.tracking_uri), args.experiment, args.sweep, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): sweep {data.sweep.sweep_id}, {len(data.trials)} "
           "trials; open it in a browser (it needs no network)")
@@ -214,8 +215,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    from hpo_cls.outputs import PREDICTION_CSV, check_output_file
     from hpo_cls.sweep.local_cluster import resolve_address
 
+    check_output_file(args.out, PREDICTION_CSV, force=args.force)  # before any run is read, opened or trained
     _client(args.tracking_uri)  # an unreachable server: an error line now, not minutes of retries
     address = resolve_address(args.address)  # before anything imports ray
     from hpo_cls.promote.pipeline import PromoteOptions, run_promote
@@ -236,10 +239,10 @@ def cmd_predict(args) -> int:
     from mlflow.exceptions import MlflowException
 
     from hpo_cls.console import Steps
+    from hpo_cls.outputs import PREDICTION_CSV, check_output_file
     from hpo_cls.promote.predict import predict_folder
 
-    if args.batch_size < 1:
-        raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_output_file(args.out, PREDICTION_CSV, force=args.force)
     if args.tracking_uri:
         _client(args.tracking_uri)  # an unreachable server: an error line now, not minutes of retries
 
@@ -250,7 +253,7 @@ def cmd_predict(args) -> int:
     try:
         with Steps(unit="images", line_every=0.25) as steps:
             outcome = predict_folder(args.model_uri, args.dir, args.out, batch_size=args.batch_size,
-                                     tracking_uri=args.tracking_uri, on_progress=progress)
+                                     tracking_uri=args.tracking_uri, force=args.force, on_progress=progress)
     except MlflowException as exc:
         raise CommandError(f"{args.model_uri}: {str(exc).splitlines()[0]}") from None
     counts = ", ".join(f"{label}: {n}" for label, n in sorted(outcome.label_counts.items()))

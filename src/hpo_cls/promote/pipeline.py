@@ -18,8 +18,10 @@ from hpo_cls.promote.plan import PromoteOptions, PromotePlan, plan_promote
 from hpo_cls.promote.register import (
     CHAMPION_ALIAS,
     HELD_OUT_TAG,
+    champion_version,
     register_ensemble,
     registered_model_name,
+    restore_champion,
 )
 from hpo_cls.promote.retrain import MemberResult, retrain_members
 from hpo_cls.promote.trial_checkpoints import REUSED_TAG, reuse_trial_checkpoints
@@ -170,11 +172,19 @@ def _evaluate_register_predict(options: PromoteOptions, plan: PromotePlan, resul
     val_report, test_report = _evaluate(options, plan, loaded, writer, out)
     promote_run_id = writer.run_ids["promote"]
     name = registered_model_name(options.register_as or f"{plan.sweep.name}-ensemble")
+    previous = champion_version(options.tracking_uri, name)
     info, version = register_ensemble(options.tracking_uri, promote_run_id, name, plan.sweeps, plan.members, results,
                                       weights, loaded.class_names, val_report, plan.searched, tta=options.tta,
                                       weighted=options.weighted, train_on_val=options.train_on_val)
     say(f"registered {name} version {version.version} with alias @{CHAMPION_ALIAS} ({info.model_uri})", out)
-    csv_path = _predict(options, plan, loaded, name, writer, out)
+    try:
+        csv_path = _predict(options, plan, loaded, name, writer, out)
+    except BaseException:  # @champion goes back: it never points at a model whose promote failed
+        restore_champion(options.tracking_uri, name, previous)
+        warn(f"promote failed after registering {name} version {version.version}: the version stays registered "
+             f"(no alias), @{CHAMPION_ALIAS} " + (f"points at version {previous} again" if previous
+                                                   else "was removed again"))
+        raise
     return PromoteOutcome(promote_run_id, name, str(version.version), f"models:/{name}@{CHAMPION_ALIAS}", results,
                           val_report, test_report, csv_path)
 

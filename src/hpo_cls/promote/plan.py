@@ -84,6 +84,10 @@ class PromotePlan:
 
 
 def _check_flags(options: PromoteOptions) -> None:
+    for name in ("top", "epochs", "seeds", "batch_size"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise PromoteError(f"{{{name}}} must be at least 1, got {value}")
     if options.max_params is not None and options.max_params < 1:
         raise PromoteError(f"{{max_params}} must be >= 1, got {options.max_params:g}")
     if options.max_latency_ms is not None and not options.pareto:
@@ -105,6 +109,20 @@ def _check_weighted(options: PromoteOptions, selection: Selection) -> None:
     if options.weighted and rule.mode != "max":
         raise PromoteError(f"{{weighted}} weights members in proportion to their score, but the sweep ranks by "
                            f"{rule.metric} ({rule.mode}); drop {{weighted}}")
+
+
+def _check_predict_folder(folder: Path) -> None:
+    """The folder to predict holds images with distinct names: checked before anything is registered, so a
+    bad folder never leaves @champion on a model whose promote failed."""
+    from hpo_cls.data import list_test_images
+    from hpo_cls.promote.predict import check_prediction_names
+
+    if not folder.is_dir():
+        raise PromoteError(f"{{predict}} {folder}: no such folder")
+    images = list_test_images(folder)
+    if not images:
+        raise PromoteError(f"{folder}: no images to predict; pass {{predict}} DIR with images")
+    check_prediction_names(images)
 
 
 def _searched(sweeps: Sequence[SweepRecord], diverse: str | None) -> list[str]:
@@ -155,8 +173,9 @@ def plan_promote(options: PromoteOptions, store: TrackingStore, out: TextIO) -> 
     root = Path(data_cfg.root)
     if not (root / "train").is_dir():
         raise PromoteError(f"{root}/train: no such folder on this machine; pass {{set}} data.root=DIR")
-    if options.predict is not None and not Path(options.predict).is_dir():
-        raise PromoteError(f"{{predict}} {options.predict}: no such folder")
+    predict_dir = options.predict or (root / "test" if (root / "test").is_dir() else None)
+    if predict_dir is not None:
+        _check_predict_folder(Path(predict_dir))
     members = plan_members(selection.selected, options.seeds, fixed)
     check_preprocessing(members)
     # With --pareto, max_params bounded each member; the ensemble keeps the sweeps' own budget.
@@ -171,6 +190,6 @@ def plan_promote(options: PromoteOptions, store: TrackingStore, out: TextIO) -> 
         sweeps=selection.sweeps, selected=selection.selected, searched=searched, members=members,
         parameters=parameters, data_cfg=data_cfg, resources=resources, epochs=epochs,
         workdir=Path(options.workdir or Path("promote_runs") / primary.sweep_id).resolve(),
-        predict_dir=options.predict or (root / "test" if (root / "test").is_dir() else None),
+        predict_dir=predict_dir,
         promote_id=f"{primary.sweep_id}-promote-{time.strftime('%Y%m%d-%H%M%S')}",
     )

@@ -24,6 +24,7 @@ from hpo_cls.data import list_test_images
 from hpo_cls.data.loaders import ImageDataset
 from hpo_cls.data.transforms import build_eval_transform
 from hpo_cls.errors import DataError
+from hpo_cls.outputs import PREDICTION_CSV, atomic_write, check_output_file
 from hpo_cls.spec import TrialConfig
 from hpo_cls.train.engine import resolve_precision, use_channels_last
 
@@ -35,7 +36,7 @@ __all__ = [
     "predict_probabilities",
     "prediction_frame",
     "write_prediction_csv",
-    "check_output_file",
+    "check_prediction_names",
     "PredictOutcome",
     "predict_folder",
 ]
@@ -117,33 +118,27 @@ def prediction_frame(probabilities: torch.Tensor, class_names: Sequence[str]) ->
     return pd.concat([frame, probs], axis=1)
 
 
-def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequence[str]) -> Path:
-    """``image_name,pred_label`` rows (file name without extension), sorted by image name."""
-    if len(image_paths) != len(labels):
-        raise ValueError(f"{len(image_paths)} images but {len(labels)} labels")
-    rows = sorted(zip((Path(p).stem for p in image_paths), labels))
-    names = [name for name, _ in rows]
+def check_prediction_names(image_paths: Sequence[Path]) -> None:
+    """A DataError if two images share a name without extension (their prediction.csv rows would clash)."""
+    names = sorted(Path(p).stem for p in image_paths)
     clashes = sorted({a for a, b in zip(names, names[1:]) if a == b})
     if clashes:
         raise DataError(f"images share a name without extension, so prediction.csv would be ambiguous: "
                         f"{', '.join(clashes[:5])}")
+
+
+def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequence[str]) -> Path:
+    """``image_name,pred_label`` rows (file name without extension), sorted by image name."""
+    if len(image_paths) != len(labels):
+        raise ValueError(f"{len(image_paths)} images but {len(labels)} labels")
+    check_prediction_names(image_paths)
+    rows = sorted(zip((Path(p).stem for p in image_paths), labels))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:  # a failed write leaves the old file whole
         writer = csv.writer(f)
         writer.writerow(PREDICTION_HEADER)
         writer.writerows(rows)
     return path
-
-
-def check_output_file(out: Path) -> None:
-    """A DataError unless ``out`` can be written as a file: not a folder, its parent a folder (or creatable)."""
-    out = Path(out)
-    if out.is_dir():
-        raise DataError(f"{out}: is a folder; {{out}} names the CSV file to write")
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise DataError(f"{out}: {parent} is a file, not a folder")
 
 
 def _load_verified(model_uri: str, tracking_uri: str | None):
@@ -177,7 +172,7 @@ class PredictOutcome:
 
 
 def predict_folder(model_uri: str, folder: Path, out: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                   tracking_uri: str | None = None,
+                   tracking_uri: str | None = None, force: bool = False,
                    on_progress: Callable[[int, int], None] | None = None) -> PredictOutcome:
     """Load an MLflow model (e.g. ``models:/name@champion``), predict every image of ``folder``, write ``out``.
     The model sees one batch of paths at a time, so ``on_progress(images done, total)`` follows them."""
@@ -186,7 +181,7 @@ def predict_folder(model_uri: str, folder: Path, out: Path, *, batch_size: int =
     paths = list_test_images(folder)
     if not paths:
         raise DataError(f"{folder}: no images")
-    check_output_file(out)  # before the model loads and predicts, not after
+    check_output_file(out, PREDICTION_CSV, force=force)  # before the model loads and predicts, not after
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     model = _load_verified(model_uri, tracking_uri)

@@ -101,6 +101,25 @@ def _register(tracking_uri: str, promote_run_id: str, name: str, results: Sequen
     return info, version
 
 
+def champion_version(tracking_uri: str, name: str) -> str | None:
+    """The version ``@champion`` of model ``name`` points at now (None: no such model or alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient(tracking_uri).get_model_version_by_alias(name, CHAMPION_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def restore_champion(tracking_uri: str, name: str, previous: str | None) -> None:
+    """Point ``@champion`` back at version ``previous`` (None: remove the alias), after a failed promote."""
+    client = MlflowClient(tracking_uri)
+    if previous is None:
+        client.delete_registered_model_alias(name, CHAMPION_ALIAS)
+    else:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, previous)
+
+
 def _logged_checksums(model_uri: str) -> dict[str, str]:
     """SHA-256 of every file of the model as logged (read back from the store, exactly what predict gets)."""
     import mlflow

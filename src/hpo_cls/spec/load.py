@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-from hpo_cls.errors import SpecError
+from hpo_cls.errors import SpecError, echo
 from hpo_cls.spec.schema import (
     METRIC_MODES,
     BudgetConfig,
@@ -23,7 +23,7 @@ from hpo_cls.search.storage import storage_problem
 from hpo_cls.spec.safe_yaml import load_yaml, read_text
 from hpo_cls.spec.objectives import parse_constraints, parse_objectives
 from hpo_cls.spec.space import parse_space
-from hpo_cls.spec.validate import coerce_scalar, parse_section
+from hpo_cls.spec.validate import coerce_scalar, name_problem, parse_section
 
 __all__ = ["parse_overrides", "parse_spec", "load_spec"]
 
@@ -125,7 +125,7 @@ def _parse_search(raw: Any, fixed: TrialConfig, tracking_uri: str, problems: lis
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):  # 0, false, '' or [] would otherwise mean "no search" in silence
-        problems.append(f"{where}: search: expected a mapping, got {raw!r}")
+        problems.append(f"{where}: search: expected a mapping, got {echo(raw)}")
         raw = {}
     search = parse_section(SearchConfig, {k: v for k, v in raw.items() if k != "space"}, "search", problems, where)
     if "space" in raw and not raw["space"]:
@@ -144,32 +144,31 @@ def _parse_search(raw: Any, fixed: TrialConfig, tracking_uri: str, problems: lis
 def _parse_top_level(raw: dict, problems: list[str], where: str) -> dict[str, Any]:
     """The scalar top-level keys: name, trainable, metric, mode, max_params, storage_path."""
     name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        problems.append(f"{where}: name: required, a non-empty string")
-        name = "invalid"
-    elif not all(c.isalnum() or c in "-_." for c in name):
-        problems.append(f"{where}: name: use letters, digits, '-', '_' and '.' only, got {name!r}")
+    problem = name_problem(name)
+    if problem:
+        problems.append(f"{where}: name: {problem}")
+        name = name if isinstance(name, str) else "invalid"
     trainable = raw.get("trainable", "trainables.image_classifier")
     if not isinstance(trainable, str) or not all(part.isidentifier() for part in trainable.split(".")):
-        problems.append(f"{where}: trainable: expected a dotted module path, got {trainable!r}")
+        problems.append(f"{where}: trainable: expected a dotted module path, got {echo(trainable)}")
     metric = raw.get("metric", "val_acc")
     if not isinstance(metric, str) or metric not in METRIC_MODES:
-        problems.append(f"{where}: metric: {metric!r} is not one of {', '.join(METRIC_MODES)}")
+        problems.append(f"{where}: metric: {echo(metric)} is not one of {', '.join(METRIC_MODES)}")
         metric = "val_acc"
     mode = raw.get("mode", METRIC_MODES[metric])
     if mode != METRIC_MODES[metric]:
-        problems.append(f"{where}: mode: {metric} is optimised with mode {METRIC_MODES[metric]}, got {mode!r}")
+        problems.append(f"{where}: mode: {metric} is optimised with mode {METRIC_MODES[metric]}, got {echo(mode)}")
     max_params = raw.get("max_params", 100_000_000)
     try:  # like every other integer: 1e8 (read as a string by PyYAML) and 5.0e7 are accepted
         max_params = coerce_scalar(int, max_params)
     except ValueError:
         max_params = 0
     if max_params <= 0:
-        problems.append(f"{where}: max_params: expected a positive integer, got {raw.get('max_params')!r}")
+        problems.append(f"{where}: max_params: expected a positive integer, got {echo(raw.get('max_params'))}")
         max_params = 100_000_000
     storage = raw.get("storage_path", "ray_results")
     if not isinstance(storage, str) or not storage:
-        problems.append(f"{where}: storage_path: expected a path or URI, got {storage!r}")
+        problems.append(f"{where}: storage_path: expected a path or URI, got {echo(storage)}")
         storage = "ray_results"
     return {"name": name, "trainable": trainable, "metric": metric, "mode": mode, "max_params": max_params,
             "storage_path": Path(storage) if "://" not in storage else storage}

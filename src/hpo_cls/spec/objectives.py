@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from hpo_cls.errors import echo
 from hpo_cls.spec.schema import COST_METRICS, METRIC_MODES, Constraint, Objective
 from hpo_cls.spec.validate import coerce_scalar
 
@@ -49,7 +50,7 @@ def _objective(entry: Any, key: str, problems: list[str], where: str) -> Objecti
     if isinstance(entry, str):
         entry = {"metric": entry}
     if not isinstance(entry, Mapping):
-        problems.append(f"{where}: {key}: expected {{metric: NAME, mode: max|min}}, got {entry!r}")
+        problems.append(f"{where}: {key}: expected {{metric: NAME, mode: max|min}}, got {echo(entry)}")
         return None
     extra = [k for k in entry if k not in ("metric", "mode")]
     if extra:
@@ -57,11 +58,11 @@ def _objective(entry: Any, key: str, problems: list[str], where: str) -> Objecti
         return None
     metric = entry.get("metric")
     if not isinstance(metric, str) or metric not in ALL_METRICS:  # a list or mapping is not hashable
-        problems.append(f"{where}: {key}.metric: {metric!r} is not one of {', '.join(ALL_METRICS)}")
+        problems.append(f"{where}: {key}.metric: {echo(metric)} is not one of {', '.join(ALL_METRICS)}")
         return None
     mode = entry.get("mode", ALL_METRICS[metric])
     if mode != ALL_METRICS[metric]:
-        problems.append(f"{where}: {key}.mode: {metric} is optimised with mode {ALL_METRICS[metric]}, got {mode!r}")
+        problems.append(f"{where}: {key}.mode: {metric} is optimised with mode {ALL_METRICS[metric]}, got {echo(mode)}")
         return None
     return Objective(metric, mode)
 
@@ -71,7 +72,7 @@ def parse_constraints(raw: Any, problems: list[str], where: str) -> tuple[Constr
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
-        problems.append(f"{where}: constraints: expected a mapping like {{params_m: {{max: 15}}}}, got {raw!r}")
+        problems.append(f"{where}: constraints: expected a mapping like {{params_m: {{max: 15}}}}, got {echo(raw)}")
         return ()
     constraints = []
     for metric, bounds in raw.items():
@@ -80,7 +81,7 @@ def parse_constraints(raw: Any, problems: list[str], where: str) -> tuple[Constr
             problems.append(f"{where}: {key}: unknown metric (known: {', '.join(ALL_METRICS)})")
             continue
         if not isinstance(bounds, Mapping) or not bounds or any(k not in ("max", "min") for k in bounds):
-            problems.append(f"{where}: {key}: expected {{max: VALUE}} and/or {{min: VALUE}}, got {bounds!r}")
+            problems.append(f"{where}: {key}: expected {{max: VALUE}} and/or {{min: VALUE}}, got {echo(bounds)}")
             continue
         values = {}
         for bound, value in bounds.items():

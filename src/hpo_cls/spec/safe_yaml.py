@@ -68,6 +68,18 @@ def _bounded_load(text: str) -> Any:
         loader.dispose()
 
 
+def _refuse_duplicate_keys(node: yaml.MappingNode) -> None:
+    """A key written twice in one mapping: PyYAML keeps the later value silently; refused, as most config
+    loaders do, naming the key and both lines. (Keys merged in with ``<<`` may be overridden, as YAML says.)"""
+    seen: dict[str, int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                raise _Refused(f"line {key.start_mark.line + 1}: key {key.value[:80]!r} is already set on line "
+                               f"{seen[key.value]}; remove one of them")
+            seen[key.value] = key.start_mark.line + 1
+
+
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
     """How many values ``node`` stands for once every alias is written out (memoised per node)."""
     key = id(node)
@@ -79,6 +91,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
     if isinstance(node, yaml.SequenceNode):
         children = node.value
     elif isinstance(node, yaml.MappingNode):
+        _refuse_duplicate_keys(node)
         children = [item for pair in node.value for item in pair]
     else:
         children = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from hpo_cls.errors import echo
 from hpo_cls.spec.schema import Param, TrialConfig
 from hpo_cls.spec.validate import check_value, coerce_scalar, field_types, scalar_type
 
@@ -27,7 +28,7 @@ def parse_space(raw: Any, fixed: TrialConfig, problems: list[str], where: str) -
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
-        problems.append(f"{where}: {path}: expected a mapping of parameter names, got {raw!r}")
+        problems.append(f"{where}: {path}: expected a mapping of parameter names, got {echo(raw)}")
         return ()
     fields = {f.name: f for f in dataclasses.fields(TrialConfig)}
     params: list[Param] = []
@@ -239,7 +240,7 @@ def _parse_when(raw, name, seen, fixed, fields, key, problems, where) -> dict | 
         elif getattr(fixed, parent) not in values:
             problems.append(
                 f"{where}: {key}.{parent}: can never hold: {parent} is fixed to "
-                f"{getattr(fixed, parent)!r} (conditions may only name fixed values or parameters listed above)"
+                f"{echo(getattr(fixed, parent))} (conditions may only name fixed values or parameters listed above)"
             )
             return None
         when[parent] = values

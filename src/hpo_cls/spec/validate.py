@@ -11,12 +11,26 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from hpo_cls.errors import SpecError
+from hpo_cls.errors import SpecError, echo
+from hpo_cls.spec.safe_yaml import load_yaml
 from hpo_cls.spec.schema import TrialConfig
 
-__all__ = ["field_types", "scalar_type", "check_value", "coerce_scalar", "parse_section", "trial_config_from_dict"]
+__all__ = ["field_types", "scalar_type", "check_value", "coerce_scalar", "parse_section", "trial_config_from_dict",
+           "name_problem"]
+
+MAX_NAME_LENGTH = 128
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a sweep (a spec's ``name``, ``sweep --name``): it becomes a folder name, so
+    letters, digits, '-', '_' and '.' only, not starting with '.' (no ``..``, no separators); None if it can."""
+    if not isinstance(name, str) or not name.strip():
+        return "required, a non-empty string"
+    if len(name) > MAX_NAME_LENGTH or not all(c.isalnum() or c in "-_." for c in name) \
+            or name.startswith("."):
+        return (f"use letters, digits, '-', '_' and '.' only (not first), at most {MAX_NAME_LENGTH} characters; "
+                f"got {echo(name)}")
+    return None
 
 
 @functools.cache
@@ -44,13 +58,13 @@ def check_value(f: dataclasses.Field, value: Any, tp: Any) -> Any:
     if origin is tuple:
         if isinstance(value, str):  # "[1024, 512]": how lists travel through Optuna and MLflow params
             try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                raise ValueError(f"expected a list, got {value!r}") from None
+                value = load_yaml(value, "")  # aliases bounded: a quoted string may hold an alias bomb
+            except SpecError:
+                raise ValueError(f"expected a list, got {echo(value)}") from None
         if value is None:
             value = []
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"expected a list, got {value!r}")
+            raise ValueError(f"expected a list, got {echo(value)}")
         items = tuple(coerce_scalar(args[0], v) for v in value)
         length = f.metadata.get("length")
         if length is not None and len(items) != length:
@@ -64,7 +78,7 @@ def check_value(f: dataclasses.Field, value: Any, tp: Any) -> Any:
     value = coerce_scalar(tp, value)
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
-        raise ValueError(f"{value!r} is not one of {', '.join(map(str, meta['choices']))}")
+        raise ValueError(f"{echo(value)} is not one of {', '.join(map(str, meta['choices']))}")
     _check_bounds(meta, value)
     return value
 
@@ -79,13 +93,13 @@ def _check_bounds(meta: Mapping[str, Any], value: Any) -> None:
 def _as_number(value, what: str) -> float:
     # PyYAML reads 1e-4 (no dot) as a string; accept it as the number the user meant.
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"expected {what}, got {value!r}")
+        raise ValueError(f"expected {what}, got {echo(value)}")
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"expected {what}, got {value!r}") from None
+        raise ValueError(f"expected {what}, got {echo(value)}") from None
     if not math.isfinite(number):
-        raise ValueError(f"expected a finite value, got {value!r}")
+        raise ValueError(f"expected a finite value, got {echo(value)}")
     return number
 
 
@@ -93,21 +107,21 @@ def coerce_scalar(tp, value):
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {echo(value)}")
     if tp is int:
         number = _as_number(value, "an integer")
         if not number.is_integer():
-            raise ValueError(f"expected an integer, got {value!r}")
+            raise ValueError(f"expected an integer, got {echo(value)}")
         return int(number)
     if tp is float:
         return _as_number(value, "a number")
     if tp is str:
         if not isinstance(value, str) or not value:
-            raise ValueError(f"expected a non-empty string, got {value!r}")
+            raise ValueError(f"expected a non-empty string, got {echo(value)}")
         return value
     if tp is Path:
         if not isinstance(value, (str, Path)) or not str(value):
-            raise ValueError(f"expected a path, got {value!r}")
+            raise ValueError(f"expected a path, got {echo(value)}")
         return Path(value)
     raise TypeError(f"unsupported config type {tp}")  # a bug in this module, not user input
 
@@ -117,7 +131,7 @@ def parse_section(cls, raw: Any, path: str, problems: list[str], where: str):
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        problems.append(f"{where}: {path}: expected a mapping, got {raw!r}")
+        problems.append(f"{where}: {path}: expected a mapping, got {echo(raw)}")
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = field_types(cls)

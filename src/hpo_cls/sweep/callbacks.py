@@ -7,8 +7,10 @@ until ``setup`` (a resumed sweep gets them back and calls ``setup`` again).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ray import tune
 
@@ -24,9 +26,13 @@ from hpo_cls.tracking.runs import (
 )
 from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.ui import sweep_view_op
+from hpo_cls.tracking.uri import redact_uri
 from hpo_cls.tracking.writer import MlflowWriter
 
-__all__ = ["SweepTracker", "METRIC_KEYS"]
+__all__ = ["SweepTracker", "METRIC_KEYS", "restoring_tracker"]
+
+# (sweep id, store URI) of a resuming driver, while Tune unpickles the interrupted run's tracker.
+_RESTORING: ContextVar[tuple[str, str] | None] = ContextVar("hpo_cls_restoring_tracker", default=None)
 
 METRIC_KEYS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s", "best_val_acc",
@@ -52,8 +58,16 @@ class SweepTracker(tune.Callback):
         self._best_score: dict[str, float] = {}  # trial id -> its best value of the sweep's metric so far
 
     def __getstate__(self):
-        # The writer (a thread) is made again by setup() when a resumed sweep restores this callback.
-        return {**self.__dict__, "writer": None, "_opened": set()}
+        # The writer (a thread) is made again by setup() when a resumed sweep restores this callback. Tune
+        # pickles this callback into tuner.pkl: the store URI goes there without its password, and a resumed
+        # sweep sets it again from its spec (sweep.tuner) before setup() connects.
+        return {**self.__dict__, "writer": None, "_opened": set(), "tracking_uri": redact_uri(self.tracking_uri)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        restoring = _RESTORING.get()
+        if restoring is not None and restoring[0] == self.sweep_id:
+            self.tracking_uri = restoring[1]
 
     def setup(self, **info) -> None:
         self.start()
@@ -124,3 +138,14 @@ class SweepTracker(tune.Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self.writer.flush()
+
+
+@contextmanager
+def restoring_tracker(sweep_id: str, tracking_uri: str) -> Iterator[None]:
+    """Within: a pickled tracker of this sweep unpickles with ``tracking_uri`` (``Tuner.restore`` unpickles
+    the callbacks and Tune has no public getter for them; the pickle holds the URI without its password)."""
+    token = _RESTORING.set((sweep_id, tracking_uri))
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)

@@ -43,6 +43,7 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
     if ray.is_initialized():
         return False
     if joins_running_ray(address):
+        _check_address_answers(address)
         ours = _our_cluster_at(address)
         with loopback_only() if ours is not None else contextlib.nullcontext():
             ray.init(address=address, logging_level="WARNING", runtime_env=_runtime_env(ours))
@@ -55,6 +56,21 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
             ray.init(address="local", include_dashboard=False, object_store_memory=object_store_bytes,
                      logging_level="WARNING")
     return True
+
+
+def _check_address_answers(address: str, timeout_s: float = 5.0) -> None:
+    """A ConnectionError (the CLI's one line) within seconds when ``host:port`` does not answer: Ray itself
+    retries an address that is down for minutes. ``auto`` and ``ray://`` addresses are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError, OverflowError) as exc:
+        raise ConnectionError(f"nothing answers at {address} ({getattr(exc, 'strerror', None) or exc}); start "
+                              "the cluster (`ray start --head`) or fix --address") from None
 
 
 @contextlib.contextmanager

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from hpo_cls.errors import SweepError
+from hpo_cls.errors import SweepError, echo
+from hpo_cls.spec.validate import name_problem
 
 __all__ = ["resolve_trainable", "sweep_directory", "trial_dirname", "git_commit", "versions"]
 
@@ -25,7 +26,7 @@ def resolve_trainable(dotted: str) -> Callable:
         except ModuleNotFoundError:
             fn = None
     if not callable(fn):
-        raise SweepError(f"trainable: cannot import {dotted!r} (a module with a trainable() function, or a function)")
+        raise SweepError(f"trainable: cannot import {echo(dotted)} (a module with a trainable() function, or a function)")
     return fn
 
 
@@ -37,12 +38,14 @@ def sweep_directory(storage: str, spec_name: str, name: str | None, resume: bool
     from ray.tune import Tuner
 
     remote = "://" in storage
+    if name is not None and name_problem(name):  # it becomes a folder under storage, never one elsewhere
+        raise SweepError(f"{{name}}: {name_problem(name)}")
     if name is not None:
         path = f"{storage.rstrip('/')}/{name}" if remote else str(Path(storage) / name)
         if resume and not Tuner.can_restore(path):
-            raise SweepError(f"{{resume}}: no interrupted sweep named {name!r} in {storage}")
+            raise SweepError(f"{{resume}}: no interrupted sweep named {echo(name)} in {storage}")
         if not resume and not remote and Path(path).exists():
-            raise SweepError(f"a sweep named {name!r} already exists in {storage}; use {{resume}} to continue it")
+            raise SweepError(f"a sweep named {echo(name)} already exists in {storage}; use {{resume}} to continue it")
         return name, path
     if resume:
         if remote:
@@ -52,7 +55,7 @@ def sweep_directory(storage: str, spec_name: str, name: str | None, resume: bool
             key=lambda p: p.stat().st_mtime,
         )
         if not candidates:
-            raise SweepError(f"{{resume}}: no sweep of {spec_name!r} to resume in {storage}")
+            raise SweepError(f"{{resume}}: no sweep of {echo(spec_name)} to resume in {storage}")
         return candidates[-1].name, str(candidates[-1])
     sweep_id = f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return sweep_id, f"{storage.rstrip('/')}/{sweep_id}" if remote else str(Path(storage) / sweep_id)

@@ -6,18 +6,19 @@ in seconds, not hours into a sweep.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from hpo_cls.data import DatasetSummary, describe_dataset
-from hpo_cls.errors import DataError, SpecError
+from hpo_cls.errors import DataError, SpecError, echo
 from hpo_cls.models.names import architecture_key
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
 from hpo_cls.spec.baseline import sweep_problems
 
 __all__ = ["ParameterBudget", "FlopsCount", "Preflight", "run_preflight", "check_tracking_uri", "health_request",
-           "check_trainable", "check_pretrained_weights", "deferred_problems", "checked"]
+           "check_trainable", "check_pretrained_weights", "deferred_problems", "checked", "check_cluster_resources"]
 
 
 class ParameterBudget:
@@ -106,32 +107,33 @@ def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_er
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
-    """A problem line if an MLflow server at an http(s) URI does not answer its health check (or the URI
-    cannot be parsed), or if a SQLite store cannot be created where its URI points (the store itself is
-    opened in the background)."""
-    import os
+    """A problem line if the store cannot take a sweep's writes, found in seconds: an MLflow server at an
+    http(s) URI or a database server that does not answer (or a URI that cannot be parsed), a SQLite store
+    that cannot be created or written where its URI points (:func:`_sqlite_store_problem`), a folder
+    (``file:``) store. The one pre-flight of the tracking store, for every command that opens one."""
     import urllib.error
     import urllib.request
 
-    from hpo_cls.tracking.uri import redact_uri
+    from hpo_cls.tracking.uri import NOT_A_VALID_URI, redact_uri, unreachable_reason
 
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    if scheme and scheme not in _TRACKING_SCHEMES:
-        return (f"tracking.uri: {redact_uri(uri)}: unknown scheme {scheme}:// (MLflow stores: a folder, "
+    if scheme == "file" or not scheme and not uri.startswith("databricks"):
+        return (f"tracking.uri: {redact_uri(uri)}: a folder (file:) store, which MLflow {_mlflow_version()} no "
+                "longer writes; use a SQLite store, e.g. sqlite:///mlflow.db")
+    if scheme not in _TRACKING_SCHEMES:
+        return (f"tracking.uri: {redact_uri(uri)}: unknown scheme {scheme}:// (MLflow stores: "
                 f"{', '.join(s + '://' for s in _TRACKING_SCHEMES)})")
     if uri.startswith("sqlite:///"):
-        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
-        if not os.path.isdir(folder):
-            return f"tracking.uri: {uri}: folder {folder} does not exist"
-        if not os.access(folder, os.W_OK):
-            return f"tracking.uri: {uri}: folder {folder} is not writable"
-        return None
-    if not uri.startswith(("http://", "https://")):
-        return None
+        problem = _sqlite_store_problem(uri[len("sqlite:///"):])
+        return f"tracking.uri: {uri}: {problem}" if problem else None
+    if not uri.startswith(("http://", "https://")):  # a database server (postgresql, mysql): does it answer?
+        reason = unreachable_reason(uri)
+        return f"tracking.uri: cannot reach {redact_uri(uri)} ({reason}); start it or fix {{tracking_uri}}" \
+            if reason else None
     try:
         request = health_request(uri)
-    except ValueError as exc:
-        return f"tracking.uri: {redact_uri(uri)} is not a valid URI ({exc}); fix {{tracking_uri}}"
+    except ValueError:
+        return f"tracking.uri: {redact_uri(uri)} is {NOT_A_VALID_URI}; fix {{tracking_uri}}"
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             if response.status == 200:
@@ -143,7 +145,50 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:
                 "start it or fix {tracking_uri}")
 
 
-_TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+_TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _mlflow_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("mlflow")
+
+
+def _sqlite_store_problem(path: str, timeout_s: float = 2.0) -> str | None:
+    """Why a SQLite store at ``path`` cannot take a sweep's writes, found in seconds: its folder is missing or
+    read-only (tried with a real file: MLflow would hang creating the store), the file is not a SQLite
+    database, or another process holds its write lock. None when it can."""
+    import os
+    import sqlite3
+    import tempfile
+
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        return f"folder {folder} does not exist; create it or fix {{tracking_uri}}"
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".hpo-cls-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"folder {folder} is not writable ({exc.strerror or exc}); use a store in a writable folder"
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            return "is not a SQLite database; move it away or point {tracking_uri} at another file"
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=timeout_s, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock, taken and given back at once
+            db.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return (f"the database is locked by another process (waited {timeout_s:g}s); wait for it to end or "
+                    "use another store")
+        return f"cannot be opened as a database ({exc}); move it away or use another store"
+    except sqlite3.DatabaseError as exc:
+        return f"is not a usable SQLite database ({exc}); move it away or use another store"
+    return None
 
 
 def check_trainable(dotted: str) -> str | None:
@@ -156,7 +201,7 @@ def check_trainable(dotted: str) -> str | None:
     except SweepError as exc:
         return str(exc)
     except Exception as exc:  # the user's module itself fails to import: say how, in one line
-        return f"trainable: importing {dotted!r} fails: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return f"trainable: importing {echo(dotted)} fails: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return None
 
 
@@ -190,6 +235,22 @@ def check_pretrained_weights(spec: SweepSpec, timeout_s: float = 5.0) -> list[st
     return [f"{spec.source}: fixed.pretrained: ImageNet weights for {name} are not in torch hub's cache and cannot "
             f"be downloaded ({reason}); train would fail here: download {url} and place it at {target}, or set pretrained: false"
             for name, url, target in missing]
+
+
+def check_cluster_resources(spec: SweepSpec) -> None:
+    """A SweepError when no node of the connected Ray cluster can run one trial (``resources.gpu`` on a cluster
+    without GPUs, more CPUs than any node has): Tune would wait for such a node forever."""
+    import ray
+
+    from hpo_cls.errors import SweepError
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for key, want in (("GPU", spec.resources.gpu), ("CPU", spec.resources.cpu)):
+        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if want > most:
+            raise SweepError(f"{spec.source}: resources.{key.lower()}: each trial asks for {want:g} {key}, but no "
+                             f"node of the Ray cluster has that many (at most {most:g}); lower it or join a "
+                             "cluster that has them")
 
 
 def deferred_problems(spec: SweepSpec) -> list[str]:

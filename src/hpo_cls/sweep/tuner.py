@@ -18,7 +18,7 @@ from hpo_cls.sweep.deferred_deletes import deferred_checkpoint_deletes
 from hpo_cls.sweep.estimate import SweepEstimate, format_actual
 from hpo_cls.sweep.experiment import git_commit, resolve_trainable, sweep_directory, trial_dirname, versions
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
-from hpo_cls.sweep.preflight import ParameterBudget
+from hpo_cls.sweep.preflight import ParameterBudget, check_cluster_resources
 from hpo_cls.tracking.runs import constraints_param, objectives_param
 from hpo_cls.sweep.reuse import with_fresh_worker_on_failed_reset
 from hpo_cls.sweep.stop import GracefulStop
@@ -53,6 +53,7 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
         raise SweepError("{warm_start} starts a new sweep; a resumed sweep keeps its searcher's history")
     import ray
 
+    from hpo_cls.sweep.callbacks import restoring_tracker
     from hpo_cls.sweep.progress import SweepProgress
 
     out = out or sys.stdout
@@ -68,13 +69,21 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
     for key, value in _TUNE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES) or owns_ray
+    try:
+        check_cluster_resources(spec)  # a trial no node can run would wait forever
+    except SweepError:
+        if started:
+            ray.shutdown()
+        raise
     _announce(spec, sweep_id, report)
     progress = SweepProgress(sweep_id, spec.budget.num_samples, spec.budget.epochs, spec.metric, spec.mode,
                              [p.name for p in spec.search.space], spec.budget.time_budget_s, quiet=quiet, stream=out)
     try:
         with GracefulStop(sweep_id) as stop:
             if resume:
-                with progress.taking_over():  # the interrupted run's console callback, unpickled, is this one
+                # The interrupted run's callbacks, unpickled, are this run's console and its tracker with the
+                # store URI from this run's spec (it was pickled without its password).
+                with progress.taking_over(), restoring_tracker(sweep_id, spec.tracking.uri):
                     tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
             else:
                 tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,

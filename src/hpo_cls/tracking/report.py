@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo_cls.console import format_cell
+from hpo_cls.outputs import atomic_write
 from hpo_cls.tracking.report_data import SweepData, load_sweep_data
 from hpo_cls.tracking.store import find_sweep
 from hpo_cls.tracking.ui import is_local_store, run_url, runs_view_url, ui_base_url
@@ -109,10 +110,10 @@ def render_report(data: SweepData, tracking_uri: str) -> str:
 def write_report(client: MlflowClient, experiment: str, sweep: str | None, out: Path) -> tuple[Path, SweepData]:
     """Read the sweep (id or spec name; default the newest) from MLflow and write its report to ``out``."""
     data = load_sweep_data(client, find_sweep(client, experiment, sweep), experiment)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(data, client.tracking_uri), encoding="utf-8")
-    return out, data
+    page = render_report(data, client.tracking_uri)
+    with atomic_write(out) as f:  # a failed write leaves the old report whole
+        f.write(page)
+    return Path(out), data
 
 
 def log_sweep_report(tracking_uri: str, experiment: str, sweep_id: str) -> None:

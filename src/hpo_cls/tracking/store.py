@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
-from hpo_cls.errors import TrackingError
+from hpo_cls.errors import TrackingError, echo
 from hpo_cls.tracking.backend import SweepRecord, TrialRun
 from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG, SWEEP_NAME_TAG, TRIAL_ID_TAG
 from hpo_cls.tracking.uri import redact_uri
@@ -64,7 +64,7 @@ def experiment_id_of(client: MlflowClient, experiment: str) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is None or found.lifecycle_stage == "deleted":
         names = [e.name for e in client.search_experiments()]
-        raise TrackingError(f"no MLflow experiment {experiment!r} at {redact_uri(client.tracking_uri)} "
+        raise TrackingError(f"no MLflow experiment {echo(experiment)} at {redact_uri(client.tracking_uri)} "
                             f"(experiments: {', '.join(names) or 'none'}); pass {{experiment}} or {{tracking_uri}}")
     return found.experiment_id
 
@@ -97,7 +97,7 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str | None = None) 
     the newest sweep of the experiment."""
     records = sweep_records(client, experiment_id_of(client, experiment))
     if not records:
-        raise TrackingError(f"experiment {experiment!r} holds no sweeps; run `hpo-cls sweep` first")
+        raise TrackingError(f"experiment {echo(experiment)} holds no sweeps; run `hpo-cls sweep` first")
     if sweep is None:
         return records[0]
     match = next((r for r in records if r.sweep_id == sweep), None)
@@ -105,7 +105,7 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str | None = None) 
     if match is None:
         listed = [f"{r.sweep_id} ({r.name})" for r in records[:20]]
         more = f" and {len(records) - 20} more" if len(records) > 20 else ""
-        raise TrackingError(f"no sweep {sweep!r} in experiment {experiment!r}; sweeps there (newest first): "
+        raise TrackingError(f"no sweep {echo(sweep)} in experiment {echo(experiment)}; sweeps there (newest first): "
                             f"{', '.join(listed)}{more}")
     return match
 

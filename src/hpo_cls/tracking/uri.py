@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["redact_uri", "redact_text", "default_retry_seconds"]
+__all__ = ["redact_uri", "redact_text", "default_retry_seconds", "unreachable_reason", "NOT_A_VALID_URI"]
 
-# ``scheme://user:password@`` anywhere in a text: the user stays, the password goes. Matched as text, not
-# parsed, so a URI that urllib refuses (a bad port, an unclosed ``[``) is redacted too, never raises.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#@:]*):([^\s/?#]*)@")
+# What is wrong with a URI urllib cannot split. Never urllib's own message: it quotes the part it read as
+# the port, which for a password holding an unencoded ``/`` or ``#`` is a piece of the password.
+NOT_A_VALID_URI = "not a valid URI: its host or port cannot be read (a password holding / # @ or % must be " \
+                  "percent-encoded)"
+
+# ``scheme://user:password@`` anywhere in a text: the user stays, everything from the first ``:`` to the last
+# ``@`` of the word goes. Matched as text, never parsed: a password with an unencoded ``/``, ``#``, ``@`` or
+# ``%`` makes a URI unparsable, and a URI that urllib refuses (a bad port, an unclosed ``[``) is redacted too.
+# (A word whose part between ``://`` and its last ``@`` has no ``:`` names a user only and stays as it is.)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s:@]*):(\S*)@")
 # ``?token=...``, ``&password=...``, ``;api_key=...``: query values whose name says they are a secret.
 _QUERY_SECRET = re.compile(
     r"(?i)([?&;][^\s=&;#?]*(?:pass|pwd|secret|token|key|auth|credential|signature|sig\b)[^\s=&;#?]*=)[^\s&;#]*")
@@ -47,8 +54,8 @@ def unreachable_reason(uri: str, timeout_s: float = 5.0) -> str | None:
     try:
         parts = urllib.parse.urlsplit(uri)
         port = parts.port  # raises ValueError: not a number, or out of range
-    except ValueError as exc:
-        return f"not a valid URI ({exc})"
+    except ValueError:
+        return NOT_A_VALID_URI
     default = _DEFAULT_PORTS.get(parts.scheme.split("+", 1)[0].lower())
     if default is None:
         return None
