@@ -188,3 +188,20 @@ def test_a_write_that_keeps_failing_is_given_up_with_a_warning_not_waited_for_fo
     assert writer.failed_ops == 1
     assert "No space left on device" in warnings[0] and "gave up" in warnings[-1]
     writer.close()
+
+
+def test_a_pickled_tracker_holds_no_password_and_a_resuming_driver_gives_it_back():
+    import pickle
+
+    from hpo_cls.sweep.callbacks import restoring_tracker
+
+    uri = "postgresql://user:pa/ss#w@rd@db.example:5432/mlflow"
+    tracker = SweepTracker(uri, "exp", "s-1", "s", fixed=TrialConfig(), epochs=3, metric="val_acc", mode="max",
+                           parent_tags={}, parent_params={})
+    pickled = pickle.dumps(tracker)
+    assert b"pa/ss" not in pickled and b"rd@db" not in pickled
+    assert "pa/ss" not in pickle.loads(pickled).tracking_uri  # an ordinary unpickle keeps it redacted
+    with restoring_tracker("s-2", "postgresql://other"):  # another sweep's resume gives this one nothing
+        assert "pa/ss" not in pickle.loads(pickled).tracking_uri
+    with restoring_tracker("s-1", uri):
+        assert pickle.loads(pickled).tracking_uri == uri
