@@ -22,7 +22,7 @@ from hpo_cls.errors import NonFiniteLossError
 from hpo_cls.spec import trial_config_from_dict
 from hpo_cls.sweep import ray_links
 from hpo_cls.sweep.cluster import quiet_stop_in_finalizers, use_assigned_cpus
-from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S, imports_frozen
+from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S
 from hpo_cls.train.trial_setup import TrialSetup
 
 if TYPE_CHECKING:
@@ -45,13 +45,12 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     from hpo_cls.train.run import TrainingRun
 
     cfg = trial_config_from_dict(config, base=setup.fixed)
-    with imports_frozen():
-        run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
-        try:
-            _train(run, setup.epochs)
-        finally:
-            del run
-            atexit.unregister(join)
+    run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
+    try:
+        _train(run, setup.epochs)
+    finally:
+        del run
+        atexit.unregister(join)
 
 
 def _train(run: TrainingRun, epochs: int) -> None:

@@ -6,9 +6,6 @@ every other trial, promote member and DataLoader worker maps the same file read-
 one copy in its page cache however many trials read it. ``name`` is ``<family>-<content>``: the family
 hashes the folder and resize side, the content hashes every file's path, size and mtime, so a changed,
 added or removed image means a new entry (and the family's old entries are deleted when it is written).
-
-Torch-free until an image is decoded or mapped: a sweep's driver finds the node's entries already built
-without importing torch.
 """
 
 from __future__ import annotations
@@ -26,14 +23,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from hpo_cls.cache_dir import default_cache_root
-from hpo_cls.data.folders import class_mapping, list_images
-from hpo_cls.data.sizes import cache_size, image_bytes
-from hpo_cls.spec import DataConfig, TrialConfig
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["image_cache_dir", "cache_name", "MappedImages", "open_shared_cache", "has_entry", "prepare_shared_cache"]
+__all__ = ["image_cache_dir", "cache_name", "MappedImages", "open_shared_cache"]
 
 _FORMAT = 1
 _CHUNK = 256  # images decoded ahead of the writer: bounds the memory a build holds
@@ -112,35 +106,6 @@ def open_shared_cache(paths: Sequence[Path], side: int, folder: Path,
                 _prune(folder, family, keep=name)
     meta = json.loads(index.read_text())
     return MappedImages(data, np.asarray(meta["shapes"], dtype=np.int64).reshape(-1, 3))
-
-
-def has_entry(paths: Sequence[Path], side, folder: Path) -> bool:
-    """Whether ``folder`` holds the cached images of ``paths`` at ``side`` (mapped at once by
-    :func:`open_shared_cache`)."""
-    return (Path(folder) / f"{cache_name(paths, side)[1]}.u8").is_file()
-
-
-def prepare_shared_cache(data_cfg: DataConfig, cfg: TrialConfig, cache_limit_bytes: int = 4 * 2**30) -> None:
-    """Build this node's train and val caches for ``cfg``'s preprocessing now (a sweep's driver, while Ray
-    starts), so its trials only map them; the same limit as the trials' loaders. Where the folder cannot
-    hold them, the trials fall back to their own copies (they warn). Imports torch only to decode."""
-    root = Path(data_cfg.root)
-    class_to_idx = class_mapping(root / "train")
-    resize_to = cache_size(cfg, data_cfg.image_size)
-    budget = cache_limit_bytes
-    for split in ("train", "val"):
-        samples = list_images(root / split, class_to_idx)
-        budget -= len(samples) * image_bytes(resize_to)
-        if budget < 0:
-            return
-        if has_entry([p for p, _ in samples], resize_to, image_cache_dir(data_cfg.cache_dir)):
-            continue
-        from hpo_cls.data.loaders import open_node_cache
-
-        try:
-            open_node_cache(samples, resize_to, data_cfg.cache_dir)
-        except OSError:
-            return
 
 
 @contextmanager

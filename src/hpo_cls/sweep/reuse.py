@@ -12,16 +12,12 @@ MLflow run records it like any other trial.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import sys
-from typing import Iterator
-
-from hpo_cls.train.allocator import TRIAL_PROCESS_ENV
 
 __all__ = ["TEARDOWN_BOUND_S", "RESET_TIMEOUT_S", "trial_process_environment", "FreshWorkerOnFailedReset",
-           "with_fresh_worker_on_failed_reset", "release_previous_trial", "imports_frozen"]
+           "with_fresh_worker_on_failed_reset", "release_previous_trial"]
 
 TEARDOWN_BOUND_S = 10  # the longest a trainable's thread may take to end once Tune stops it
 RESET_TIMEOUT_S = 3 * TEARDOWN_BOUND_S  # what a reset waits for it: the bound, with room for a busy machine
@@ -30,9 +26,8 @@ _RESET_TIMEOUT_VAR = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # read by Tune inside eac
 
 def trial_process_environment() -> dict[str, str]:
     """Environment variables the trial processes need (a value already set here wins, e.g. in a test): the
-    reset timeout, and the allocator's (``hpo_cls.train.allocator``), read when a process starts."""
-    wanted = {_RESET_TIMEOUT_VAR: str(RESET_TIMEOUT_S), **TRIAL_PROCESS_ENV}
-    return {name: os.environ.get(name, value) for name, value in wanted.items()}
+    reset timeout, read by Tune in each trial process."""
+    return {_RESET_TIMEOUT_VAR: os.environ.get(_RESET_TIMEOUT_VAR, str(RESET_TIMEOUT_S))}
 
 
 def release_previous_trial() -> None:
@@ -46,19 +41,6 @@ def release_previous_trial() -> None:
         if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # cuBLAS keeps its workspaces otherwise
             torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def imports_frozen() -> Iterator[None]:
-    """While a trial trains: the objects already in the process (the ~440k torch, torchvision and Ray
-    imported, never garbage) are left out of Python's full collections, which otherwise walk them all
-    every few hundred steps. Undone when the trial ends, so the process between and after trials is as
-    Python and Ray expect it."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 class FreshWorkerOnFailedReset:

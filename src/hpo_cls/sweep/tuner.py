@@ -14,7 +14,6 @@ from hpo_cls.errors import SweepError
 from hpo_cls.search.space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
-from hpo_cls.sweep.deferred_deletes import deferred_checkpoint_deletes
 from hpo_cls.sweep.estimate import SweepEstimate, format_actual
 from hpo_cls.sweep.experiment import git_commit, resolve_trainable, sweep_directory, trial_dirname, versions
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
@@ -102,8 +101,7 @@ def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tun
     stop.progress = progress  # told of a signal, so it does not report the trials Tune stops as ended
     fit_start = time.monotonic()
     try:
-        with deferred_checkpoint_deletes(experiment_path):
-            results = tuner.fit()
+        results = tuner.fit()
     finally:
         progress.close()
     stop.check()
