@@ -208,3 +208,26 @@ def test_the_cli_sets_ray_output_before_ray_is_imported():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("address, loopback", [("127.0.0.1:6379", False), ("local", True), (None, True)])
+def test_a_sweep_with_a_private_ray_sets_rays_loopback_switch_before_ray_is_imported(tiny_spec, monkeypatch,
+                                                                                     address, loopback):
+    """Ray reads its one-machine switch (public: an environment variable) when it is imported: a sweep that
+    starts a private Ray sets it first, so that Ray listens on 127.0.0.1 even with HPO_CLS_COMPAT=off. A sweep
+    joining a running Ray leaves it alone."""
+    from hpo_cls.cli import commands, main
+    from hpo_cls.compat import RAY_CLUSTER_SWITCH
+    from hpo_cls.errors import CommandError
+    from hpo_cls.sweep import cluster
+
+    monkeypatch.delenv(RAY_CLUSTER_SWITCH, raising=False)  # restored after the test
+    seen = []
+    monkeypatch.setattr(cluster, "connect_ray", lambda address, object_store_bytes: False)
+
+    def checks_stop_the_sweep(spec):
+        seen.append(os.environ.get(RAY_CLUSTER_SWITCH))
+        raise CommandError("checks: stop here")
+
+    monkeypatch.setattr(commands, "_preflight_and_imports", checks_stop_the_sweep)
+    argv = ["sweep", str(tiny_spec()), *(["--address", address] if address else [])]
+    assert main(argv) == 2
+    assert seen == (["0"] if loopback else [None])

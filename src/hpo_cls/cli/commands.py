@@ -73,11 +73,12 @@ def cmd_train(args) -> int:
 def cmd_sweep(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray, shutdown_ray
+    from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, before_importing_ray, connect_ray, shutdown_ray
     from hpo_cls.tracking.uri import redact_uri
 
     spec = _load(args)
     address = args.address
+    before_importing_ray(address)
     if not args.quiet:
         print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
     started = False
@@ -189,7 +190,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    from hpo_cls.sweep.cluster import before_importing_ray
+
     _client(args.tracking_uri)  # an unreachable server: an error line now, not minutes of retries
+    before_importing_ray(args.address)
     from hpo_cls.promote.pipeline import PromoteOptions, run_promote
 
     options = PromoteOptions(

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import sys
-from typing import Iterator
 
+from hpo_cls.compat import RAY_CLUSTER_SWITCH, loopback_only, quiet_ray_auth_notice
 from hpo_cls.sweep.reuse import trial_process_environment
 
-__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "connect_ray", "shutdown_ray",
-           "loopback_only", "use_assigned_cpus", "quiet_stop_in_finalizers"]
+__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "before_importing_ray", "connect_ray",
+           "shutdown_ray", "use_assigned_cpus", "quiet_stop_in_finalizers"]
 
 SWEEP_OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's object store only carries trial setups and results
 PRIVATE_ADDRESS = "local"  # --address local: a private Ray for this command, as without --address
@@ -22,12 +20,20 @@ def joins_running_ray(address: str | None) -> bool:
     return bool(address) and address != PRIVATE_ADDRESS
 
 
+def before_importing_ray(address: str | None) -> None:
+    """For a command that will start a private Ray (no ``address``): Ray's public switch that keeps a
+    one-machine Ray on 127.0.0.1 (:func:`hpo_cls.compat.loopback_only`), set before this process imports
+    Ray, which reads it then."""
+    if not joins_running_ray(address):
+        os.environ[RAY_CLUSTER_SWITCH] = "0"
+
+
 def connect_ray(address: str | None, object_store_bytes: int) -> bool:
     """Join ``address``, or start a local Ray of our own without one or with ``"local"``. True when this call
     connected (so must shut down: from a cluster that only disconnects).
 
     The local Ray is always a fresh instance (``address="local"``), never one that `ray start` left running
-    here; it listens on 127.0.0.1 only (:func:`loopback_only`) with the dashboard off, and its
+    here; it listens on 127.0.0.1 only (:func:`~hpo_cls.compat.loopback_only`) with the dashboard off, and its
     object store is kept small (it only carries small trial setups and results). The trial processes get
     :func:`~hpo_cls.sweep.reuse.trial_process_environment`: on a cluster as the job's runtime environment,
     locally through this process's environment, which the local Ray's workers inherit (a runtime
@@ -41,39 +47,11 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
         ray.init(address=address, logging_level="WARNING", runtime_env={"env_vars": trial_process_environment()})
     else:
         os.environ.update(trial_process_environment())
-        # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise
-        # in every sweep's output (and ahead of the one-line error when a pre-flight check fails).
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        quiet_ray_auth_notice()
         with loopback_only():
             ray.init(address="local", include_dashboard=False, object_store_memory=object_store_bytes,
                      logging_level="WARNING")
     return True
-
-
-@contextlib.contextmanager
-def loopback_only() -> Iterator[None]:
-    """Around ``ray.init``: a Ray started in it (``address="local"``) is a one-machine Ray whose servers (GCS,
-    raylet, workers, agents) listen on 127.0.0.1 only, not on every interface of the machine; a driver
-    joining such a Ray at its 127.0.0.1 address must connect in it too.
-
-    ``ray.init(_node_ip_address="127.0.0.1")`` does not do it: Ray replaces a loopback node address with the
-    machine's own, and its servers then listen on all interfaces. It keeps 127.0.0.1 where it supports no
-    multi-node clusters (macOS, Windows): the switch it reads for that is set for the duration, in Ray's
-    constants (read at call time) and in the environment of the processes it starts (read at import). It
-    is restored afterwards, so this process can still join another cluster later."""
-    from ray._private import ray_constants
-
-    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(name)
-    ray_constants.ENABLE_RAY_CLUSTER, os.environ[name] = False, "0"
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
-        if saved[1] is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved[1]
 
 
 def shutdown_ray() -> None:
