@@ -3,6 +3,7 @@ by a bare Ray Tune script and by the stock stack as Ray's docs write it.
 
     python bench/overhead.py                      # ~30 s trials on the embedded data, 2 slots
     python bench/overhead.py --trial-seconds 3    # short trials: fixed costs dominate
+    python bench/overhead.py --trials 2 --epochs 3   # a fixed amount of work, to compare two checkouts
 
 (a) each configuration is trained in this process by the engine (one CPU thread, as a Ray trial with
 cpu: 1 gets), timing the whole trial (model, data, epochs); half of them run before the others, half after.
@@ -97,6 +98,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--slots", type=int, default=2, help="trials at once (1 CPU each)")
     parser.add_argument("--trial-seconds", type=float, default=30.0, help="target compute time of one trial")
+    parser.add_argument("--epochs", type=int, help="epochs per trial, instead of sizing them to --trial-seconds "
+                        "(runs to be compared on a machine whose speed drifts get the same work)")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--repeats", type=int, default=2, help="runs of the floor; their mean is reported")
     args = parser.parse_args()
@@ -110,8 +113,11 @@ def main() -> None:
     data = DataConfig(root=REPO / "data" / "cifar10-mini", image_size=32, workers=0)
     configs = [TrialConfig(backbone=args.backbone, lr=lr, batch_size=64) for lr in LRS[: args.trials]]
     # Size the epochs so one trial takes about --trial-seconds (setup included).
-    setup_s, epoch_s = probe_seconds(data, configs[0])
-    epochs = max(1, round((args.trial_seconds - setup_s) / epoch_s))
+    if args.epochs:
+        epochs = args.epochs
+    else:
+        setup_s, epoch_s = probe_seconds(data, configs[0])
+        epochs = max(1, round((args.trial_seconds - setup_s) / epoch_s))
     # Half the in-process trials run before the sweep and half after: this VM's speed drifts by several
     # percent over minutes, and a baseline taken only before the sweep would fold that drift into the ratio.
     before, after = configs[0::2], configs[1::2]
