@@ -37,7 +37,6 @@ import torch
 from PIL import Image
 
 from hpo_cls.data.loaders import build_loaders
-from hpo_cls.data.prepare import prepare_shared_cache
 from hpo_cls.spec import DataConfig, TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,18 +125,18 @@ def main() -> None:
         count = sum(1 for split in ("train", "val") for _ in (root / split).glob("*/*"))
         # (b) first, while the machine holds no caches of (a): cache, JPEG decode, device path's CPU half.
         rounds = {"cache": [], "decode": [], "device_cpu_part": []}
-        prepare_shared_cache(data, TrialConfig())
+        build_loaders(data, TrialConfig())  # builds the node's train and val caches
         for _ in range(2):  # interleaved, so drift hits all three alike
             rounds["cache"].append(loader_images_per_s(data, args.batches))
             rounds["decode"].append(loader_images_per_s(data, args.batches // 4 or 1, cache=False))
             rounds["device_cpu_part"].append(loader_images_per_s(data, args.batches, device_augment=True))
         pipeline = {name: [statistics.mean(v) for v in zip(*values)] for name, values in rounds.items()}
-        # (a) today's per-trial copies, then the shared file (rebuilt here and timed: a sweep's driver does it).
+        # (a) today's per-trial copies, then the shared file (rebuilt here and timed: the first trial of a node does it).
         per_trial_1, per_trial_2 = run_trials(data, False, 1), run_trials(data, False, 2)
         for path in (Path(tmp) / "cache").rglob("*.u8"):
             path.unlink()
         start = time.perf_counter()
-        prepare_shared_cache(data, TrialConfig())
+        build_loaders(data, TrialConfig())  # builds the node's train and val caches
         build_s = time.perf_counter() - start
         shared_1, shared_2 = run_trials(data, True, 1), run_trials(data, True, 2)
 

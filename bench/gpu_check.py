@@ -406,13 +406,13 @@ def loader_images_per_s(data, device: torch.device, device_augment: bool, batche
 
 
 def check_input_pipeline(workdir: Path, figures: dict, failures: list[str]) -> None:
-    from hpo_cls.data.prepare import prepare_shared_cache
+    from hpo_cls.data.loaders import build_loaders
     from hpo_cls.spec import DataConfig, TrialConfig
 
     root = bench_function("data_cache.py", "make_dataset")(workdir / "photos", 1500)
     data = DataConfig(root=root, image_size=224, workers=min(4, len(os.sched_getaffinity(0))),
                       cache_dir=workdir / "cache")
-    prepare_shared_cache(data, TrialConfig())
+    build_loaders(data, TrialConfig())  # builds the node's train and val caches
     device = torch.device("cuda")
     on_gpu, on_cpu = loader_images_per_s(data, device, True), loader_images_per_s(data, device, False)
     figures["loader_images_per_s_gpu_augment"], figures["gpu_augment_vs_cpu"] = round(on_gpu), on_gpu / on_cpu

@@ -1,8 +1,9 @@
 """Orchestration overhead: the same K configurations trained back to back in-process vs by `hpo-cls sweep`,
-by a bare Ray Tune script, by the stock stack as Ray's docs write it, and by a sweep on a warm cluster.
+by a bare Ray Tune script and by the stock stack as Ray's docs write it.
 
     python bench/overhead.py                      # ~30 s trials on the embedded data, 2 slots
     python bench/overhead.py --trial-seconds 3    # short trials: fixed costs dominate
+    python bench/overhead.py --trials 2 --epochs 3   # a fixed amount of work, to compare two checkouts
 
 (a) each configuration is trained in this process by the engine (one CPU thread, as a Ray trial with
 cpu: 1 gets), timing the whole trial (model, data, epochs); half of them run before the others, half after.
@@ -13,17 +14,15 @@ hpo-cls around it (no checkpoints, MLflow, searcher or pre-flight), timed the sa
 (d) the same configurations run by ``bench/stock_stack.py``: what a user would write from Ray's docs instead
 of hpo-cls (OptunaSearch, ASHA that never stops, MLflowLoggerCallback with artifacts, torch.save checkpoints
 every epoch), timed the same way.
-(e) (b) again, joining a Ray that ``hpo-cls cluster up`` started before (untimed), stopped after.
-(c) and (e) run ``--repeats`` times each in ABBA order (floor, warm, warm, floor, ...); their means are reported.
+(c) runs ``--repeats`` times (its mean is reported).
 Every run shares one decoded-image cache, built by the first in-process trial.
 
 Prints ``overhead = sweep_wall / (sum_compute / slots)`` and, to read it by: ``in_trial_ratio`` (trials
 slower inside the sweep), ``outside_trials_s`` (time with no trial running) and ``contention`` (epoch time of
 `slots` plain trainings at once over one alone, no orchestrator: what sharing the machine costs trials
 anyway, and part of ``in_trial_ratio``); ``tune_floor`` (the wall time of (c) over the same ideal: what Ray
-Tune itself costs on this machine, the floor for any orchestrator built on it), ``stock`` (the same for
-(d); target: overhead ≤ stock) and ``overhead_warm`` (the same for (e); target: below tune_floor), each with
-its own in-trial ratio and time outside trials.
+Tune itself costs on this machine, the floor for any orchestrator built on it) and ``stock`` (the same for
+(d); target: overhead ≤ stock), each with its own in-trial ratio and time outside trials.
 """
 
 from __future__ import annotations
@@ -99,23 +98,26 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--slots", type=int, default=2, help="trials at once (1 CPU each)")
     parser.add_argument("--trial-seconds", type=float, default=30.0, help="target compute time of one trial")
+    parser.add_argument("--epochs", type=int, help="epochs per trial, instead of sizing them to --trial-seconds "
+                        "(runs to be compared on a machine whose speed drifts get the same work)")
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="runs of the floor and of the warm sweep each, in ABBA order; their mean is reported")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of the floor; their mean is reported")
     args = parser.parse_args()
     torch.set_num_threads(1)  # what a Ray trial with cpu: 1 gets (OMP_NUM_THREADS=1)
 
-    # One hpo-cls cache folder for every run (decoded images, built by the first in-process trial; the
-    # cluster record) in place of the user's: no run pays a decode the others do not, and a cluster the
-    # user keeps up is neither joined nor stopped.
+    # One hpo-cls cache folder for every run (decoded images, built by the first in-process trial) in place
+    # of the user's: no run pays a decode the others do not.
     cache_root = tempfile.TemporaryDirectory()
     os.environ[CACHE_DIR_ENV] = cache_root.name
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     data = DataConfig(root=REPO / "data" / "cifar10-mini", image_size=32, workers=0)
     configs = [TrialConfig(backbone=args.backbone, lr=lr, batch_size=64) for lr in LRS[: args.trials]]
     # Size the epochs so one trial takes about --trial-seconds (setup included).
-    setup_s, epoch_s = probe_seconds(data, configs[0])
-    epochs = max(1, round((args.trial_seconds - setup_s) / epoch_s))
+    if args.epochs:
+        epochs = args.epochs
+    else:
+        setup_s, epoch_s = probe_seconds(data, configs[0])
+        epochs = max(1, round((args.trial_seconds - setup_s) / epoch_s))
     # Half the in-process trials run before the sweep and half after: this VM's speed drifts by several
     # percent over minutes, and a baseline taken only before the sweep would fold that drift into the ratio.
     before, after = configs[0::2], configs[1::2]
@@ -141,21 +143,13 @@ def main() -> None:
         stock_wall = timed_command([sys.executable, str(REPO / "bench" / "stock_stack.py"), *same_trials], Path(tmp),
                                    env)
         in_stock = trial_seconds(Path(tmp))
-    # The floor and the warm sweep, the two rows whose difference is the target, run in ABBA blocks (floor,
-    # warm, warm, floor, ...): this VM's speed drifted by 10-25% between rows minutes apart (a trial's
-    # own CPU seconds per epoch, not only its wall time), which a single pair folds into their difference.
-    floor_walls, warm_walls, in_floor, in_warm = [], [], [], []
-    for row in _abba(args.repeats):
+    floor_walls, in_floor = [], []
+    for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            if row == "floor":
-                floor_walls.append(timed_command([sys.executable, str(REPO / "bench" / "tune_floor.py"), *same_trials],
-                                                 Path(tmp), env))
-                in_floor += trial_seconds(Path(tmp))
-            else:
-                Path(tmp, "spec.yaml").write_text(yaml.safe_dump(spec))
-                warm_walls.append(warm_sweep_wall(Path(tmp), env, args.slots))
-                in_warm += trial_seconds(Path(tmp))
-    floor_wall, warm_wall = statistics.mean(floor_walls), statistics.mean(warm_walls)
+            floor_walls.append(timed_command([sys.executable, str(REPO / "bench" / "tune_floor.py"), *same_trials],
+                                             Path(tmp), env))
+            in_floor += trial_seconds(Path(tmp))
+    floor_wall = statistics.mean(floor_walls)
     compute += [train_in_process(data, cfg, epochs) for cfg in after]
     ideal = sum(compute) / args.slots
     contention = epoch_seconds_side_by_side(data, configs[0], args.slots) / epoch_seconds_side_by_side(data, configs[0], 1)
@@ -165,8 +159,7 @@ def main() -> None:
     outside_trials = sweep_wall - sum(in_sweep) / args.slots
     split = {name: (statistics.mean(trials) / statistics.mean(compute), wall - sum(trials) / args.slots / runs)
              for name, wall, trials, runs in (("tune_floor", floor_wall, in_floor, args.repeats),
-                                              ("stock", stock_wall, in_stock, 1),
-                                              ("warm", warm_wall, in_warm, args.repeats))}
+                                              ("stock", stock_wall, in_stock, 1))}
     cache_root.cleanup()
     print(f"trials={args.trials} slots={args.slots} epochs={epochs} trial_compute_s={statistics_line(compute)} "
           f"trial_in_sweep_s={statistics_line(in_sweep)} in_trial_ratio={in_trial_ratio:.3f} "
@@ -174,17 +167,8 @@ def main() -> None:
           f"sweep_wall_s={sweep_wall:.1f} "
           + " ".join(f"{name}_in_trial_ratio={ratio:.3f} {name}_outside_trials_s={outside:.1f}"
                      for name, (ratio, outside) in split.items())
-          + f" tune_floor_runs={'/'.join(f'{wall / ideal:.3f}' for wall in floor_walls)} "
-          f"overhead_warm_runs={'/'.join(f'{wall / ideal:.3f}' for wall in warm_walls)}"
-          + f" tune_floor={floor_wall / ideal:.3f} stock={stock_wall / ideal:.3f} "
-          f"overhead_warm={warm_wall / ideal:.3f} overhead={sweep_wall / ideal:.3f}")
-
-
-def _abba(repeats: int) -> list[str]:
-    """``floor, warm, warm, floor, floor, warm, ...``: ``repeats`` runs of each, every block's mean time the
-    same for both rows, so a drift that is linear over the block cancels."""
-    blocks = [["floor", "warm"], ["warm", "floor"]]
-    return [row for i in range(repeats) for row in blocks[i % 2]]
+          + f" tune_floor_runs={'/'.join(f'{wall / ideal:.3f}' for wall in floor_walls)}"
+          + f" tune_floor={floor_wall / ideal:.3f} stock={stock_wall / ideal:.3f} overhead={sweep_wall / ideal:.3f}")
 
 
 def timed_command(command: list[str], workdir: Path, env: dict) -> float:
@@ -198,22 +182,6 @@ def timed_command(command: list[str], workdir: Path, env: dict) -> float:
     if result.returncode != 0:
         sys.exit(f"{' '.join(command[1:3])} failed:\n{result.stderr[-3000:]}")
     return wall
-
-
-def warm_sweep_wall(workdir: Path, env: dict, slots: int, wait_s: float = 180.0) -> float:
-    """Wall seconds of ``hpo-cls sweep`` joining a cluster that ``hpo-cls cluster up`` started beforehand
-    (untimed, like a user's earlier command), once the cluster keeps ``slots`` trial workers ready."""
-    from hpo_cls.sweep.local_cluster import read_state, state_path
-
-    cli = [sys.executable, "-m", "hpo_cls.cli"]
-    timed_command([*cli, "cluster", "up", "--idle-timeout", "10"], workdir, env)
-    try:
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and getattr(read_state(state_path()), "ready_workers", 0) < slots:
-            time.sleep(0.5)
-        return timed_command([*cli, "sweep", "spec.yaml"], workdir, env)
-    finally:
-        subprocess.run([*cli, "cluster", "down"], cwd=workdir, env=env, capture_output=True)
 
 
 def trial_seconds(workdir: Path) -> list[float]:

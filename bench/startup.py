@@ -1,4 +1,4 @@
-"""Where a sweep's start-up seconds go, on a first run and a second run, and what a warm cluster leaves.
+"""Where a sweep's start-up seconds go, on a first run and a second run.
 
     python bench/startup.py            # first and second run as this machine's page cache stands
     python bench/startup.py --cold     # first run as on a freshly booted machine (see below)
@@ -6,9 +6,7 @@
 Each phase runs in a fresh interpreter, the way a sweep's driver and its trial actors pay for it: importing
 torch + torchvision, Ray Tune and MLflow; ``ray.init`` of a private local Ray (127.0.0.1, no dashboard);
 the first call of an actor that imports the trainable (a trial's process start and imports); and
-``ray.shutdown``. Then the same sequence again (second run), then a driver joining a Ray that
-``hpo-cls cluster up`` started beforehand (warm: its ``ray.init`` only connects, its shutdown only
-disconnects). ``--cold`` first drops the Python environment's files from the page cache
+``ray.shutdown``. Then the same sequence again (second run). ``--cold`` first drops the Python environment's files from the page cache
 (``posix_fadvise(DONTNEED)``: pages no running process maps), as on a machine that has just booted; the
 kernel reads them back on the next import, for every user of the environment.
 """
@@ -20,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -99,24 +96,10 @@ def main() -> None:
 
         dropped = drop_from_page_cache(Path(torch.__file__).parents[1])
     first, second = one_run(env), one_run(env)
-    with tempfile.TemporaryDirectory() as cache_root:
-        env["HPO_CLS_CACHE_DIR"] = cache_root  # a cluster of this bench's own, never the user's
-        from hpo_cls.sweep.local_cluster import join_environment, start_cluster, stop_cluster
-
-        start = time.perf_counter()
-        state, _ = start_cluster(idle_timeout_s=300, root=Path(cache_root))
-        up = time.perf_counter() - start
-        time.sleep(30)  # let it start its idle workers (they preload torch), as long before a user's next command
-        try:
-            join_environment(state)
-            warm = one_run({**env, **{k: os.environ[k] for k in (state.auth or {})}}, state.address)
-        finally:
-            stop_cluster(root=Path(cache_root))
     line = [f"page_cache_dropped_gib={dropped / 2**30:.1f}"]
-    for label, figures in (("first", first), ("second", second), ("warm", warm)):
+    for label, figures in (("first", first), ("second", second)):
         line += [f"{label}_{name}={value:.2f}" for name, value in figures.items()]
-    print(" ".join(line) + f" cluster_up_s={up:.1f}")
-
+    print(" ".join(line))
 
 if __name__ == "__main__":
     main()

@@ -52,21 +52,6 @@ def epochs_reported(cwd: Path, name: str) -> int:
     return sum(len(p.read_text().splitlines()) for p in (cwd / "ray_results" / name).glob("*/result.json"))
 
 
-def in_tune_trial_environment(processes) -> set[int]:
-    """PIDs of those of ``processes`` (psutil) that run in the environment Tune gives trial actors: a Ray's
-    worker processes started for trials, or prestarted for them."""
-    import psutil
-
-    found = set()
-    for process in processes:
-        try:
-            if process.environ().get("PL_DISABLE_FORK") == "1":
-                found.add(process.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
-
-
 def make_images(root: Path, classes: int = 3, train: int = 16, val: int = 4, size: int = 16) -> Path:
     """A tiny learnable dataset: each class has its own dominant colour."""
     rng = random.Random(0)

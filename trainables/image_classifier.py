@@ -20,9 +20,9 @@ from ray import tune
 
 from hpo_cls.errors import NonFiniteLossError
 from hpo_cls.spec import trial_config_from_dict
-from hpo_cls.sweep import ray_links
+from hpo_cls.compat import checkpoints_linked
 from hpo_cls.sweep.cluster import quiet_stop_in_finalizers, use_assigned_cpus
-from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S, imports_frozen
+from hpo_cls.sweep.reuse import TEARDOWN_BOUND_S
 from hpo_cls.train.trial_setup import TrialSetup
 
 if TYPE_CHECKING:
@@ -39,19 +39,17 @@ def trainable(config: dict, setup: TrialSetup) -> None:
     atexit.register(join, TEARDOWN_BOUND_S)
     quiet_stop_in_finalizers()
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
-    ray_links.install()  # per-epoch checkpoints reach a local experiment folder by hard link
     use_assigned_cpus()
     # Preloaded by the trial's worker where Ray allows (see the module doc)
     from hpo_cls.train.run import TrainingRun
 
     cfg = trial_config_from_dict(config, base=setup.fixed)
-    with imports_frozen():
-        run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
-        try:
-            _train(run, setup.epochs)
-        finally:
-            del run
-            atexit.unregister(join)
+    run = TrainingRun(setup.data, cfg, setup.epochs, gpu_share=setup.gpu_share)
+    try:
+        _train(run, setup.epochs)
+    finally:
+        del run
+        atexit.unregister(join)
 
 
 def _train(run: TrainingRun, epochs: int) -> None:
@@ -75,5 +73,7 @@ def _train(run: TrainingRun, epochs: int) -> None:
             evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
             Path(directory, EVALUATION_FILE).write_text(json.dumps(evaluation))
             # Every result carries the model's costs (measured once): objectives and constraints may use them.
-            tune.report({**metrics, **run.cost_metrics(), "node_id": node_id},
-                        checkpoint=tune.Checkpoint.from_directory(directory))
+            # The checkpoint reaches a local experiment folder by hard link, not Tune's copy (compat).
+            with checkpoints_linked():
+                tune.report({**metrics, **run.cost_metrics(), "node_id": node_id},
+                            checkpoint=tune.Checkpoint.from_directory(directory))

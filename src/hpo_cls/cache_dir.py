@@ -1,5 +1,4 @@
-"""Where hpo-cls keeps per-machine files: the decoded-image cache and the ``hpo-cls cluster`` record
-(torch-free, so ``hpo-cls cluster status`` answers at once)."""
+"""Where hpo-cls keeps per-machine files: the decoded-image cache (torch-free)."""
 
 from __future__ import annotations
 

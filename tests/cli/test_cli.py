@@ -208,35 +208,26 @@ def test_the_cli_sets_ray_output_before_ray_is_imported():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("address, ready, prestarts", [
-    ("127.0.0.1:6379", 0, True), ("127.0.0.1:6379", 2, True), ("127.0.0.1:6380", 0, True), ("local", 0, False),
-    (None, 0, False)])
-def test_a_sweep_joining_a_running_ray_asks_it_for_the_first_trials_workers(tiny_spec, monkeypatch, tmp_path,
-                                                                            address, ready, prestarts):
-    """A running Ray (`hpo-cls cluster up`, or --address) has no worker processes of this sweep's job yet: the
-    sweep asks for them while its checks run, less the ones the `cluster up` cluster (here at :6379) keeps
-    ready for it. A private Ray starts its own as trials ask."""
+@pytest.mark.parametrize("address, loopback", [("127.0.0.1:6379", False), ("local", True), (None, True)])
+def test_a_sweep_with_a_private_ray_sets_rays_loopback_switch_before_ray_is_imported(tiny_spec, monkeypatch,
+                                                                                     address, loopback):
+    """Ray reads its one-machine switch (public: an environment variable) when it is imported: a sweep that
+    starts a private Ray sets it first, so that Ray listens on 127.0.0.1 even with HPO_CLS_COMPAT=off. A sweep
+    joining a running Ray leaves it alone."""
     from hpo_cls.cli import commands, main
+    from hpo_cls.compat import RAY_CLUSTER_SWITCH
     from hpo_cls.errors import CommandError
     from hpo_cls.sweep import cluster
-    from hpo_cls.sweep.local_cluster import ClusterState, state_path, write_state
-    from hpo_cls.sweep.prestart import tune_trial_env_vars
-    from hpo_cls.sweep.reuse import trial_process_environment
 
-    monkeypatch.setenv("HPO_CLS_CACHE_DIR", str(tmp_path / "cache"))
-    write_state(state_path(), ClusterState(address="127.0.0.1:6379", pid=1, token="t", temp_dir="/nonexistent",
-                                           started=0.0, idle_timeout_s=60, cpus=2, gpus=0,
-                                           trial_env=trial_process_environment(), ready_workers=ready,
-                                           ready_env=tune_trial_env_vars()))
-    asked = []
-    monkeypatch.setattr(cluster, "connect_ray", lambda address, object_store_bytes: True)
-    monkeypatch.setattr(cluster, "shutdown_ray", lambda: None)
-    monkeypatch.setattr(commands, "_prestart_trial_workers", lambda spec, ready: asked.append((spec.name, ready)))
+    monkeypatch.delenv(RAY_CLUSTER_SWITCH, raising=False)  # restored after the test
+    seen = []
+    monkeypatch.setattr(cluster, "connect_ray", lambda address, object_store_bytes: False)
 
     def checks_stop_the_sweep(spec):
+        seen.append(os.environ.get(RAY_CLUSTER_SWITCH))
         raise CommandError("checks: stop here")
 
     monkeypatch.setattr(commands, "_preflight_and_imports", checks_stop_the_sweep)
     argv = ["sweep", str(tiny_spec()), *(["--address", address] if address else [])]
     assert main(argv) == 2
-    assert asked == ([("tiny", ready)] if prestarts else [])
+    assert seen == (["0"] if loopback else [None])

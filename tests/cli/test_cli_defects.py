@@ -143,8 +143,8 @@ NUMBERS = [
     ("promote", "--max-params", "-5"), ("promote", "--top", "0"), ("promote", "--epochs", "-1"),
     ("promote", "--seeds", "0"), ("promote", "--batch-size", "0"), ("promote", "--max-latency-ms", "nan"),
     ("predict", "--batch-size", "0"), ("predict", "--batch-size", "2.5"), ("ui", "--port", "99999"),
-    ("ui", "--port", "-1"), ("ui", "--port", "0"), ("cluster", "--cpus", "-2"), ("cluster", "--cpus", "nan"),
-    ("cluster", "--gpus", "-1"), ("cluster", "--idle-timeout", "inf"),
+    ("ui", "--port", "-1"), ("ui", "--port", "0"), ("ui", "--port", "nan"), ("promote", "--top", "2.5"),
+    ("promote", "--max-latency-ms", "-1"), ("predict", "--batch-size", "inf"),
 ]
 
 
@@ -152,7 +152,7 @@ NUMBERS = [
 def test_numeric_flags_are_range_checked_where_parsed(tmp_path, capsys, command, flag_name, value):
     from hpo_cls.cli import main
 
-    before = {"predict": ["models:/m@champion", str(tmp_path)], "cluster": ["up"]}.get(command, [])
+    before = {"predict": ["models:/m@champion", str(tmp_path)]}.get(command, [])
     with pytest.raises(SystemExit) as exit_:
         main([command, *before, f"{flag_name}={value}"])
     assert exit_.value.code == 2

@@ -28,7 +28,6 @@ from hpo_cls.data.shared_cache import (
     image_cache_dir,
     open_shared_cache,
 )
-from hpo_cls.data.prepare import prepare_shared_cache
 from hpo_cls.data.transforms import build_eval_transform, resize_size
 from hpo_cls.spec import DataConfig, TrialConfig
 
@@ -186,25 +185,3 @@ def test_spec_cache_dir_is_made_absolute(tmp_path, monkeypatch):
     spec = parse_spec({"name": "x", "data": {"cache_dir": "rel"}}, "inline")
     assert spec.data.cache_dir == tmp_path / "rel"
     assert parse_spec({"name": "x"}, "inline").data.cache_dir is None
-
-
-def test_the_driver_prepares_what_trials_then_map(root, tmp_path):
-    data = DataConfig(root=root, image_size=16, workers=0, cache_dir=tmp_path / "cache")
-    prepare_shared_cache(data, TrialConfig())
-    prepared = sorted(image_cache_dir(tmp_path / "cache").glob("*.u8"))
-    loaders = build_loaders(data, TrialConfig(batch_size=4))
-    assert sorted([loaders.train.dataset.cache.path, loaders.val.dataset.cache.path]) == prepared
-    assert sorted(image_cache_dir(tmp_path / "cache").glob("*.u8")) == prepared, "nothing new was built"
-
-
-def test_a_driver_finds_the_built_cache_without_importing_torch(root, tmp_path):
-    """The next sweep's driver checks the node's cache on the 2-4 s of CPU torch's import would cost it."""
-    data = DataConfig(root=root, image_size=16, workers=0, cache_dir=tmp_path / "cache")
-    prepare_shared_cache(data, TrialConfig())
-    script = (f"import sys; from pathlib import Path; from hpo_cls.spec import DataConfig, TrialConfig; "
-              f"from hpo_cls.data.prepare import prepare_shared_cache; "
-              f"prepare_shared_cache(DataConfig(root=Path({str(root)!r}), image_size=16, "
-              f"cache_dir=Path({str(tmp_path / 'cache')!r})), TrialConfig()); print('torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["False"]

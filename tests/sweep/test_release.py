@@ -1,6 +1,5 @@
-"""A reused worker process starts its next trial with the previous one's leftovers collected, and a trial
-trains with the imported objects left out of Python's full collections, and Ray's stop of a worker prints
-no traceback where it lands in a finalizer."""
+"""A reused worker process starts its next trial with the previous one's leftovers collected, and Ray's stop
+of a worker prints no traceback where it lands in a finalizer."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import weakref
 
 import pytest
 
-from hpo_cls.sweep.reuse import FreshWorkerOnFailedReset, imports_frozen
+from hpo_cls.sweep.reuse import FreshWorkerOnFailedReset
 
 
 class _Node:
@@ -48,25 +47,6 @@ def test_a_reused_worker_collects_the_previous_trials_cycles_before_the_next_tri
         assert left_behind() is None, "collected when the worker was reset for the next trial"
     finally:
         gc.enable()
-
-
-def test_a_trial_trains_with_the_imports_frozen_and_leaves_the_process_unfrozen():
-    assert gc.get_freeze_count() == 0
-    with imports_frozen():
-        assert gc.get_freeze_count() > 0, "what the process held before the trial is out of the collections"
-        left_behind = _cycle_left_behind()
-        gc.collect()
-        assert left_behind() is None, "the trial's own garbage is still collected"
-    assert gc.get_freeze_count() == 0
-
-
-def test_the_freeze_is_undone_when_a_trial_raises():
-    try:
-        with imports_frozen():
-            raise SystemExit(1)  # how Tune ends a stopped trial's thread
-    except SystemExit:
-        pass
-    assert gc.get_freeze_count() == 0
 
 
 _STOPPED_IN_A_CALLBACK = """

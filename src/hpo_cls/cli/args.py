@@ -92,8 +92,7 @@ def _build_parsers():
     )
     parser.add_argument("--version", action="version", version=f"hpo-cls {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict, _add_sweeps, _add_report,
-                _add_cluster):
+    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict, _add_sweeps, _add_report):
         add(commands)
     return parser, commands
 
@@ -133,8 +132,8 @@ def _add_sweep(commands) -> None:
                                         "trial is checkpointed each epoch and recorded in MLflow.")
     _add_spec_args(p)
     _add_tracking_arg(p)
-    p.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379); 'local': a private Ray "
-                                     "even when `hpo-cls cluster up` runs one (default: that one, else private)")
+    p.add_argument("--address", help="join a running Ray (e.g. 127.0.0.1:6379, one `ray start --head` started); "
+                                     "default: a private Ray for this command, on 127.0.0.1 only")
     p.add_argument("--name", type=_sweep_name, help="sweep id (default: <spec name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the newest, or --name)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary (no live table, no event lines)")
@@ -216,8 +215,8 @@ def _add_promote(commands) -> None:
     p.add_argument("--workdir", type=Path, help="member checkpoints; rerun with the same folder to resume "
                                                 "(default: promote_runs/<sweep id>)")
     p.add_argument("--batch-size", type=_COUNT, default=64, help="evaluation and prediction batch size (default: 64)")
-    p.add_argument("--address", help="join an existing Ray cluster; 'local': a private Ray even when "
-                                     "`hpo-cls cluster up` runs one (default: that one, else private)")
+    p.add_argument("--address", help="join a running Ray (e.g. 127.0.0.1:6379); default: a private Ray for this "
+                                     "command, on 127.0.0.1 only")
     _add_pareto_args(p)
 
 
@@ -238,14 +237,3 @@ def _add_predict(commands) -> None:
     p.add_argument("--batch-size", type=_COUNT, default=64, help="images per forward pass (default: 64)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
 
-
-def _add_cluster(commands) -> None:
-    p = commands.add_parser("cluster", help="keep a private local Ray running for later sweeps and promotes",
-                            description="up: start a local Ray (127.0.0.1, dashboard off, its own temp folder) "
-                                        "that later sweeps and promotes without --address join, skipping Ray's "
-                                        "start-up and shut-down; down: stop it; status: show it.")
-    p.add_argument("action", choices=("up", "down", "status"))
-    p.add_argument("--cpus", type=number(float, above=0), help="CPUs it offers (default: all of this machine's)")
-    p.add_argument("--gpus", type=number(float, at_least=0), help="GPUs it offers (default: those visible)")
-    p.add_argument("--idle-timeout", type=number(float, at_least=0), default=60.0, metavar="MIN",
-                   help="stop after this many minutes with no sweep or promote connected; 0: never (default: 60)")

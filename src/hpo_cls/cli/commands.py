@@ -73,18 +73,12 @@ def cmd_train(args) -> int:
 def cmd_sweep(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from hpo_cls.sweep.cluster import (
-        SWEEP_OBJECT_STORE_BYTES,
-        connect_ray,
-        joins_running_ray,
-        shutdown_ray,
-    )
-    from hpo_cls.sweep.local_cluster import ready_workers_for_sweep, resolve_address
+    from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, before_importing_ray, connect_ray, shutdown_ray
     from hpo_cls.tracking.uri import redact_uri
 
     spec = _load(args)
-    address = resolve_address(args.address)  # before anything imports ray
-    ready_workers = ready_workers_for_sweep(address)  # read before this sweep connects and takes them
+    address = args.address
+    before_importing_ray(address)
     if not args.quiet:
         print(f"checking {spec.data.root}, model sizes and {redact_uri(spec.tracking.uri)} ...", flush=True)
     started = False
@@ -95,8 +89,6 @@ def cmd_sweep(args) -> int:
         with ThreadPoolExecutor(max_workers=1) as pool:
             checks = pool.submit(_preflight_and_imports, spec)
             started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES)
-            if joins_running_ray(address):  # `cluster up`'s Ray preloads trial modules into new workers
-                _prestart_trial_workers(spec, ready_workers)
             result = checks.result()
         from hpo_cls.sweep.estimate import announce_estimate
         from hpo_cls.sweep.tuner import run_sweep
@@ -112,19 +104,6 @@ def cmd_sweep(args) -> int:
         if started:
             shutdown_ray()
     return 0
-
-
-def _prestart_trial_workers(spec: SweepSpec, ready: int) -> None:
-    """Worker processes for the first trials beyond the ``ready`` ones the ``cluster up`` cluster keeps, started
-    on this node now: they import torch and Ray Tune while the checks and the estimate run, instead of after
-    them with the trials waiting."""
-    import ray
-
-    from hpo_cls.sweep.estimate import slots
-    from hpo_cls.sweep.prestart import prestart_trial_workers
-
-    resources = ray.cluster_resources()
-    prestart_trial_workers(slots(spec, resources.get("CPU", 1.0), resources.get("GPU", 0.0)) - ready)
 
 
 def _resume_command(args, sweep_id: str) -> str:
@@ -149,9 +128,6 @@ def _preflight_and_imports(spec: SweepSpec):
     from hpo_cls.sweep.preflight import checked
 
     result = checked(spec, check_tracking=True)
-    from hpo_cls.data.prepare import prepare_shared_cache
-
-    prepare_shared_cache(spec.data, spec.fixed)  # trials on this node then map the decoded images instead of decoding
     import ray.tune  # noqa: F401
 
     import hpo_cls.sweep.tuner  # noqa: F401
@@ -216,18 +192,18 @@ def cmd_report(args) -> int:
 
 def cmd_promote(args) -> int:
     from hpo_cls.outputs import PREDICTION_CSV, check_output_file
-    from hpo_cls.sweep.local_cluster import resolve_address
+    from hpo_cls.sweep.cluster import before_importing_ray
 
     check_output_file(args.out, PREDICTION_CSV, force=args.force)  # before any run is read, opened or trained
     _client(args.tracking_uri)  # an unreachable server: an error line now, not minutes of retries
-    address = resolve_address(args.address)  # before anything imports ray
+    before_importing_ray(args.address)
     from hpo_cls.promote.pipeline import PromoteOptions, run_promote
 
     options = PromoteOptions(
         top=args.top, sweep=args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri,
         epochs=args.epochs, seeds=args.seeds, train_on_val=args.train_on_val, tta=args.tta, weighted=args.weighted,
         include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
-        register_as=args.register_as, overrides=args.overrides, address=address, workdir=args.workdir,
+        register_as=args.register_as, overrides=args.overrides, address=args.address, workdir=args.workdir,
         batch_size=args.batch_size, runs=args.runs, diverse=args.diverse, max_params=args.max_params,
         pareto=args.pareto, max_latency_ms=args.max_latency_ms, retrain=args.retrain,
     )
@@ -262,25 +238,5 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_cluster(args) -> int:
-    from hpo_cls.console import say
-    from hpo_cls.sweep.local_cluster import describe_state, live_cluster, start_cluster, state_path, stop_cluster
-
-    if args.action == "up":
-        if args.idle_timeout < 0:
-            raise CommandError(f"--idle-timeout must be >= 0, got {args.idle_timeout:g}")
-        state, started = start_cluster(args.cpus, args.gpus, idle_timeout_s=args.idle_timeout * 60)
-        say(f"{'started' if started else 'already running:'} {describe_state(state)}; sweeps and promotes "
-            "without --address join it; `hpo-cls cluster down` stops it")
-    elif args.action == "down":
-        state = stop_cluster()
-        say(f"stopped the local Ray at {state.address} (daemon PID {state.pid})" if state
-            else "no hpo-cls cluster running")
-    else:
-        state = live_cluster()
-        say(describe_state(state) if state else f"no hpo-cls cluster running (record: {state_path()})")
-    return 0
-
-
 HANDLERS = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui, "promote": cmd_promote,
-            "predict": cmd_predict, "sweeps": cmd_sweeps, "report": cmd_report, "cluster": cmd_cluster}
+            "predict": cmd_predict, "sweeps": cmd_sweeps, "report": cmd_report}

@@ -6,9 +6,6 @@ every other trial, promote member and DataLoader worker maps the same file read-
 one copy in its page cache however many trials read it. ``name`` is ``<family>-<content>``: the family
 hashes the folder and resize side, the content hashes every file's path, size and mtime, so a changed,
 added or removed image means a new entry (and the family's old entries are deleted when it is written).
-
-Torch-free until an image is decoded or mapped: a sweep's driver finds the node's entries already built
-without importing torch.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from hpo_cls.cache_dir import default_cache_root
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["image_cache_dir", "cache_name", "MappedImages", "open_shared_cache", "has_entry"]
+__all__ = ["image_cache_dir", "cache_name", "MappedImages", "open_shared_cache"]
 
 _FORMAT = 1
 _CHUNK = 256  # images decoded ahead of the writer: bounds the memory a build holds
@@ -109,12 +106,6 @@ def open_shared_cache(paths: Sequence[Path], side: int, folder: Path,
                 _prune(folder, family, keep=name)
     meta = json.loads(index.read_text())
     return MappedImages(data, np.asarray(meta["shapes"], dtype=np.int64).reshape(-1, 3))
-
-
-def has_entry(paths: Sequence[Path], side, folder: Path) -> bool:
-    """Whether ``folder`` holds the cached images of ``paths`` at ``side`` (mapped at once by
-    :func:`open_shared_cache`)."""
-    return (Path(folder) / f"{cache_name(paths, side)[1]}.u8").is_file()
 
 
 @contextmanager

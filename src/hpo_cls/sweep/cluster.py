@@ -2,41 +2,42 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import sys
-from typing import Iterator
 
+from hpo_cls.compat import RAY_CLUSTER_SWITCH, loopback_only, quiet_ray_auth_notice
 from hpo_cls.sweep.reuse import trial_process_environment
 
-
-__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "connect_ray", "shutdown_ray",
-           "loopback_only", "use_assigned_cpus", "quiet_stop_in_finalizers"]
+__all__ = ["SWEEP_OBJECT_STORE_BYTES", "PRIVATE_ADDRESS", "joins_running_ray", "before_importing_ray", "connect_ray",
+           "shutdown_ray", "use_assigned_cpus", "quiet_stop_in_finalizers"]
 
 SWEEP_OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's object store only carries trial setups and results
-PRIVATE_ADDRESS = "local"  # --address local: a private Ray for this command even when a cluster is up
+PRIVATE_ADDRESS = "local"  # --address local: a private Ray for this command, as without --address
 
 
 def joins_running_ray(address: str | None) -> bool:
-    """Whether ``address`` (see :func:`hpo_cls.sweep.local_cluster.resolve_address`) names a Ray that is
-    already running, rather than asking for a private one of this command's own."""
+    """Whether ``address`` names a Ray that is already running, rather than asking for a private one."""
     return bool(address) and address != PRIVATE_ADDRESS
 
 
+def before_importing_ray(address: str | None) -> None:
+    """For a command that will start a private Ray (no ``address``): Ray's public switch that keeps a
+    one-machine Ray on 127.0.0.1 (:func:`hpo_cls.compat.loopback_only`), set before this process imports
+    Ray, which reads it then."""
+    if not joins_running_ray(address):
+        os.environ[RAY_CLUSTER_SWITCH] = "0"
+
+
 def connect_ray(address: str | None, object_store_bytes: int) -> bool:
-    """Join ``address`` (see :func:`hpo_cls.sweep.local_cluster.resolve_address`), or start a local Ray of
-    our own without one or with ``"local"``. True when this call connected (so must shut down: from a
-    cluster that only disconnects).
+    """Join ``address``, or start a local Ray of our own without one or with ``"local"``. True when this call
+    connected (so must shut down: from a cluster that only disconnects).
 
     The local Ray is always a fresh instance (``address="local"``), never one that `ray start` left running
-    here; it listens on 127.0.0.1 only (:func:`loopback_only`, as does the ``hpo-cls cluster up`` one, which a
-    driver then joins on 127.0.0.1 too) with the dashboard off, and its object store is kept small (it only
-    carries small trial setups and results). The trial processes get
+    here; it listens on 127.0.0.1 only (:func:`~hpo_cls.compat.loopback_only`) with the dashboard off, and its
+    object store is kept small (it only carries small trial setups and results). The trial processes get
     :func:`~hpo_cls.sweep.reuse.trial_process_environment`: on a cluster as the job's runtime environment,
     locally through this process's environment, which the local Ray's workers inherit (a runtime
-    environment would cost every worker a second or two to start); on the ``hpo-cls cluster up`` cluster
-    through the daemon's environment, for the same reason.
+    environment would cost every worker a second or two to start).
     """
     import ray
 
@@ -44,14 +45,10 @@ def connect_ray(address: str | None, object_store_bytes: int) -> bool:
         return False
     if joins_running_ray(address):
         _check_address_answers(address)
-        ours = _our_cluster_at(address)
-        with loopback_only() if ours is not None else contextlib.nullcontext():
-            ray.init(address=address, logging_level="WARNING", runtime_env=_runtime_env(ours))
+        ray.init(address=address, logging_level="WARNING", runtime_env={"env_vars": trial_process_environment()})
     else:
         os.environ.update(trial_process_environment())
-        # Ray announces its token-auth mode at start; for a private instance on 127.0.0.1 that is noise
-        # in every sweep's output (and ahead of the one-line error when a pre-flight check fails).
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        quiet_ray_auth_notice()
         with loopback_only():
             ray.init(address="local", include_dashboard=False, object_store_memory=object_store_bytes,
                      logging_level="WARNING")
@@ -73,51 +70,6 @@ def _check_address_answers(address: str, timeout_s: float = 5.0) -> None:
                               "the cluster (`ray start --head`) or fix --address") from None
 
 
-@contextlib.contextmanager
-def loopback_only() -> Iterator[None]:
-    """Around ``ray.init``: a Ray started in it (``address="local"``) is a one-machine Ray whose servers (GCS,
-    raylet, workers, agents) listen on 127.0.0.1 only, not on every interface of the machine; a driver
-    joining such a Ray at its 127.0.0.1 address must connect in it too.
-
-    ``ray.init(_node_ip_address="127.0.0.1")`` does not do it: Ray replaces a loopback node address with the
-    machine's own, and its servers then listen on all interfaces. It keeps 127.0.0.1 where it supports no
-    multi-node clusters (macOS, Windows): the switch it reads for that is set for the duration, in Ray's
-    constants (read at call time) and in the environment of the processes it starts (read at import). It
-    is restored afterwards, so this process can still join another cluster later."""
-    from ray._private import ray_constants
-
-    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(name)
-    ray_constants.ENABLE_RAY_CLUSTER, os.environ[name] = False, "0"
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
-        if saved[1] is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved[1]
-
-
-def _our_cluster_at(address: str):
-    """The live ``hpo-cls cluster up`` cluster (its :class:`~hpo_cls.sweep.local_cluster.ClusterState`) if it
-    is the one at ``address``, else None."""
-    from hpo_cls.sweep.local_cluster import live_cluster
-
-    local = live_cluster()
-    return local if local is not None and local.address == address else None
-
-
-def _runtime_env(ours) -> dict | None:
-    """None when joining ``ours``, the ``hpo-cls cluster up`` cluster (None: any other), whose workers already
-    inherit the trial environment (a runtime environment costs each worker seconds to start); else the
-    trial environment for the job."""
-    wanted = trial_process_environment()
-    if ours is not None and ours.trial_env == wanted:
-        return None
-    return {"env_vars": wanted}
-
-
 def shutdown_ray() -> None:
     import ray
 
@@ -127,10 +79,10 @@ def shutdown_ray() -> None:
 def use_assigned_cpus() -> int:
     """In a Ray worker: give torch one thread per CPU Ray assigned to this task or actor; returns the count.
 
-    Ray sets ``OMP_NUM_THREADS`` for a worker process it starts for a task, but a worker started ahead of
-    need with torch preloaded (the ``hpo-cls cluster up`` daemon does that) sized torch's thread pool to
-    the whole machine when it imported torch: two trials on a 2-core node then ran four busy threads and
-    took 3x as long. Setting the count explicitly makes every worker alike."""
+    Ray sets ``OMP_NUM_THREADS`` for a worker process it starts for a task, but a worker that imported torch
+    before (a cluster started with torch preloaded into its workers) sized torch's thread pool to the whole
+    machine: two trials on a 2-core node then ran four busy threads and took 3x as long. Setting the count
+    explicitly makes every worker alike."""
     import ray
     import torch
 

@@ -29,18 +29,12 @@ class ParameterBudget:
         self._cache: dict[tuple, int] = {}
 
     def __call__(self, config: dict[str, Any] | TrialConfig) -> int:
-        from hpo_cls.models.known_counts import known_parameter_count, remember_parameter_count
+        from hpo_cls.models.classifier import count_parameters
 
         cfg = config if isinstance(config, TrialConfig) else trial_config_from_dict(config, base=self.fixed)
         key = architecture_key(cfg)
         if key not in self._cache:
-            count = known_parameter_count(key, self.num_classes)
-            if count is None:  # a network not counted on this machine before: build it (imports torch)
-                from hpo_cls.models.classifier import count_parameters
-
-                count = count_parameters(dataclasses.replace(cfg, pretrained=False), self.num_classes)
-                remember_parameter_count(key, self.num_classes, count)
-            self._cache[key] = count
+            self._cache[key] = count_parameters(dataclasses.replace(cfg, pretrained=False), self.num_classes)
         return self._cache[key]
 
 

@@ -7,21 +7,21 @@ With ``reuse_actors`` Tune hands a finished trial's worker process to the next t
 *next* trial before it starts: no retry, no callback, so no MLflow run. Here the trial processes get a
 timeout that covers the trainables' bounded teardown (:data:`TEARDOWN_BOUND_S`), and a reset that still
 fails sends the trial to a fresh worker through Tune's own retry path (``FailureConfig``), where its
-MLflow run records it like any other trial.
+MLflow run records it like any other trial. Where Tune's hook for that is unavailable
+(:func:`hpo_cls.compat.with_tune_mixin`), actors are not reused: every trial starts in a fresh worker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import sys
-from typing import Iterator
+from typing import Callable
 
-from hpo_cls.train.allocator import TRIAL_PROCESS_ENV
+from hpo_cls.compat import release_cuda_memory, with_tune_mixin
 
 __all__ = ["TEARDOWN_BOUND_S", "RESET_TIMEOUT_S", "trial_process_environment", "FreshWorkerOnFailedReset",
-           "with_fresh_worker_on_failed_reset", "release_previous_trial", "imports_frozen"]
+           "reusable_trainable", "release_previous_trial"]
 
 TEARDOWN_BOUND_S = 10  # the longest a trainable's thread may take to end once Tune stops it
 RESET_TIMEOUT_S = 3 * TEARDOWN_BOUND_S  # what a reset waits for it: the bound, with room for a busy machine
@@ -30,39 +30,23 @@ _RESET_TIMEOUT_VAR = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # read by Tune inside eac
 
 def trial_process_environment() -> dict[str, str]:
     """Environment variables the trial processes need (a value already set here wins, e.g. in a test): the
-    reset timeout, and the allocator's (``hpo_cls.train.allocator``), read when a process starts."""
-    wanted = {_RESET_TIMEOUT_VAR: str(RESET_TIMEOUT_S), **TRIAL_PROCESS_ENV}
-    return {name: os.environ.get(name, value) for name, value in wanted.items()}
+    reset timeout, read by Tune in each trial process."""
+    return {_RESET_TIMEOUT_VAR: os.environ.get(_RESET_TIMEOUT_VAR, str(RESET_TIMEOUT_S))}
 
 
 def release_previous_trial() -> None:
     """In a reused worker process, before its next trial allocates: collect what the previous trial left
     behind (in that trial's own teardown it would hold up Tune's reset, above). Trials with a fractional
-    GPU share the device, so the memory goes back to it rather than staying in torch's cache. A fresh
-    worker's first trial has nothing to release and skips the full collection (~0.3 s on a CPU)."""
+    GPU share the device, so the memory goes back to it rather than staying in torch's cache (cf. ray#23971).
+    A fresh worker's first trial has nothing to release and skips the full collection (~0.3 s on a CPU)."""
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
-        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # cuBLAS keeps its workspaces otherwise
-            torch._C._cuda_clearCublasWorkspaces()
-        torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def imports_frozen() -> Iterator[None]:
-    """While a trial trains: the objects already in the process (the ~440k torch, torchvision and Ray
-    imported, never garbage) are left out of Python's full collections, which otherwise walk them all
-    every few hundred steps. Undone when the trial ends, so the process between and after trials is as
-    Python and Ray expect it."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+        release_cuda_memory(torch)
 
 
 class FreshWorkerOnFailedReset:
-    """Mixed into the trainable's Tune class (the ``__mixins__`` hook of Tune's function API).
+    """Mixed into the trainable's Tune class (:func:`reusable_trainable`).
 
     A reset that fails (the previous trial's thread still running) is reported to Tune as a success, and
     the trial's first training step then raises: the trial is RUNNING by then, so Tune retries it on a
@@ -85,12 +69,10 @@ class FreshWorkerOnFailedReset:
         return super().step()
 
 
-def with_fresh_worker_on_failed_reset(trainable):
-    """``trainable`` (a function for Tune) with :class:`FreshWorkerOnFailedReset` mixed into its Tune class."""
-
-    def reusable(config):
-        return trainable(config)
-
-    reusable.__name__ = getattr(trainable, "__name__", "trainable")
-    reusable.__mixins__ = (*getattr(trainable, "__mixins__", ()), FreshWorkerOnFailedReset)
-    return reusable
+def reusable_trainable(trainable: Callable[[dict], None]) -> tuple[Callable[[dict], None], bool]:
+    """``(trainable for Tune, reuse_actors)``: ``trainable`` (a function for Tune) with
+    :class:`FreshWorkerOnFailedReset` mixed into its Tune class, and actor reuse on; where Tune's hook for the
+    mixin is unavailable, ``trainable`` as it is and actor reuse off (each trial then starts a fresh worker
+    process, seconds of imports each, and none can be lost to a failed reset)."""
+    mixed = with_tune_mixin(trainable, FreshWorkerOnFailedReset)
+    return (trainable, False) if mixed is None else (mixed, True)

@@ -14,13 +14,12 @@ from hpo_cls.errors import SweepError
 from hpo_cls.search.optuna_space import DefineByRun
 from hpo_cls.spec import SweepSpec
 from hpo_cls.sweep.cluster import SWEEP_OBJECT_STORE_BYTES, connect_ray
-from hpo_cls.sweep.deferred_deletes import deferred_checkpoint_deletes
 from hpo_cls.sweep.estimate import SweepEstimate, format_actual
 from hpo_cls.sweep.experiment import git_commit, resolve_trainable, sweep_directory, trial_dirname, versions
 from hpo_cls.sweep.outcome import SweepOutcome, print_summary, trial_id_of
 from hpo_cls.sweep.preflight import ParameterBudget, check_cluster_resources
 from hpo_cls.tracking.runs import constraints_param, objectives_param
-from hpo_cls.sweep.reuse import with_fresh_worker_on_failed_reset
+from hpo_cls.sweep.reuse import reusable_trainable
 from hpo_cls.sweep.stop import GracefulStop
 from hpo_cls.train.trial_setup import TrialSetup
 
@@ -65,7 +64,7 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
     storage = str(spec.storage_path if isinstance(spec.storage_path, str)
                   else Path(spec.storage_path).expanduser().resolve())
     sweep_id, experiment_path = sweep_directory(storage, spec.name, name, resume)
-    trainable = _trainable(spec)
+    trainable, reuse_actors = _trainable(spec)
     for key, value in _TUNE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     started = connect_ray(address, object_store_bytes=SWEEP_OBJECT_STORE_BYTES) or owns_ray
@@ -86,8 +85,8 @@ def run_sweep(spec: SweepSpec, *, num_classes: int, address: str | None = None, 
                 with progress.taking_over(), restoring_tracker(sweep_id, spec.tracking.uri):
                     tuner, searcher = _restored_tuner(spec, sweep_id, experiment_path, trainable, report), None
             else:
-                tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, num_classes, progress, warm_start,
-                                             report)
+                tuner, searcher = _new_tuner(spec, sweep_id, storage, trainable, reuse_actors, num_classes, progress,
+                                             warm_start, report)
             outcome, wall_s = _fit_and_summarize(spec, sweep_id, experiment_path, tuner, searcher, progress,
                                                  estimate, report, stop_ray=started, stop=stop)
     finally:
@@ -111,8 +110,7 @@ def _fit_and_summarize(spec: SweepSpec, sweep_id: str, experiment_path: str, tun
     stop.progress = progress  # told of a signal, so it does not report the trials Tune stops as ended
     fit_start = time.monotonic()
     try:
-        with deferred_checkpoint_deletes(experiment_path):
-            results = tuner.fit()
+        results = tuner.fit()
     finally:
         progress.close()
     stop.check()
@@ -137,12 +135,13 @@ def _report_searcher(searcher, report: Callable[[str], None]) -> None:
 
 
 def _trainable(spec: SweepSpec):
-    """The spec's trainable with the sweep-wide setup bound and each trial's resources attached."""
+    """``(trainable, reuse_actors)``: the spec's trainable with the sweep-wide setup bound and each trial's
+    resources attached, and whether trials may reuse a finished trial's worker (:mod:`.reuse`)."""
     from ray import tune
 
     setup = TrialSetup(data=spec.data, fixed=spec.fixed, epochs=spec.budget.epochs, gpu_share=spec.resources.gpu)
-    trainable = with_fresh_worker_on_failed_reset(tune.with_parameters(resolve_trainable(spec.trainable), setup=setup))
-    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    trainable, reuse_actors = reusable_trainable(tune.with_parameters(resolve_trainable(spec.trainable), setup=setup))
+    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}), reuse_actors
 
 
 def _announce(spec: SweepSpec, sweep_id: str, report: Callable[[str], None]) -> None:
@@ -175,8 +174,8 @@ def _restored_tuner(spec: SweepSpec, sweep_id: str, experiment_path: str, traina
     return tuner
 
 
-def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_classes: int, progress,
-               warm_start: Sequence[str], report: Callable[[str], None]):
+def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, reuse_actors: bool, num_classes: int,
+               progress, warm_start: Sequence[str], report: Callable[[str], None]):
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
@@ -195,7 +194,7 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, num_clas
             trial_dirname_creator=trial_dirname,
             # A new trial takes over a finished trial's worker process instead of starting one (and
             # importing torch) again; trials share resources, so every actor fits every trial.
-            reuse_actors=True,
+            reuse_actors=reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=sweep_id,

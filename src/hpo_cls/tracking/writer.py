@@ -73,9 +73,6 @@ class MlflowWriter:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            from hpo_cls.tracking.sqlite_seed import seed_new_sqlite_store
-
-            seed_new_sqlite_store(self.tracking_uri)
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 

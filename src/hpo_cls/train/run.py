@@ -17,7 +17,6 @@ from torch import nn
 from hpo_cls.data.loaders import Loaders, build_loaders
 from hpo_cls.models.classifier import build_model
 from hpo_cls.spec import DataConfig, TrialConfig, flatten_trial_config
-from hpo_cls.train.allocator import retain_freed_memory
 from hpo_cls.train.engine import (
     EvalResult,
     build_ema,
@@ -62,7 +61,6 @@ class TrainingRun:
         loaders: Loaders | None = None,
     ):
         self.data_cfg, self.cfg, self.epochs = data_cfg, cfg, epochs
-        retain_freed_memory()  # process-wide, as cudnn.benchmark below
         seed_everything(cfg.seed)
         self.device = resolve_device(gpu_share)
         self.precision = resolve_precision(
