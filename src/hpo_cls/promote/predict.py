@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hpo_cls.data import list_test_images
+from hpo_cls.data import image_name, list_test_images, scan_images, shown_name
 from hpo_cls.data.loaders import ImageDataset
 from hpo_cls.data.transforms import build_eval_transform
 from hpo_cls.errors import DataError
@@ -104,7 +104,7 @@ class _NamedImageDataset(ImageDataset):
             return super().__getitem__(index)
         except Image.DecompressionBombError as exc:
             path = self.samples[index][0]
-            raise DataError(f"{path}: refused to decode ({exc}); remove it from the folder") from None
+            raise DataError(f"{shown_name(path)}: refused to decode ({exc}); remove it from the folder") from None
 
 
 def prediction_frame(probabilities: torch.Tensor, class_names: Sequence[str]) -> pd.DataFrame:
@@ -120,7 +120,7 @@ def prediction_frame(probabilities: torch.Tensor, class_names: Sequence[str]) ->
 
 def check_prediction_names(image_paths: Sequence[Path]) -> None:
     """A DataError if two images share a name without extension (their prediction.csv rows would clash)."""
-    names = sorted(Path(p).stem for p in image_paths)
+    names = sorted(image_name(p) for p in image_paths)
     clashes = sorted({a for a, b in zip(names, names[1:]) if a == b})
     if clashes:
         raise DataError(f"images share a name without extension, so prediction.csv would be ambiguous: "
@@ -128,11 +128,11 @@ def check_prediction_names(image_paths: Sequence[Path]) -> None:
 
 
 def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequence[str]) -> Path:
-    """``image_name,pred_label`` rows (file name without extension), sorted by image name."""
+    """``image_name,pred_label`` rows (:func:`image_name`), sorted by image name."""
     if len(image_paths) != len(labels):
         raise ValueError(f"{len(image_paths)} images but {len(labels)} labels")
     check_prediction_names(image_paths)
-    rows = sorted(zip((Path(p).stem for p in image_paths), labels))
+    rows = sorted(zip(map(image_name, image_paths), labels))
     path = Path(path)
     with atomic_write(path, newline="") as f:  # a failed write leaves the old file whole
         writer = csv.writer(f)
@@ -157,6 +157,16 @@ def _load_verified(model_uri: str, tracking_uri: str | None):
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         verify_model_files(model_uri, local, expected, warn)
         return mlflow.pyfunc.load_model(local)
+
+
+def _model_input(paths: Sequence[Path]) -> pd.DataFrame:
+    """The pyfunc's input for ``paths``: their paths, or, where one is not UTF-8 (no string column holds it:
+    pandas and the model's signature refuse it), the files' bytes, checked first so a broken one is named."""
+    if all(shown_name(p) == str(p) for p in paths):
+        return pd.DataFrame({"image_path": [str(p) for p in paths]})
+    for path, reason in scan_images(paths, workers=1):
+        raise DataError(f"{shown_name(path)}: cannot decode image ({reason})")
+    return pd.DataFrame({"image": [Path(p).read_bytes() for p in paths]})
 
 
 @dataclass(frozen=True)
@@ -188,8 +198,8 @@ def predict_folder(model_uri: str, folder: Path, out: Path, *, batch_size: int =
     start = time.perf_counter()
     frames = []
     for first in range(0, len(paths), batch_size):
-        chunk = [str(p) for p in paths[first : first + batch_size]]
-        frames.append(model.predict(pd.DataFrame({"image_path": chunk}), params={"batch_size": batch_size}))
+        chunk = paths[first : first + batch_size]
+        frames.append(model.predict(_model_input(chunk), params={"batch_size": batch_size}))
         if on_progress is not None:
             on_progress(first + len(chunk), len(paths))
     frame = pd.concat(frames, ignore_index=True)

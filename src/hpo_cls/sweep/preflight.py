@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo_cls.data import DatasetSummary, describe_dataset
+from hpo_cls.data import DatasetSummary, describe_dataset, shown_name
 from hpo_cls.errors import DataError, SpecError, echo
 from hpo_cls.models.names import architecture_key
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
@@ -83,7 +83,7 @@ def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_er
     except DataError as exc:
         return Preflight(None, [*problems, f"{where}: data.root: {exc}"])
     if bad_files_are_errors and summary.bad_files:
-        shown = ", ".join(f"{path} ({reason})" for path, reason in summary.bad_files[:5])
+        shown = ", ".join(f"{shown_name(path)} ({reason})" for path, reason in summary.bad_files[:5])
         more = f" and {len(summary.bad_files) - 5} more" if len(summary.bad_files) > 5 else ""
         problems.append(f"{where}: data.root: {len(summary.bad_files)} unreadable image(s): {shown}{more}; "
                         "remove or replace them")
