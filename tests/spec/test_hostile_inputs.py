@@ -380,3 +380,15 @@ def test_a_folder_tracking_store_is_refused_by_validate(tmp_path, data_root, cap
     line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), "--no-scan", "--set",
                      f"tracking.uri={uri}")
     assert "tracking.uri" in line and "SQLite" in line
+
+
+# issue 36, class 7: a spec file that never ends, or is far too big, is refused before it is read whole
+@pytest.mark.parametrize("command", ["validate", "train"])
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom", "two-MiB-of-spaces"])
+def test_an_endless_or_huge_spec_file_is_refused_unread(tmp_path, capsys, command, source):
+    if source == "two-MiB-of-spaces":
+        source = tmp_path / "big.yaml"
+        source.write_bytes(b"name: big\n" + b" " * (2 << 20))
+    extra = ["--out", str(tmp_path / "out")] if command == "train" else []
+    assert main([command, str(source), *extra]) == 2
+    assert _one_error_line(capsys) == f"error: {source}: over 1 MiB; a spec is a few kB of YAML text"
