@@ -24,9 +24,9 @@ TINY = TrialConfig(backbone="wrn16_4", small_input=True)
 SECRET = "S3CRET-pw"
 
 
-def hpo_cls(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def hpo_cls(*args, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hpo_cls.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, env=env)
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -129,6 +129,29 @@ def test_a_corrupt_image_named_by_bytes_that_are_not_utf8_is_named_escaped(regis
     line = error_line(hpo_cls("predict", model_uri, images, "--tracking-uri", uri, "--out", tmp_path / "p.csv",
                               cwd=tmp_path))
     assert "\\xff\\xfe.png" in line and not (tmp_path / "p.csv").exists()
+
+
+# issue 36, class 8: something that is not a model is refused before anything is copied; no copy is left
+@pytest.mark.parametrize("model", ["/etc", "file:///etc", "{tmp}/no-such-folder", "{tmp}/images/0.png",
+                                   "relative-missing", "runs:/{run}/not-a-model"])
+def test_predict_on_something_that_is_not_a_model_copies_nothing_and_leaves_nothing(registered, tmp_path, model):
+    from mlflow.tracking import MlflowClient
+
+    uri, _ = registered
+    client = MlflowClient(uri)
+    run = client.create_run(client.get_experiment_by_name("hpo-cls").experiment_id).info.run_id
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no model here\n")
+    client.log_artifacts(run, str(tmp_path / "notes"), "not-a-model")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    model = model.format(tmp=tmp_path, run=run)
+    result = hpo_cls("predict", model, _images(tmp_path / "images"), "--tracking-uri", uri, "--out",
+                     tmp_path / "p.csv", cwd=tmp_path, env={**os.environ, "TMPDIR": str(temp)})
+    line = error_line(result)
+    assert line.startswith(f"error: {model}: ") and ("no MLmodel file" in line or "no such folder" in line), line
+    assert list(temp.iterdir()) == [], "no copy of it is left behind"
+    assert not (tmp_path / "p.csv").exists()
 
 
 @pytest.mark.parametrize("uri", [f"http://user:{SECRET}@127.0.0.1:{{port}}",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +25,7 @@ from torch.utils.data import DataLoader
 from hpo_cls.data import image_name, list_test_images, scan_images, shown_name
 from hpo_cls.data.loaders import ImageDataset
 from hpo_cls.data.transforms import build_eval_transform
-from hpo_cls.errors import DataError
+from hpo_cls.errors import CheckpointError, DataError
 from hpo_cls.outputs import PREDICTION_CSV, atomic_write, check_output_file
 from hpo_cls.spec import TrialConfig
 from hpo_cls.train.engine import resolve_precision, use_channels_last
@@ -141,9 +143,27 @@ def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequen
     return path
 
 
+def _local_folder(model_uri: str) -> Path | None:
+    """The folder a model URI names on this machine (a path, a ``file:`` URI); None for a store's URI."""
+    parsed = urllib.parse.urlparse(model_uri)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    return Path(model_uri) if not parsed.scheme else None
+
+
+def _require_mlmodel(model_uri: str, folder: Path) -> None:
+    if not (folder / "MLmodel").is_file():
+        found = "no such folder" if not folder.exists() else "not an MLflow model (no MLmodel file)"
+        raise CheckpointError(f"{model_uri}: {found}; pass a registered model (models:/NAME@champion) or the "
+                              "folder of one")
+
+
 def _load_verified(model_uri: str, tracking_uri: str | None):
     """The pyfunc model, loaded from a local copy whose files match the checksums recorded at registration
-    (loading a model runs its code: a tampered copy is refused before any of it runs)."""
+    (loading a model runs its code: a tampered copy is refused before any of it runs). A folder that is no
+    model is refused before anything is copied (a store's URI: once downloaded); the copy is removed on
+    every path."""
+    import shutil
     import tempfile
 
     import mlflow
@@ -152,11 +172,18 @@ def _load_verified(model_uri: str, tracking_uri: str | None):
     from hpo_cls.console import warn
     from hpo_cls.promote.integrity import registered_checksums, verify_model_files
 
+    local = _local_folder(model_uri)
+    if local is not None:
+        _require_mlmodel(model_uri, local)
     expected = registered_checksums(model_uri, MlflowClient(tracking_uri))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        verify_model_files(model_uri, local, expected, warn)
-        return mlflow.pyfunc.load_model(local)
+    tmp = tempfile.mkdtemp(prefix="hpo-cls-model-")
+    try:
+        copy = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        _require_mlmodel(model_uri, copy)
+        verify_model_files(model_uri, copy, expected, warn)
+        return mlflow.pyfunc.load_model(str(copy))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _model_input(paths: Sequence[Path]) -> pd.DataFrame:
