@@ -45,8 +45,9 @@ def test_output_into_a_closed_pipe_ends_quietly(tiny_spec, tmp_path, args):
 def test_an_unreachable_store_is_an_error_line_without_its_password(tmp_path, command):
     port = closed_port()
     start = time.monotonic()
-    result = hpo_cls(command, "--tracking-uri", f"postgresql://u:{SECRET}@127.0.0.1:{port}/mlflow", cwd=tmp_path,
-                     timeout=120)
+    ui_port = ["--port", closed_port()] if command == "ui" else []  # not 5000: a UI already there is refused first
+    result = hpo_cls(command, "--tracking-uri", f"postgresql://u:{SECRET}@127.0.0.1:{port}/mlflow", *ui_port,
+                     cwd=tmp_path, timeout=120)
     assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(port) in line and "u:***@" in line
