@@ -26,6 +26,7 @@ __all__ = [
     "ECHO_LIMIT",
     "echo",
     "cut_line",
+    "printable",
 ]
 
 ECHO_LIMIT = 200  # characters of a value a message quotes; a 35-MB alias expansion must not flood the terminal
@@ -52,6 +53,17 @@ def cut_line(line: str) -> str:
         return line
     head, tail = LINE_LIMIT * 3 // 4, LINE_LIMIT // 4
     return f"{line[:head]} ... ({len(line) - head - tail:,} characters cut) ... {line[-tail:]}"
+
+
+def printable(text: str) -> str:
+    r"""``text`` as valid UTF-8: the bytes of a file name that are not UTF-8 (Python holds them as lone
+    surrogates, and printing or writing them fails with UnicodeEncodeError) written as ``\xNN``, so the file
+    ``b'\xff\xfe.jpg'`` reads ``\xff\xfe.jpg``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (from JSON, say)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class HpoClsError(Exception):

@@ -45,8 +45,9 @@ def test_output_into_a_closed_pipe_ends_quietly(tiny_spec, tmp_path, args):
 def test_an_unreachable_store_is_an_error_line_without_its_password(tmp_path, command):
     port = closed_port()
     start = time.monotonic()
-    result = hpo_cls(command, "--tracking-uri", f"postgresql://u:{SECRET}@127.0.0.1:{port}/mlflow", cwd=tmp_path,
-                     timeout=120)
+    ui_port = ["--port", closed_port()] if command == "ui" else []  # not 5000: a UI already there is refused first
+    result = hpo_cls(command, "--tracking-uri", f"postgresql://u:{SECRET}@127.0.0.1:{port}/mlflow", *ui_port,
+                     cwd=tmp_path, timeout=120)
     assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(port) in line and "u:***@" in line
@@ -77,6 +78,37 @@ def test_ui_without_mlflow_on_path_starts_and_keeps_the_store_uri_off_its_comman
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # the group this test started (start_new_session)
         ui.wait(timeout=30)
+
+
+# issue 36, class 7: surroundings that are not what hpo-cls needs are one line, before anything starts
+@pytest.mark.parametrize("variable, under", [("HPO_CLS_CACHE_DIR", ""), ("HPO_CLS_CACHE_DIR", "/sub"),
+                                             ("XDG_CACHE_HOME", "/sub")])
+@pytest.mark.parametrize("command", ["validate", "train", "cluster-status"])
+def test_a_cache_folder_that_is_a_file_is_one_line(tiny_spec, tmp_path, variable, under, command):
+    (tmp_path / "a-file").write_text("not a folder\n")
+    env = {k: v for k, v in os.environ.items() if k != "HPO_CLS_CACHE_DIR"}
+    env[variable] = f"{tmp_path / 'a-file'}{under}"
+    args = {"validate": ["validate", tiny_spec()], "train": ["train", tiny_spec(), "--out", tmp_path / "out"],
+            "cluster-status": ["cluster", "status"]}[command]
+    result = hpo_cls(*args, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: {variable}: the hpo-cls cache folder ") and str(tmp_path / "a-file") in line
+    assert (tmp_path / "a-file").read_text() == "not a folder\n" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_ui_on_a_port_in_use_is_an_error_line(tmp_path, host):
+    with socket.socket() as other:  # another program's server
+        other.bind((host, 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = hpo_cls("ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", port, cwd=tmp_path,
+                         timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == (f"error: argument --port: 127.0.0.1:{port} is in use by another program; "
+                                     "pass --port with a free one")
+    assert not (tmp_path / "mlflow.db").exists(), "refused before the store is opened"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -152,3 +152,46 @@ def test_8_bit_images_decode_as_before(tmp_path):
     for name, image in (("rgb.png", Image.fromarray(pixels)), ("grey.png", Image.fromarray(pixels[..., 0]))):
         image.save(tmp_path / name)
         np.testing.assert_array_equal(np.asarray(_load_rgb(tmp_path / name)), np.asarray(image.convert("RGB")))
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 36, class 6: file names that are not UTF-8
+
+
+def _badly_named(folder, name: bytes, content: bytes | None = None):
+    """A file named by raw bytes: a copy of an image of ``folder`` (a good one), or ``content``."""
+    content = content if content is not None else (folder / "0.png").read_bytes()
+    target = os.path.join(os.fsencode(folder), name)
+    with open(target, "wb") as f:
+        f.write(content)
+    return target
+
+
+def test_a_good_image_named_by_bytes_that_are_not_utf8_is_read(tmp_path, capsys):
+    root = make_images(tmp_path / "data", train=2, val=1)
+    _badly_named(root / "train" / "0", b"\xff\xfe.png")
+    _badly_named(root / "val" / "1", b"caf\xe9.png")  # latin-1
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(root=root))
+    assert main(["validate", str(spec)]) == 0
+    assert "train: 7 images" in capsys.readouterr().out
+    assert main(["train", str(spec), "--out", str(tmp_path / "out")]) == 0
+    assert "7 train / 4 val images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("split, name", [("train/0", b"\xff\xfe.png"), ("val/1", b"\x80.jpg"),
+                                         ("test", b"bad\xc3(.png")])
+def test_a_corrupt_image_named_by_bytes_that_are_not_utf8_is_listed_escaped(tmp_path, capsys, split, name):
+    root = make_images(tmp_path / "data", train=2, val=1)
+    (root / "test").mkdir()
+    _badly_named(root / split, name, content=b"no image at all")
+    line = _validate_error(tmp_path, capsys, root)
+    shown = name.decode("utf-8", "backslashreplace")
+    assert f"{root / split}/{shown} (not an image)" in line
+
+
+def test_a_class_folder_named_by_bytes_that_are_not_utf8_is_refused_naming_it(tmp_path, capsys):
+    root = make_images(tmp_path / "data", train=2, val=1)
+    os.rename(root / "train" / "2", os.path.join(os.fsencode(root / "train"), b"z\xff"))
+    line = _validate_error(tmp_path, capsys, root)
+    assert f"{root / 'train'}/z\\xff: a class folder whose name is not UTF-8" in line

@@ -4,6 +4,7 @@ inference; a registered model whose files changed is refused (issue #15)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,9 +24,9 @@ TINY = TrialConfig(backbone="wrn16_4", small_input=True)
 SECRET = "S3CRET-pw"
 
 
-def hpo_cls(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def hpo_cls(*args, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hpo_cls.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, env=env)
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -103,6 +104,54 @@ def test_a_decompression_bomb_is_named_not_a_traceback(registered, tmp_path):
     Image.new("1", (20000, 20000)).save(images / "bomb.png", optimize=True)
     line = error_line(hpo_cls("predict", model_uri, images, "--tracking-uri", uri, cwd=tmp_path))
     assert "bomb.png" in line
+
+
+def _badly_named(folder: Path, name: bytes, content: bytes) -> None:
+    with open(os.path.join(os.fsencode(folder), name), "wb") as f:
+        f.write(content)
+
+
+def test_images_named_by_bytes_that_are_not_utf8_are_predicted_and_the_csv_stays_utf8(registered, tmp_path):
+    uri, model_uri = registered
+    images = _images(tmp_path / "images")
+    _badly_named(images, b"\xff\xfe.png", (images / "0.png").read_bytes())
+    _badly_named(images, b"caf\xe9.png", (images / "1.png").read_bytes())  # latin-1
+    result = hpo_cls("predict", model_uri, images, "--tracking-uri", uri, "--out", tmp_path / "p.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = (tmp_path / "p.csv").read_bytes().decode("utf-8").splitlines()  # strict: valid UTF-8
+    assert sorted(row.split(",")[0] for row in rows[1:]) == ["0", "1", "2", "\\xff\\xfe", "caf\\xe9"]
+
+
+def test_a_corrupt_image_named_by_bytes_that_are_not_utf8_is_named_escaped(registered, tmp_path):
+    uri, model_uri = registered
+    images = _images(tmp_path / "images")
+    _badly_named(images, b"\xff\xfe.png", b"no image at all")
+    line = error_line(hpo_cls("predict", model_uri, images, "--tracking-uri", uri, "--out", tmp_path / "p.csv",
+                              cwd=tmp_path))
+    assert "\\xff\\xfe.png" in line and not (tmp_path / "p.csv").exists()
+
+
+# issue 36, class 8: something that is not a model is refused before anything is copied; no copy is left
+@pytest.mark.parametrize("model", ["/etc", "file:///etc", "{tmp}/no-such-folder", "{tmp}/images/0.png",
+                                   "relative-missing", "runs:/{run}/not-a-model"])
+def test_predict_on_something_that_is_not_a_model_copies_nothing_and_leaves_nothing(registered, tmp_path, model):
+    from mlflow.tracking import MlflowClient
+
+    uri, _ = registered
+    client = MlflowClient(uri)
+    run = client.create_run(client.get_experiment_by_name("hpo-cls").experiment_id).info.run_id
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no model here\n")
+    client.log_artifacts(run, str(tmp_path / "notes"), "not-a-model")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    model = model.format(tmp=tmp_path, run=run)
+    result = hpo_cls("predict", model, _images(tmp_path / "images"), "--tracking-uri", uri, "--out",
+                     tmp_path / "p.csv", cwd=tmp_path, env={**os.environ, "TMPDIR": str(temp)})
+    line = error_line(result)
+    assert line.startswith(f"error: {model}: ") and ("no MLmodel file" in line or "no such folder" in line), line
+    assert list(temp.iterdir()) == [], "no copy of it is left behind"
+    assert not (tmp_path / "p.csv").exists()
 
 
 @pytest.mark.parametrize("uri", [f"http://user:{SECRET}@127.0.0.1:{{port}}",

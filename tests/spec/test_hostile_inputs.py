@@ -380,3 +380,78 @@ def test_a_folder_tracking_store_is_refused_by_validate(tmp_path, data_root, cap
     line = _validate(tmp_path, capsys, GOOD.replace("DATA", str(data_root)), "--no-scan", "--set",
                      f"tracking.uri={uri}")
     assert "tracking.uri" in line and "SQLite" in line
+
+
+# issue 36, class 7: a spec file that never ends, or is far too big, is refused before it is read whole
+@pytest.mark.parametrize("command", ["validate", "train"])
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom", "two-MiB-of-spaces"])
+def test_an_endless_or_huge_spec_file_is_refused_unread(tmp_path, capsys, command, source):
+    if source == "two-MiB-of-spaces":
+        source = tmp_path / "big.yaml"
+        source.write_bytes(b"name: big\n" + b" " * (2 << 20))
+    extra = ["--out", str(tmp_path / "out")] if command == "train" else []
+    assert main([command, str(source), *extra]) == 2
+    assert _one_error_line(capsys) == f"error: {source}: over 1 MiB; a spec is a few kB of YAML text"
+
+
+# issue 36, class 15, the rest: a spec that validate passed, though no sweep of it could do what it says
+SPACE = "search:\n  space:\n    lr: {loguniform: [0.001, 0.1]}\n"
+NEVER = {
+    "trainable-getcwd": ("trainable: os.getcwd\n", "trainable: 'os.getcwd' is not a trainable (it takes ())"),
+    "trainable-path-join": ("trainable: os.path.join\n", "'os.path.join' is not a trainable (it takes (a, *p))"),
+    "trainable-sleep": ("trainable: time.sleep\n", "'time.sleep' is not a trainable"),
+    "trainable-a-class": ("trainable: collections.OrderedDict\n", "'collections.OrderedDict' is not a trainable"),
+    "quniform-fractional-step": ("    batch_size: {quniform: [8, 64, 2.5]}\n",
+                                 "batch_size.quniform: an integer parameter needs whole numbers"),
+    "quniform-fractional-low": ("    warmup_epochs: {quniform: [0.5, 4, 1]}\n",
+                                "warmup_epochs.quniform: an integer parameter needs whole numbers"),
+    "when-uniform-value": ("    momentum: {uniform: [0.8, 0.99]}\n"
+                           "    dropout: {uniform: [0, 0.3], when: {momentum: 0.9}}\n",
+                           "dropout.when.momentum: holds with probability 0: momentum is searched over a continuous "
+                           "range (uniform [0.8, 0.99])"),
+    "when-loguniform-value": ("    dropout: {uniform: [0, 0.3], when: {lr: [0.01, 0.1]}}\n",
+                              "dropout.when.lr: holds with probability 0"),
+    "when-int-off-step": ("    warmup_epochs: {int: [0, 4], step: 2}\n"
+                          "    dropout: {uniform: [0, 0.3], when: {warmup_epochs: 3}}\n",
+                          "can never hold: warmup_epochs is searched over int [0, 4] step 2, none of [3]"),
+    "when-quniform-off-grid": ("    batch_size: {quniform: [8, 64, 8]}\n"
+                               "    dropout: {uniform: [0, 0.3], when: {batch_size: 12}}\n",
+                               "can never hold: batch_size is searched over quniform [8, 64] step 8, none of [12]"),
+    "params-max-tiny": ("constraints: {params_m: {max: 0.001}}\n", "constraints.params_m.max: 0.001 is below every "
+                        "network of the space: the smallest, resnet18 without attention or head layers, has 11.2 M"),
+    "params-max-below-smallest-choice": (
+        "constraints: {params_m: {max: 11}}\n    backbone: {choice: [resnet50, resnet18]}\n",
+        "constraints.params_m.max: 11 is below every network of the space"),
+    "val-acc-min-above-1": ("constraints: {val_acc: {min: 1.5}}\n", "constraints.val_acc.min: 1.5 is outside what "
+                            "val_acc can be (from 0 to 1)"),
+    "val-acc-max-negative": ("constraints: {val_acc: {max: -0.1}}\n", "constraints.val_acc.max: -0.1 is outside"),
+    "train-acc-min-2": ("constraints: {train_acc: {min: 2}}\n", "constraints.train_acc.min: 2 is outside"),
+    "val-loss-max-negative": ("constraints: {val_loss: {max: -1}}\n",
+                              "constraints.val_loss.max: -1 is outside what val_loss can be (0 or more)"),
+    "params-min-negative": ("constraints: {params_m: {min: -2}}\n", "constraints.params_m.min: -2 is outside"),
+    "latency-max-negative": ("constraints: {latency_ms: {max: -1}}\n", "constraints.latency_ms.max: -1 is outside"),
+}
+
+
+def _with(addition: str) -> str:
+    """GOOD with ``addition``: lines indented as space entries go into the search space, others at the top."""
+    space = "".join(line + "\n" for line in addition.splitlines() if line.startswith("    "))
+    top = "".join(line + "\n" for line in addition.splitlines() if not line.startswith("    "))
+    return GOOD.replace(SPACE, SPACE + space) + top
+
+
+@pytest.mark.parametrize("addition, expected", list(NEVER.values()), ids=list(NEVER))
+def test_a_spec_no_sweep_could_follow_is_refused(tmp_path, data_root, capsys, addition, expected):
+    line = _validate(tmp_path, capsys, _with(addition).replace("DATA", str(data_root)), "--no-scan")
+    assert expected in line, line
+
+
+@pytest.mark.parametrize("addition", ["constraints: {params_m: {max: 12}, val_acc: {min: 0.5, max: 1}}\n",
+                                      "    warmup_epochs: {int: [0, 4], step: 2}\n"
+                                      "    dropout: {uniform: [0, 0.3], when: {warmup_epochs: [2, 3]}}\n",
+                                      "    batch_size: {quniform: [8, 64, 8]}\n",
+                                      "trainable: trainables.image_classifier\n"])
+def test_what_a_sweep_can_follow_still_validates(tmp_path, data_root, capsys, addition):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_with(addition).replace("DATA", str(data_root)))
+    assert main(["validate", str(spec), "--no-scan"]) == 0, capsys.readouterr().err

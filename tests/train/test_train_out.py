@@ -145,3 +145,50 @@ def test_train_asks_for_the_gpu_whatever_the_sweep_resources_say(tiny_spec, tmp_
     standalone.train_fixed(spec, tmp_path / "run", out=printed)
     assert shares == [1.0], "a whole GPU, taken when CUDA is visible"
     assert f"on {'cuda' if torch.cuda.is_available() else 'cpu'}" in printed.getvalue()
+
+
+# issue 36, class 12: a resume under another input pipeline, or beside a metrics.csv it did not write, is refused
+@pytest.fixture
+def finished_run(tiny_spec, tmp_path):
+    """A spec and a finished 1-epoch run of it (its --resume continues nothing, and says so with exit 0)."""
+    spec = tiny_spec(**FAST)
+    out = tmp_path / "run"
+    assert hpo_cls("train", spec, "--out", out, cwd=tmp_path).returncode == 0
+    return spec, out
+
+
+INPUT_CHANGES = ["data.image_size=24", "data.balanced_sampling=true", "fixed.resize=full", "fixed.hflip=0.0",
+                 "fixed.rotation=10", "fixed.crop_scale=[0.5,1.0]"]
+
+
+def test_a_resume_with_another_input_pipeline_is_refused(finished_run, tmp_path):
+    spec, out = finished_run
+    before = {name: (out / name).read_bytes() for name in ("checkpoint.pt", "metrics.csv")}
+    for change in INPUT_CHANGES:
+        line = error_line(hpo_cls("train", spec, "--set", change, "--out", out, "--resume", cwd=tmp_path))
+        assert f"{out / 'checkpoint.pt'}: trained with a different configuration ({change.split('=')[0]}" in line
+    assert {name: (out / name).read_bytes() for name in before} == before
+    resumed = hpo_cls("train", spec, "--out", out, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr  # the same pipeline still resumes
+
+
+GARBAGE_METRICS = {
+    "binary": bytes(range(256)),
+    "nul-bytes": b"epoch,val_acc\n1,0.5\x00\n",
+    "no-epoch-column": b"a,b\n1,2\n",
+    "epoch-not-a-number": b"epoch,val_acc\none,0.5\n",
+    "a-row-too-long": b"epoch,val_acc\n1,0.5,7\n",
+    "a-row-too-short": b"epoch,val_acc\n1\n",
+    "other-epochs": b"epoch,val_acc\n0,0.5\n1,0.5\n",
+}
+
+
+def test_a_garbage_metrics_csv_is_an_error_line_naming_it(finished_run, tmp_path):
+    spec, out = finished_run
+    checkpoint = (out / "checkpoint.pt").read_bytes()
+    for name, garbage in GARBAGE_METRICS.items():
+        (out / "metrics.csv").write_bytes(garbage)
+        line = error_line(hpo_cls("train", spec, "--out", out, "--resume", cwd=tmp_path))
+        assert line.startswith(f"error: {out / 'metrics.csv'}: not the metrics.csv of this run"), (name, line)
+        assert "--force" in line
+        assert (out / "metrics.csv").read_bytes() == garbage and (out / "checkpoint.pt").read_bytes() == checkpoint

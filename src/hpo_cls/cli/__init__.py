@@ -9,7 +9,7 @@ import sys
 
 from hpo_cls.cli.args import build_parser
 from hpo_cls.console import is_terminal
-from hpo_cls.errors import CommandError, HpoClsError, SpecError, cut_line
+from hpo_cls.errors import CommandError, HpoClsError, SpecError, cut_line, printable
 from hpo_cls.tracking.uri import redact_text
 
 __all__ = ["main", "run", "flag", "build_parser", "EXIT_BAD_INPUT"]
@@ -50,7 +50,7 @@ def _dispatch(args) -> int:
         return 130
     except (HpoClsError, CommandError, ConnectionError) as exc:
         for line in _error_lines(exc, args):
-            print(f"error: {cut_line(redact_text(line))}", file=sys.stderr)
+            print(f"error: {cut_line(redact_text(printable(line)))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

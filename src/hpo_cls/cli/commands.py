@@ -158,9 +158,12 @@ def _mlflow_command() -> list[str]:
 
 
 def cmd_ui(args) -> int:
-    from hpo_cls.tracking.ui import ui_links
+    from hpo_cls.tracking.ui import port_problem, ui_links
     from hpo_cls.tracking.uri import redact_uri
 
+    problem = port_problem(args.port)  # else MLflow's server says so and exits 0, after the links were printed
+    if problem:
+        raise CommandError(f"argument --port: 127.0.0.1:{args.port} {problem}; pass --port with a free one")
     base = f"http://127.0.0.1:{args.port}"
     links = ui_links(_client(args.tracking_uri), args.experiment, args.sweep, base)
     # One worker process: a UI for one person on this machine starts in seconds, not four processes' worth.

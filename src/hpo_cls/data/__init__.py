@@ -6,12 +6,14 @@ from hpo_cls.data.folders import (
     DatasetSummary,
     class_mapping,
     describe_dataset,
+    image_name,
     list_images,
     list_test_images,
     scan_images,
+    shown_name,
 )
 from hpo_cls.errors import DataError
 
-__all__ = ["DataError", "IMAGE_EXTENSIONS", "DatasetSummary", "class_mapping", "describe_dataset", "list_images",
-           "list_test_images", "scan_images"]
+__all__ = ["DataError", "IMAGE_EXTENSIONS", "DatasetSummary", "class_mapping", "describe_dataset", "image_name", "list_images",
+           "list_test_images", "scan_images", "shown_name"]
 

@@ -2,6 +2,11 @@
 
 Layout: ``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``, optional flat ``root/test/*.jpg``.
 Class folders named by integers are ordered numerically, so folder ``"10"`` never lands before ``"2"``.
+
+File names: an image whose name is not UTF-8 (``b'\\xff\\xfe.jpg'``) is read like any other; wherever its name
+is shown or written (messages, the bad-file list, ``prediction.csv``) it is :func:`shown_name`, the bytes
+that are not UTF-8 escaped as ``\\xNN``. A class folder's name is its label, so a class folder whose name is
+not UTF-8 is refused, naming it, rather than given a label that is not its name.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from hpo_cls.cache_dir import default_cache_root
-from hpo_cls.errors import DataError
+from hpo_cls.errors import DataError, printable
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "default_threads", "to_rgb", "class_mapping", "list_images", "list_test_images", "scan_images",
-    "DatasetSummary", "describe_dataset",
+    "IMAGE_EXTENSIONS", "default_threads", "shown_name", "image_name", "file_stamp", "to_rgb", "class_mapping", "list_images",
+    "list_test_images", "scan_images", "DatasetSummary", "describe_dataset",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -30,6 +35,24 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 
 def default_threads() -> int:
     return min(8, len(os.sched_getaffinity(0)))
+
+
+def shown_name(path: Path | str) -> str:
+    """A file's path or name as shown and written: valid UTF-8, bytes that are not UTF-8 escaped (module doc)."""
+    return printable(str(path))
+
+
+def image_name(path: Path) -> str:
+    """An image's row name in ``prediction.csv`` and ``test_labels.csv``: its file name without extension, as
+    shown (so the CSV stays UTF-8)."""
+    return shown_name(Path(path).stem)
+
+
+def file_stamp(path: Path) -> bytes:
+    """``path``'s absolute name, size and modification time, for a digest of a list of files (its bytes as
+    they are: a name need not be UTF-8). OSError if it is gone."""
+    stat = path.stat()
+    return os.fsencode(path.absolute()) + f"\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,6 +73,13 @@ def _refuse_upward_links(folders: list[Path]) -> None:
                 raise DataError(f"{folder}: links to a folder above it ({target}), not a class folder; remove the link")
 
 
+def _refuse_unreadable_names(folders: list[Path]) -> None:
+    for folder in folders:
+        if shown_name(folder.name) != folder.name:
+            raise DataError(f"{shown_name(folder)}: a class folder whose name is not UTF-8; its name is the class's "
+                            "label, so rename it")
+
+
 def class_mapping(train_dir: Path) -> dict[str, int]:
     """Class folder name -> index: numeric order if every name is an integer, else alphabetical."""
     train_dir = Path(train_dir)
@@ -57,6 +87,7 @@ def class_mapping(train_dir: Path) -> dict[str, int]:
         raise DataError(f"{train_dir}: no such folder (expected train/<class>/ image folders)")
     folders = [p for p in _visible(train_dir.iterdir()) if p.is_dir()]
     _refuse_upward_links(folders)
+    _refuse_unreadable_names(folders)
     names = [p.name for p in folders]
     if not names:
         raise DataError(f"{train_dir}: no class folders (expected train/<class>/ image folders)")
@@ -76,7 +107,7 @@ def list_images(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[Pat
         raise DataError(f"{split_dir}: no such folder")
     folders = [p for p in _visible(split_dir.iterdir()) if p.is_dir()]
     _refuse_upward_links(folders)
-    unknown = [p.name for p in folders if p.name not in class_to_idx]
+    unknown = [shown_name(p.name) for p in folders if p.name not in class_to_idx]
     if unknown:
         raise DataError(f"{split_dir}: class folder(s) not in train/: {', '.join(unknown)}")
     folders.sort(key=lambda p: class_to_idx[p.name])
@@ -151,10 +182,9 @@ def _files_digest(paths: Sequence[Path]) -> str:
     digest = hashlib.sha1(f"{len(paths)}".encode())
     for path in paths:
         try:
-            stat = path.stat()
-            digest.update(f"{path.absolute()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(file_stamp(path))
         except OSError:
-            digest.update(f"{path.absolute()}\0missing\n".encode())
+            digest.update(os.fsencode(path.absolute()) + b"\0missing\n")
     return digest.hexdigest()
 
 
@@ -180,7 +210,7 @@ class DatasetSummary:
                 lines.append(f"    classes without images: {', '.join(empty)}")
         lines.append(f"  test: {self.num_test} images")
         lines.append(f"  bad files: {len(self.bad_files)}")
-        lines += [f"    {path}: {reason}" for path, reason in self.bad_files]
+        lines += [f"    {shown_name(path)}: {reason}" for path, reason in self.bad_files]
         return "\n".join(lines)
 
 

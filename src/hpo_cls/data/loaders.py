@@ -21,7 +21,9 @@ from hpo_cls.data.folders import (
     to_rgb,
     default_threads,
     list_images,
+    image_name,
     list_test_images,
+    shown_name,
 )
 from hpo_cls.data.shared_cache import image_cache_dir, open_shared_cache
 from hpo_cls.data.sizes import cache_size, image_bytes
@@ -41,7 +43,7 @@ def _load_rgb(path: Path) -> Image.Image:
         with Image.open(path) as image:
             return to_rgb(image)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc}); run `hpo-cls validate` on the data") from None
+        raise DataError(f"{shown_name(path)}: cannot decode image ({exc}); run `hpo-cls validate` on the data") from None
 
 
 class ImageDataset(Dataset):
@@ -262,9 +264,10 @@ def _split_caches(data_cfg: DataConfig, cfg: TrialConfig, train_samples, val_sam
 
 def build_test_loader(test_dir: Path, image_size: int, batch_size: int, workers: int = 0,
                       cfg: TrialConfig | None = None) -> DataLoader:
-    """Batches of ``(images, names)`` over the flat test folder in file-name order; names: tuple of stems.
+    """Batches of ``(images, names)`` over the flat test folder in file-name order; names: tuple of
+    :func:`~hpo_cls.data.folders.image_name`.
     ``cfg``: the model's config, whose eval preprocessing is used (None: the defaults)."""
-    samples = [(p, p.stem) for p in list_test_images(test_dir)]
+    samples = [(p, image_name(p)) for p in list_test_images(test_dir)]
     if not samples:
         raise DataError(f"{test_dir}: no images")
     dataset = ImageDataset(samples, build_eval_transform(image_size, cfg))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from hpo_cls.cache_dir import default_cache_root
+from hpo_cls.data.folders import file_stamp
 
 if TYPE_CHECKING:
     import torch
@@ -43,11 +44,10 @@ def cache_name(paths: Sequence[Path], side: int) -> tuple[str, str]:
     family hashes the folder and side; the entry, ``<family>-<content hash>``, names the cache files."""
     paths = [Path(p).absolute() for p in paths]
     folder = os.path.commonpath([str(p.parent) for p in paths]) if paths else ""
-    family = hashlib.sha1(f"{_FORMAT}|{side}|{folder}".encode()).hexdigest()[:12]
+    family = hashlib.sha1(f"{_FORMAT}|{side}|".encode() + os.fsencode(folder)).hexdigest()[:12]
     content = hashlib.sha1(f"{_FORMAT}|{side}|{len(paths)}".encode())
     for path in paths:
-        stat = path.stat()
-        content.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        content.update(file_stamp(path))
     return family, f"{family}-{content.hexdigest()[:20]}"
 
 

@@ -38,7 +38,7 @@ def read_test_labels(path: Path) -> dict[str, str]:
 
 def labelled_test_samples(test_dir: Path, class_to_idx: dict[str, int], warn: Callable[[str], None]):
     """(path, class index) of the labelled test images, or None without test_labels.csv."""
-    from hpo_cls.data import list_test_images
+    from hpo_cls.data import image_name, list_test_images
 
     labels_file = test_dir.parent / TEST_LABELS_FILE
     if not labels_file.is_file():
@@ -48,7 +48,7 @@ def labelled_test_samples(test_dir: Path, class_to_idx: dict[str, int], warn: Ca
     if unknown:
         raise PromoteError(f"{labels_file}: labels that are no class folder of train/: {', '.join(unknown[:10])}")
     images = list_test_images(test_dir)
-    samples = [(p, class_to_idx[labels[p.stem]]) for p in images if p.stem in labels]
+    samples = [(p, class_to_idx[labels[image_name(p)]]) for p in images if image_name(p) in labels]
     if len(samples) < len(images):
         warn(f"{labels_file}: {len(images) - len(samples)} of {len(images)} test images have no label; "
              "they are left out of the test evaluation")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,10 +22,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hpo_cls.data import list_test_images
+from hpo_cls.data import image_name, list_test_images, scan_images, shown_name
 from hpo_cls.data.loaders import ImageDataset
 from hpo_cls.data.transforms import build_eval_transform
-from hpo_cls.errors import DataError
+from hpo_cls.errors import CheckpointError, DataError
 from hpo_cls.outputs import PREDICTION_CSV, atomic_write, check_output_file
 from hpo_cls.spec import TrialConfig
 from hpo_cls.train.engine import resolve_precision, use_channels_last
@@ -104,7 +106,7 @@ class _NamedImageDataset(ImageDataset):
             return super().__getitem__(index)
         except Image.DecompressionBombError as exc:
             path = self.samples[index][0]
-            raise DataError(f"{path}: refused to decode ({exc}); remove it from the folder") from None
+            raise DataError(f"{shown_name(path)}: refused to decode ({exc}); remove it from the folder") from None
 
 
 def prediction_frame(probabilities: torch.Tensor, class_names: Sequence[str]) -> pd.DataFrame:
@@ -120,7 +122,7 @@ def prediction_frame(probabilities: torch.Tensor, class_names: Sequence[str]) ->
 
 def check_prediction_names(image_paths: Sequence[Path]) -> None:
     """A DataError if two images share a name without extension (their prediction.csv rows would clash)."""
-    names = sorted(Path(p).stem for p in image_paths)
+    names = sorted(image_name(p) for p in image_paths)
     clashes = sorted({a for a, b in zip(names, names[1:]) if a == b})
     if clashes:
         raise DataError(f"images share a name without extension, so prediction.csv would be ambiguous: "
@@ -128,11 +130,11 @@ def check_prediction_names(image_paths: Sequence[Path]) -> None:
 
 
 def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequence[str]) -> Path:
-    """``image_name,pred_label`` rows (file name without extension), sorted by image name."""
+    """``image_name,pred_label`` rows (:func:`image_name`), sorted by image name."""
     if len(image_paths) != len(labels):
         raise ValueError(f"{len(image_paths)} images but {len(labels)} labels")
     check_prediction_names(image_paths)
-    rows = sorted(zip((Path(p).stem for p in image_paths), labels))
+    rows = sorted(zip(map(image_name, image_paths), labels))
     path = Path(path)
     with atomic_write(path, newline="") as f:  # a failed write leaves the old file whole
         writer = csv.writer(f)
@@ -141,9 +143,27 @@ def write_prediction_csv(path: Path, image_paths: Sequence[Path], labels: Sequen
     return path
 
 
+def _local_folder(model_uri: str) -> Path | None:
+    """The folder a model URI names on this machine (a path, a ``file:`` URI); None for a store's URI."""
+    parsed = urllib.parse.urlparse(model_uri)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    return Path(model_uri) if not parsed.scheme else None
+
+
+def _require_mlmodel(model_uri: str, folder: Path) -> None:
+    if not (folder / "MLmodel").is_file():
+        found = "no such folder" if not folder.exists() else "not an MLflow model (no MLmodel file)"
+        raise CheckpointError(f"{model_uri}: {found}; pass a registered model (models:/NAME@champion) or the "
+                              "folder of one")
+
+
 def _load_verified(model_uri: str, tracking_uri: str | None):
     """The pyfunc model, loaded from a local copy whose files match the checksums recorded at registration
-    (loading a model runs its code: a tampered copy is refused before any of it runs)."""
+    (loading a model runs its code: a tampered copy is refused before any of it runs). A folder that is no
+    model is refused before anything is copied (a store's URI: once downloaded); the copy is removed on
+    every path."""
+    import shutil
     import tempfile
 
     import mlflow
@@ -152,11 +172,28 @@ def _load_verified(model_uri: str, tracking_uri: str | None):
     from hpo_cls.console import warn
     from hpo_cls.promote.integrity import registered_checksums, verify_model_files
 
+    local = _local_folder(model_uri)
+    if local is not None:
+        _require_mlmodel(model_uri, local)
     expected = registered_checksums(model_uri, MlflowClient(tracking_uri))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        verify_model_files(model_uri, local, expected, warn)
-        return mlflow.pyfunc.load_model(local)
+    tmp = tempfile.mkdtemp(prefix="hpo-cls-model-")
+    try:
+        copy = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        _require_mlmodel(model_uri, copy)
+        verify_model_files(model_uri, copy, expected, warn)
+        return mlflow.pyfunc.load_model(str(copy))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _model_input(paths: Sequence[Path]) -> pd.DataFrame:
+    """The pyfunc's input for ``paths``: their paths, or, where one is not UTF-8 (no string column holds it:
+    pandas and the model's signature refuse it), the files' bytes, checked first so a broken one is named."""
+    if all(shown_name(p) == str(p) for p in paths):
+        return pd.DataFrame({"image_path": [str(p) for p in paths]})
+    for path, reason in scan_images(paths, workers=1):
+        raise DataError(f"{shown_name(path)}: cannot decode image ({reason})")
+    return pd.DataFrame({"image": [Path(p).read_bytes() for p in paths]})
 
 
 @dataclass(frozen=True)
@@ -188,8 +225,8 @@ def predict_folder(model_uri: str, folder: Path, out: Path, *, batch_size: int =
     start = time.perf_counter()
     frames = []
     for first in range(0, len(paths), batch_size):
-        chunk = [str(p) for p in paths[first : first + batch_size]]
-        frames.append(model.predict(pd.DataFrame({"image_path": chunk}), params={"batch_size": batch_size}))
+        chunk = paths[first : first + batch_size]
+        frames.append(model.predict(_model_input(chunk), params={"batch_size": batch_size}))
         if on_progress is not None:
             on_progress(first + len(chunk), len(paths))
     frame = pd.concat(frames, ignore_index=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from hpo_cls.errors import echo
-from hpo_cls.spec.schema import COST_METRICS, METRIC_MODES, Constraint, Objective
+from hpo_cls.spec.schema import COST_METRICS, METRIC_MODES, METRIC_RANGES, Constraint, Objective
 from hpo_cls.spec.validate import coerce_scalar
 
 __all__ = ["ALL_METRICS", "parse_objectives", "parse_constraints"]
@@ -90,6 +90,13 @@ def parse_constraints(raw: Any, problems: list[str], where: str) -> tuple[Constr
             except ValueError as exc:
                 problems.append(f"{where}: {key}.{bound}: {exc}")
         if len(values) != len(bounds):
+            continue
+        low, high = METRIC_RANGES[metric]
+        outside = [bound for bound, value in values.items() if not low <= value <= high]
+        if outside:
+            span = f"from {low:g} to {high:g}" if high < float("inf") else f"{low:g} or more"
+            problems.append(f"{where}: {key}.{outside[0]}: {values[outside[0]]:g} is outside what {metric} can be "
+                            f"({span})")
             continue
         if "max" in values and "min" in values and values["min"] > values["max"]:
             problems.append(f"{where}: {key}: min {values['min']:g} is above max {values['max']:g}")

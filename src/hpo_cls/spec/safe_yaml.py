@@ -15,10 +15,12 @@ import yaml
 
 from hpo_cls.errors import SpecError
 
-__all__ = ["MAX_YAML_VALUES", "read_text", "load_yaml"]
+__all__ = ["MAX_YAML_VALUES", "MAX_SPEC_BYTES", "read_text", "load_yaml"]
 
 # A spec holds hundreds of values; a thousand times that is no spec.
 MAX_YAML_VALUES = 100_000
+# A spec is a few kB; read no more than this (``/dev/zero``, a log named by mistake, never ends or fills memory).
+MAX_SPEC_BYTES = 1 << 20
 
 
 class _Refused(Exception):
@@ -26,13 +28,17 @@ class _Refused(Exception):
 
 
 def read_text(path: Path) -> str:
-    """The file's text; SpecError naming it when it is missing, unreadable or not UTF-8 text."""
+    """The file's text; SpecError naming it when it is missing, unreadable, over :data:`MAX_SPEC_BYTES` or not
+    UTF-8 text."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file"]) from None
     except OSError as exc:
         raise SpecError([f"{path}: cannot read: {exc.strerror}"]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError([f"{path}: over {MAX_SPEC_BYTES >> 20} MiB; a spec is a few kB of YAML text"])
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -8,6 +8,7 @@ Every key of a section is a field here, with its default, its bounds and a one-l
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +32,7 @@ __all__ = [
     "Constraint",
     "METRIC_MODES",
     "COST_METRICS",
+    "METRIC_RANGES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "format_value",
@@ -57,6 +59,9 @@ METRIC_MODES = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_
 # What a trial's model costs, reported by every trial (``models/cost.py``): parameters in millions,
 # forward GFLOPs per image, and median inference latency (ms) at batch 1 and of a batch of 64.
 COST_METRICS = {"params_m": "min", "flops_g": "min", "latency_ms": "min", "latency_b64_ms": "min"}
+# The values each metric can take: accuracies are fractions, losses and costs are never negative.
+METRIC_RANGES = {"val_acc": (0.0, 1.0), "train_acc": (0.0, 1.0), "val_loss": (0.0, math.inf),
+                 "train_loss": (0.0, math.inf), **{name: (0.0, math.inf) for name in COST_METRICS}}
 
 
 @dataclass(frozen=True)
@@ -270,7 +275,8 @@ class SweepSpec:
     name: str = field(metadata=dict(doc="required; letters, digits, - _ . ; sweep ids are <name>-<time>"))
     data: DataConfig = _section(DataConfig, "the image folders and how they are read")
     trainable: str = _opt("trainables.image_classifier",
-                          doc="dotted path of the Tune trainable (a module with trainable(), or a function)")
+                          doc="dotted path of the Tune trainable: a module with trainable(config, setup), or such "
+                              "a function")
     metric: str = _opt("val_acc", choices=tuple(METRIC_MODES),
                        doc="what the searcher and the scheduler optimise (the first objective)")
     mode: str = _opt("max", choices=("max", "min"), doc="the metric's direction; defaults to, and must be, the metric's own (min for losses)")

@@ -144,7 +144,7 @@ class _Problem(ValueError):
 def _parse_range(name, kind, entry, f, field_type, key, problems, where) -> Param | None:
     try:
         low, high = _bounds(name, kind, entry[kind], f, field_type, f"{key}.{kind}")
-        step = _step(kind, entry, low, high, key)
+        step = _step(kind, entry, low, high, key, field_type)
         log = kind == "loguniform" or _flag(entry, "log", f"{key}.log")
         # Optuna only rejects these when the first trial is sampled, i.e. minutes into a sweep.
         if log and low <= 0:
@@ -180,7 +180,7 @@ def _bounds(name, kind, spec, f, field_type, key) -> tuple[float, float]:
     return low, high
 
 
-def _step(kind, entry, low, high, key) -> float | int | None:
+def _step(kind, entry, low, high, key, field_type) -> float | int | None:
     """quniform's q (third value of its list) or an int parameter's ``step``; None otherwise."""
     step = None
     if kind == "quniform":
@@ -190,6 +190,10 @@ def _step(kind, entry, low, high, key) -> float | int | None:
             raise _Problem(f"{key}.{kind}: q: {exc}") from None
         if step <= 0 or step > high - low:
             raise _Problem(f"{key}.{kind}: q must be > 0 and <= high - low")
+        if field_type is int and not all(float(v).is_integer() for v in (low, high, step)):
+            # Optuna would sample 1.5, and the trial would fail on it, minutes into the sweep
+            raise _Problem(f"{key}.{kind}: an integer parameter needs whole numbers for low, high and q, got "
+                           f"[{low:g}, {high:g}, {step:g}]")
     if "step" in entry:
         try:
             step = coerce_scalar(int, entry["step"])
@@ -205,6 +209,30 @@ def _flag(entry, name, key) -> bool:
         return coerce_scalar(bool, entry.get(name, False))
     except ValueError as exc:
         raise _Problem(f"{key}: {exc}") from None
+
+
+def _condition_problem(parent: str, alternatives: tuple[Param, ...], values: tuple) -> str | None:
+    """Why ``when: {parent: values}`` never holds (or holds with probability 0), ``parent`` being searched."""
+    continuous = next((p for p in alternatives if p.kind in ("uniform", "loguniform")), None)
+    if continuous is not None:
+        return (f"holds with probability 0: {parent} is searched over a continuous range ({continuous.kind} "
+                f"[{continuous.low:g}, {continuous.high:g}]), where any one value is never drawn; condition on a "
+                f"choice parameter, or search {parent} with choice")
+    if any(_can_take(p, value) for p in alternatives for value in values):
+        return None
+    ranges = ", ".join(str(list(p.choices)) if p.kind == "choice" else f"{p.kind} [{p.low:g}, {p.high:g}] step "
+                       f"{p.step or 1:g}" for p in alternatives)
+    return f"can never hold: {parent} is searched over {ranges}, none of {list(values)}"
+
+
+def _can_take(param: Param, value: Any) -> bool:
+    """Whether a discrete parameter (choice, int, quniform) can be drawn as ``value``."""
+    if param.kind == "choice":
+        return value in param.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not param.low <= value <= param.high:
+        return False
+    steps = (value - param.low) / (param.step or 1)
+    return abs(steps - round(steps)) < 1e-9
 
 
 def _parse_when(raw, name, seen, fixed, fields, key, problems, where) -> dict | None:
@@ -228,14 +256,9 @@ def _parse_when(raw, name, seen, fixed, fields, key, problems, where) -> dict | 
             problems.append(f"{where}: {key}.{parent}: {exc}")
             return None
         if parent in seen:
-            alternatives = seen[parent]
-            choice = all(p.kind == "choice" for p in alternatives)
-            possible = [c for p in alternatives for c in p.choices] if choice else None
-            if possible is not None and not set(values) & set(possible):
-                problems.append(
-                    f"{where}: {key}.{parent}: can never hold: {parent} is searched over "
-                    f"{list(possible)}, none of {list(values)}"
-                )
+            problem = _condition_problem(parent, seen[parent], values)
+            if problem:
+                problems.append(f"{where}: {key}.{parent}: {problem}")
                 return None
         elif getattr(fixed, parent) not in values:
             problems.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ __all__ = ["resolve_trainable", "sweep_directory", "trial_dirname", "git_commit"
 
 
 def resolve_trainable(dotted: str) -> Callable:
-    """``pkg.module`` (its ``trainable`` function) or ``pkg.module.function``."""
+    """``pkg.module`` (its ``trainable`` function) or ``pkg.module.function``: a function that Tune can call as
+    ``fn(config, setup=...)`` (see ``trainables.image_classifier``); a SweepError otherwise."""
     try:
         module = importlib.import_module(dotted)
         fn = getattr(module, "trainable", None)
@@ -27,7 +29,20 @@ def resolve_trainable(dotted: str) -> Callable:
             fn = None
     if not callable(fn):
         raise SweepError(f"trainable: cannot import {echo(dotted)} (a module with a trainable() function, or a function)")
+    try:
+        inspect.signature(fn).bind({}, setup=None)  # how the sweep calls it: tune.with_parameters(fn, setup=...)
+    except (TypeError, ValueError) as exc:  # ValueError: a builtin without a signature
+        taken = _parameters(fn)
+        raise SweepError(f"trainable: {echo(dotted)} is not a trainable ({taken}); a trainable is a function "
+                         f"taking (config, setup), like trainables.image_classifier.trainable") from None
     return fn
+
+
+def _parameters(fn: Callable) -> str:
+    try:
+        return f"it takes {inspect.signature(fn)}"
+    except (TypeError, ValueError):
+        return "its parameters cannot be read"
 
 
 def sweep_directory(storage: str, spec_name: str, name: str | None, resume: bool) -> tuple[str, str]:

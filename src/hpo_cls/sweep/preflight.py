@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo_cls.data import DatasetSummary, describe_dataset
+from hpo_cls.data import DatasetSummary, describe_dataset, shown_name
 from hpo_cls.errors import DataError, SpecError, echo
 from hpo_cls.models.names import architecture_key
 from hpo_cls.spec import SweepSpec, TrialConfig, trial_config_from_dict
@@ -77,7 +77,7 @@ def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_er
     except DataError as exc:
         return Preflight(None, [*problems, f"{where}: data.root: {exc}"])
     if bad_files_are_errors and summary.bad_files:
-        shown = ", ".join(f"{path} ({reason})" for path, reason in summary.bad_files[:5])
+        shown = ", ".join(f"{shown_name(path)} ({reason})" for path, reason in summary.bad_files[:5])
         more = f" and {len(summary.bad_files) - 5} more" if len(summary.bad_files) > 5 else ""
         problems.append(f"{where}: data.root: {len(summary.bad_files)} unreadable image(s): {shown}{more}; "
                         "remove or replace them")
@@ -97,7 +97,26 @@ def run_preflight(spec: SweepSpec, *, scan_images: bool = True, bad_files_are_er
             if count > spec.max_params:
                 problems.append(f"{where}: search.space.backbone.choice[{i}]: {backbone} has {count:,} "
                                 f"parameters, over max_params {spec.max_params:,}")
+    if not fixed_only:  # the constraints bound the search, not `train`'s one configuration
+        problems += _unmeetable_size(spec, budget, counts, where)
     return Preflight(summary, problems, counts)
+
+
+def _unmeetable_size(spec: SweepSpec, budget: ParameterBudget, counts: dict[str, int], where: str) -> list[str]:
+    """A ``params_m`` max below every network the space can build: the searcher would reject every
+    configuration it proposes. Bounded from below by each backbone of the space at its smallest (the CIFAR
+    stem, no attention, no head layers), whatever else is fixed or searched."""
+    limits = [c.max for c in spec.constraints if c.metric == "params_m" and c.max is not None]
+    if not limits or not counts:
+        return []
+    smallest = {backbone: budget(dataclasses.replace(spec.fixed, backbone=backbone, small_input=True,
+                                                     attention="none", head_hidden=())) for backbone in counts}
+    backbone = min(smallest, key=smallest.get)
+    if smallest[backbone] / 1e6 <= min(limits):
+        return []
+    return [f"{where}: constraints.params_m.max: {min(limits):g} is below every network of the space: the "
+            f"smallest, {backbone} without attention or head layers, has {smallest[backbone] / 1e6:.3g} M "
+            "parameters"]
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> str | None:

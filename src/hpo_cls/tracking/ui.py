@@ -10,8 +10,10 @@ with ``best_<metric>``, status and the searched parameters as columns.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import socket
 import time
 import urllib.parse
 
@@ -21,7 +23,8 @@ from hpo_cls.tracking.store import find_sweep, sweep_records
 from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["EXPERIMENT_KIND_TAG", "MODEL_TRAINING", "VIEW_TAG_PREFIX", "DEFAULT_UI_PORT", "ui_base_url",
-           "runs_view_url", "run_url", "view_key", "sweep_view_state", "sweep_view_op", "is_local_store", "ui_links"]
+           "runs_view_url", "run_url", "view_key", "sweep_view_state", "sweep_view_op", "is_local_store", "ui_links",
+           "port_problem"]
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
@@ -32,6 +35,20 @@ DEFAULT_UI_PORT = 5000
 def is_local_store(tracking_uri: str) -> bool:
     """A store read straight from disk (SQLite, a folder): its UI is the one ``hpo-cls ui`` starts."""
     return not tracking_uri.lower().startswith(("http://", "https://"))
+
+
+def port_problem(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why the UI's server could not listen on ``host:port`` (another program does; a port below 1024 without
+    the right), or None. Bound as that server binds (SO_REUSEADDR): a port that a closed connection still
+    holds is free for it."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            return "is in use by another program" if in_use else f"cannot be used: {exc.strerror}"
+    return None
 
 
 def ui_base_url(tracking_uri: str, port: int = DEFAULT_UI_PORT) -> str:

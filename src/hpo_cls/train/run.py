@@ -30,7 +30,10 @@ from hpo_cls.train.engine import (
 )
 from hpo_cls.train.optim import build_optimizer, build_scheduler, step_scheduler
 
-__all__ = ["TrainingRun", "seed_everything"]
+__all__ = ["TrainingRun", "seed_everything", "INPUT_KEYS"]
+
+# The data keys that change what the model sees (the rest of what it sees and how it learns is the trial config).
+INPUT_KEYS = ("image_size", "balanced_sampling")
 
 
 def seed_everything(seed: int) -> None:
@@ -199,9 +202,24 @@ class TrainingRun:
             "best_val_acc": self.best_val_acc,
             "best_epoch": self.best_epoch,
             "config": flatten_trial_config(self.cfg),
+            "data": {key: getattr(self.data_cfg, key) for key in INPUT_KEYS},
             "image_size": self.data_cfg.image_size,
             "class_to_idx": dict(self.class_to_idx),
         }
+
+    def differences(self, state: dict[str, Any]) -> list[str]:
+        """The spec keys this run does not share with the run whose checkpoint ``state`` is: every key of the
+        trial config (``fixed.*``), the data keys that change what the model sees (:data:`INPUT_KEYS`), the epoch budget.
+        Resuming it under any of them would not continue that run."""
+        mine = {f"fixed.{key}": value for key, value in flatten_trial_config(self.cfg).items()}
+        theirs = {f"fixed.{key}": value for key, value in state.get("config", {}).items()}
+        data = state.get("data") or {"image_size": state.get("image_size")}  # before "data": the size alone
+        for key, value in data.items():
+            mine[f"data.{key}"], theirs[f"data.{key}"] = getattr(self.data_cfg, key), value
+        differ = [key for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)]
+        if state.get("epochs") != self.epochs:
+            differ.append(f"budget.epochs ({state.get('epochs')} in the checkpoint)")
+        return differ
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["class_to_idx"] != self.class_to_idx:

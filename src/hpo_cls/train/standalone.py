@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from hpo_cls.errors import NonFiniteLossError
-from hpo_cls.spec import SweepSpec, flatten_trial_config
+from hpo_cls.errors import CheckpointError, NonFiniteLossError, echo
+from hpo_cls.spec import SweepSpec
 
 __all__ = ["train_fixed"]
 
@@ -70,14 +70,10 @@ def _train_epochs(run, rows: list[dict], out_dir: Path, out: TextIO) -> None:
 def _resume(run, checkpoint: Path, out_dir: Path) -> list[dict]:
     """Load ``checkpoint`` into ``run`` (it must be of the same configuration and epoch budget, or the
     resumed run would not be the one it continues); returns the metric rows of the epochs it holds."""
-    from hpo_cls.errors import CheckpointError
     from hpo_cls.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
-    mine, theirs = flatten_trial_config(run.cfg), state.get("config", {})
-    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    if state.get("epochs") != run.epochs:
-        differ.append(f"budget.epochs ({state.get('epochs')} in the checkpoint)")
+    differ = run.differences(state)
     if differ:
         raise CheckpointError(f"{checkpoint}: trained with a different configuration ({', '.join(differ)}); "
                               "resume with the same spec and --set values, or pass {force} to start over")
@@ -85,18 +81,40 @@ def _resume(run, checkpoint: Path, out_dir: Path) -> list[dict]:
         run.load_state_dict(state)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint}: cannot resume from it ({str(exc).splitlines()[0]})") from None
-    metrics = out_dir / "metrics.csv"
+    return _metric_rows(out_dir / "metrics.csv", run.epoch)
+
+
+def _metric_rows(metrics: Path, epochs: int) -> list[dict]:
+    """The rows of ``metrics`` for epochs 1..``epochs`` (those its checkpoint holds; a row past them is an epoch
+    whose checkpoint was never written). A CheckpointError naming the file if it is not one this command wrote."""
+    fix = "put the run's own back, or pass {force} to start over"
     if not metrics.exists():
         return []
-    with open(metrics, newline="") as f:
-        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= run.epoch]
+    try:
+        with open(metrics, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for line, row in enumerate(rows, 2):
+            if None in row or None in row.values():
+                raise ValueError(f"line {line}: more or fewer fields than the header")
+            for value in row.values():
+                float(value)  # every value this command writes is a number
+        kept = [row for row in rows if int(row["epoch"]) <= epochs]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, KeyError) as exc:
+        reason = f"no column {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{metrics}: not the metrics.csv of this run ({reason}); {fix}") from None
+    found = [int(row["epoch"]) for row in kept]
+    if rows and found != list(range(1, epochs + 1)):
+        raise CheckpointError(f"{metrics}: not the metrics.csv of this run (epochs {echo(found)}, its checkpoint "
+                              f"holds 1 to {epochs}); {fix}")
+    return kept
 
 
 def _write_metrics(rows: list[dict], out_dir: Path) -> None:
     """Replace ``metrics.csv`` atomically (temp file + rename): a kill mid-write keeps the previous rows."""
     tmp = out_dir / "metrics.csv.tmp"
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        # Every row's columns: a run begun on the CPU and resumed on a GPU adds the GPU's memory columns.
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, out_dir / "metrics.csv")
