@@ -205,3 +205,18 @@ def test_a_pickled_tracker_holds_no_password_and_a_resuming_driver_gives_it_back
         assert "pa/ss" not in pickle.loads(pickled).tracking_uri
     with restoring_tracker("s-1", uri):
         assert pickle.loads(pickled).tracking_uri == uri
+
+
+def test_the_writer_logs_new_metrics_at_a_written_step_and_drops_repeated_ones(tmp_path):
+    """Promote logs its val figures, then its test figures, both at step 0; a retried trial reports epochs again."""
+    writer = MlflowWriter(f"sqlite:///{tmp_path}/mlflow.db", "steps")
+    writer.open_run("r", {"hpo_cls.test": "steps"}, "r")
+    writer.log_metrics("r", {"val_acc": 0.5}, step=0)
+    assert writer.flush(timeout=60)  # written before the next batch is queued: no coalescing
+    writer.log_metrics("r", {"test_acc": 0.4}, step=0)
+    writer.log_metrics("r", {"val_acc": 0.9}, step=0)  # the same metric and step again: dropped
+    assert writer.flush(timeout=60)
+    run = writer.client.get_run(writer.run_ids["r"])
+    writer.close()
+    assert run.data.metrics == {"val_acc": 0.5, "test_acc": 0.4}
+    assert [m.value for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "val_acc")] == [0.5]

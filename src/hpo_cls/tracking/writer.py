@@ -60,7 +60,12 @@ class MlflowWriter:
         self.retry_for_s = default_retry_seconds(tracking_uri) if retry_for_s is None else retry_for_s
         self.warn = warn
         self.run_ids: dict[str, str] = {}
-        self.logged_steps: dict[str, int] = {}  # run key -> highest metric step written
+        # Steps already written, so a trial that reports epochs again (a retry from its checkpoint, a resumed
+        # sweep) does not log them twice: run key -> highest step logged before this driver reopened the run,
+        # and (run key, metric) -> highest step written since. Per metric: other metrics at a step already
+        # written (promote's test figures after its val figures, both step 0) are new.
+        self.logged_steps: dict[str, int] = {}
+        self._written_steps: dict[tuple[str, str], int] = {}
         self.failed_ops = 0
         self._queue: queue.Queue[_Op | None] = queue.Queue()
         self._lookahead: deque[_Op | None] = deque()  # taken off the queue while batching, not yet run
@@ -172,11 +177,14 @@ class MlflowWriter:
                 if op.key and run_id is None:
                     raise LookupError(f"no MLflow run is open for {op.key}")
                 if op.kind == "metrics":
-                    fresh = [m for m in op.metrics if m.step > self.logged_steps.get(op.key, -1)]
+                    floor = self.logged_steps.get(op.key, -1)
+                    fresh = [m for m in op.metrics
+                             if m.step > max(floor, self._written_steps.get((op.key, m.key), -1))]
                     for i in range(0, len(fresh), _BATCH_LIMIT):
                         self.client.log_batch(run_id, metrics=fresh[i : i + _BATCH_LIMIT])
-                    if fresh:
-                        self.logged_steps[op.key] = max(m.step for m in fresh)
+                    for m in fresh:
+                        name = (op.key, m.key)
+                        self._written_steps[name] = max(self._written_steps.get(name, -1), m.step)
                 else:
                     op.fn(self.client, run_id)
                 if warned:
