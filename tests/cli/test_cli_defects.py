@@ -83,13 +83,12 @@ def test_ui_without_mlflow_on_path_starts_and_keeps_the_store_uri_off_its_comman
 # issue 36, class 7: surroundings that are not what hpo-cls needs are one line, before anything starts
 @pytest.mark.parametrize("variable, under", [("HPO_CLS_CACHE_DIR", ""), ("HPO_CLS_CACHE_DIR", "/sub"),
                                              ("XDG_CACHE_HOME", "/sub")])
-@pytest.mark.parametrize("command", ["validate", "train", "cluster-status"])
+@pytest.mark.parametrize("command", ["validate", "train"])
 def test_a_cache_folder_that_is_a_file_is_one_line(tiny_spec, tmp_path, variable, under, command):
     (tmp_path / "a-file").write_text("not a folder\n")
     env = {k: v for k, v in os.environ.items() if k != "HPO_CLS_CACHE_DIR"}
     env[variable] = f"{tmp_path / 'a-file'}{under}"
-    args = {"validate": ["validate", tiny_spec()], "train": ["train", tiny_spec(), "--out", tmp_path / "out"],
-            "cluster-status": ["cluster", "status"]}[command]
+    args = {"validate": ["validate", tiny_spec()], "train": ["train", tiny_spec(), "--out", tmp_path / "out"]}[command]
     result = hpo_cls(*args, cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
