@@ -22,8 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 def hpo_cls(*args: str, cwd: Path, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     """Run the CLI; if it has not ended by ``timeout`` (or the test is interrupted), it is killed together
     with every process it started (a local Ray's), by their PIDs."""
-    command = [sys.executable, "-m", "hpo_cls.cli", *args]
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return run_killing_tree([sys.executable, "-m", "hpo_cls.cli", *args], timeout, cwd=cwd, **kwargs)
+
+
+def run_killing_tree(command: list, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``command``; if it has not ended by ``timeout`` (or the test is interrupted), it is killed with every
+    process it started, by their PIDs."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     finally:

@@ -19,8 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from processes import kill_tree
-from sweep_helpers import sweep_runs
+from sweep_helpers import run_killing_tree, sweep_runs
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_HAS = "torch,torchvision,nvidia-*,cuda-*,triton"
@@ -29,16 +28,6 @@ NODE_HAS = "torch,torchvision,nvidia-*,cuda-*,triton"
 pytestmark = [pytest.mark.offline_install, pytest.mark.timeout(1800)]
 
 
-def _run(command: list, timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """``command``; if it has not ended by ``timeout``, it is killed with every process it started."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            kill_tree(process)
-            process.communicate()
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def _install_like_the_node(pins: list[str], site_packages: Path) -> None:
@@ -70,7 +59,7 @@ def _offline_environment(**extra: str) -> dict[str, str]:
 def test_wheelhouse_installs_with_no_index_in_a_fresh_venv_and_runs_the_quickstart(tmp_path, request):
     wheels = request.config.cache.mkdir("offline-install-wheels")
     parts = tmp_path / "parts"
-    built = _run([sys.executable, str(REPO / "deploy" / "wheelhouse.py"), "--exclude", NODE_HAS, "--out", str(wheels),
+    built = run_killing_tree([sys.executable, str(REPO / "deploy" / "wheelhouse.py"), "--exclude", NODE_HAS, "--out", str(wheels),
                   "--parts", str(parts), "--part-mib", "60"], timeout=900, cwd=tmp_path)
     assert built.returncode == 0, built.stderr[-3000:]
     assert "sha256sum -c SHA256SUMS" in built.stdout and "--no-index" in built.stdout  # what to run on the node
@@ -94,7 +83,7 @@ def test_wheelhouse_installs_with_no_index_in_a_fresh_venv_and_runs_the_quicksta
                                         capture_output=True, text=True, check=True).stdout.strip())
     _install_like_the_node(left_out, site_packages)
     offline = _offline_environment()
-    install = _run([python, "-m", "pip", "install", "--no-index", "--find-links", str(joined), "hpo-cls"],
+    install = run_killing_tree([python, "-m", "pip", "install", "--no-index", "--find-links", str(joined), "hpo-cls"],
                    timeout=900, env=offline)
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
 
@@ -103,7 +92,7 @@ def test_wheelhouse_installs_with_no_index_in_a_fresh_venv_and_runs_the_quicksta
     where = subprocess.run([python, "-c", "import hpo_cls; print(hpo_cls.__file__)"], cwd=work, env=offline,
                            capture_output=True, text=True, check=True).stdout
     assert Path(where).is_relative_to(env_dir), where  # the installed package, not this checkout's src/
-    sweep = _run([env_dir / "bin" / "hpo-cls", "sweep", str(REPO / "sweeps" / "quickstart.yaml"),
+    sweep = run_killing_tree([env_dir / "bin" / "hpo-cls", "sweep", str(REPO / "sweeps" / "quickstart.yaml"),
                   "--set", "budget.num_samples=2", "--set", "budget.epochs=1", "--no-estimate", "--quiet"],
                  timeout=600, cwd=work, env=offline)
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]

@@ -31,7 +31,7 @@ def resolve_trainable(dotted: str) -> Callable:
         raise SweepError(f"trainable: cannot import {echo(dotted)} (a module with a trainable() function, or a function)")
     try:
         inspect.signature(fn).bind({}, setup=None)  # how the sweep calls it: tune.with_parameters(fn, setup=...)
-    except (TypeError, ValueError) as exc:  # ValueError: a builtin without a signature
+    except (TypeError, ValueError):  # ValueError: a builtin without a signature
         taken = _parameters(fn)
         raise SweepError(f"trainable: {echo(dotted)} is not a trainable ({taken}); a trainable is a function "
                          f"taking (config, setup), like trainables.image_classifier.trainable") from None
