@@ -157,19 +157,18 @@ def collect_garbage(client: MlflowClient, experiment: str, sweep: str | None, *,
             print(format_table(["sweep", "trial", "status", "size", "mlflow run"], rows), file=out, flush=True)
         say(f"dry run: would delete {what}{spared_text}", out)
         return len(found), total
-    deleted, kept_by_store = 0, 0
+    deleted, freed = 0, 0
     with Steps(out, unit="checkpoints", line_every=0.25) as steps:
         steps.add("gc", "deleting checkpoints", len(found))
-        for i, (_, run, _) in enumerate(found, 1):
+        for i, (_, run, size) in enumerate(found, 1):
             if delete_checkpoint(client, run.run_id):
-                deleted += 1
-            else:
-                kept_by_store += 1
+                deleted, freed = deleted + 1, freed + size
             steps.update("gc", i)
-    say(f"deleted {what}{spared_text}", out)
+    say(f"deleted {deleted} trial checkpoint(s), {freed / 1e6:.1f} MB{spared_text}", out)
+    kept_by_store = len(found) - deleted
     if kept_by_store:
         from hpo_cls.errors import TrackingError
 
         raise TrackingError(f"the artifact store kept {kept_by_store} checkpoint(s) it was asked to delete (its "
                             "artifact repository cannot delete); delete them where the store keeps its files")
-    return deleted, total
+    return deleted, freed
