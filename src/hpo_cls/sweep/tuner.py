@@ -219,7 +219,7 @@ def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable
     from hpo_cls.search.searcher import StudySearcher
     from hpo_cls.search.optuna_space import baseline_point
     from hpo_cls.search.dashboard import dashboard_command
-    from hpo_cls.search.storage import prepare_storage, study_storage
+    from hpo_cls.search.storage import prepare_storage, storage_problem, study_storage
     from hpo_cls.sweep.preflight import FlopsCount
     from hpo_cls.tracking.uri import redact_uri
 
@@ -228,6 +228,10 @@ def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable
         prepare_storage(storage)
         report(f"Optuna study {sweep_id} in {redact_uri(storage)}; live dashboard: "
                f"{dashboard_command(sweep_id, spec.tracking.uri, spec.tracking.experiment)}")
+    else:
+        stored = "tracking" if storage_problem("tracking", spec.tracking.uri) is None else "sqlite:///optuna.db"
+        report(f"Optuna study in memory: for a live dashboard (hpo-cls dashboard), sweep with "
+               f"--set search.storage={stored}")
     flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
     return StudySearcher(
         DefineByRun(spec.search.space, spec.fixed),
