@@ -39,6 +39,16 @@ def test_a_study_in_memory_is_an_error_that_says_how_to_store_it(tmp_path, param
     assert "--set search.storage=tracking" in result.stderr
 
 
+@pytest.mark.ray
+def test_a_sweep_with_its_study_in_memory_says_how_to_watch_the_next_one(finished_sweep):
+    assert "Optuna study in memory: for a live dashboard (hpo-cls dashboard), sweep with --set " \
+           "search.storage=tracking" in finished_sweep.log
+    result = hpo_cls("dashboard", "--tracking-uri", finished_sweep.uri, "--experiment", "tests", "--port",
+                     str(free_port()), cwd=finished_sweep.root, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith(
+        f"error: sweep {finished_sweep.sweep_id} kept its Optuna study in memory"), result.stderr
+
+
 def test_a_stored_study_that_is_not_there_is_an_error_and_no_file_is_made(tmp_path):
     missing = tmp_path / "gone.db"
     uri = recorded_sweep(tmp_path, {STORAGE_PARAM: f"sqlite:///{missing}"})
