@@ -16,6 +16,7 @@ from ray import tune
 
 from hpo_cls.spec import COST_METRICS, KEEP_CHECKPOINTS, TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.sweep.outcome import error_text, trial_status
+from hpo_cls.tracking.checkpoints import CheckpointPolicy
 from hpo_cls.tracking.runs import (
     NODE_TAG,
     SWEEP_NAME_TAG,
@@ -23,7 +24,6 @@ from hpo_cls.tracking.runs import (
     open_sweep_run,
     open_trial_run,
 )
-from hpo_cls.tracking.checkpoints import CheckpointPolicy
 from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.ui import sweep_view_op
 from hpo_cls.tracking.uri import redact_uri
