@@ -230,7 +230,7 @@ def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable
                f"{dashboard_command(sweep_id, spec.tracking.uri, spec.tracking.experiment)}")
     else:
         stored = "tracking" if storage_problem("tracking", spec.tracking.uri) is None else "sqlite:///optuna.db"
-        report(f"Optuna study in memory: for a live dashboard (hpo-cls dashboard), sweep with "
+        report("Optuna study in memory: for a live dashboard (hpo-cls dashboard), sweep with "
                f"--set search.storage={stored}")
     flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
     return StudySearcher(
