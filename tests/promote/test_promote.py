@@ -412,6 +412,28 @@ def test_a_member_whose_trial_completed_the_same_training_is_taken_not_retrained
 
 
 @pytest.mark.ray
+def test_a_member_whose_trial_checkpoint_was_dropped_is_retrained_and_promote_says_so(tiny_data, tmp_path):
+    from hpo_cls.promote.pipeline import run_promote
+    from hpo_cls.promote.plan import PromoteOptions
+    from hpo_cls.tracking.checkpoints import delete_checkpoint
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_experiment("dropped", artifact_location=(tmp_path / "mlruns").as_uri())
+    source_ids = _log_tiny_sweep(uri, "dropped", tiny_data, tmp_path / "trials")
+    dropped_trial = sorted(source_ids)[0]
+    assert delete_checkpoint(client, source_ids[dropped_trial])  # as tracking.keep_checkpoints or gc would
+    out = io.StringIO()
+    outcome = run_promote(PromoteOptions(top=2, sweep="tiny", experiment="dropped", tracking_uri=uri,
+                                         workdir=tmp_path / "work", out=tmp_path / "prediction.csv"), out)
+    text = out.getvalue()
+    assert f"member {dropped_trial}-seed0: trial {dropped_trial}'s checkpoint was dropped" in text, text
+    assert text.count("taken as trained") == 1 and "retraining 1 member(s)" in text
+    assert {m.key for m in outcome.members} == {f"{t}-seed0" for t in source_ids}
+    assert (tmp_path / "prediction.csv").is_file()
+
+
+@pytest.mark.ray
 def test_promote_killed_mid_retrain_resumes_its_members_and_registers_one_version(tiny_data, tmp_path, ledger,
                                                                                   fault_figure):
     from processes import kill_tree

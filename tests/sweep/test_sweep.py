@@ -70,9 +70,22 @@ def test_quickstart_sweep_records_every_trial_in_mlflow(tmp_path):
     assert {"trials.csv", "spec.yaml"} <= parent_artifacts
     assert parents[0].data.tags["hpo_cls.best_run_id"] in {r.info.run_id for r in children}
 
-    # Checkpoints beyond keep_checkpoints (2) are deleted.
+    # Checkpoints beyond fault_tolerance.keep_checkpoints (2) are deleted from Tune's trial folders.
     kept = [len(list(trial.glob("checkpoint_*"))) for trial in (tmp_path / "ray_results").glob("*/*") if trial.is_dir()]
     assert max(kept) == 2
+    # MLflow holds the best checkpoints of tracking.keep_checkpoints (2) trials, ranked as promote ranks.
+    from hpo_cls.tracking.score import ScoreRule
+
+    rule, logged = ScoreRule(), {}
+    for run in children:
+        logged[run.info.run_id] = "checkpoint/model.pt" in {a.path for a in client.list_artifacts(run.info.run_id,
+                                                                                                   "checkpoint")}
+        assert run.data.tags["hpo_cls.checkpoint"] == ("kept" if logged[run.info.run_id] else "dropped")
+    best_first = sorted(children, key=lambda r: rule.keep_key(r.data.tags["hpo_cls.status"],
+                                                              r.data.metrics.get("best_val_acc"),
+                                                              r.info.start_time, r.info.run_id))
+    assert [logged[r.info.run_id] for r in best_first] == [True, True, False, False, False, False]
+    assert quickstart["tracking"]["keep_checkpoints"] == 2
 
 
 def test_resume_after_driver_is_killed_keeps_one_run_per_trial(tmp_path, ledger):

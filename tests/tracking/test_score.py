@@ -126,3 +126,15 @@ def test_candidates_of_sweeps_ranked_by_different_metrics_are_not_pooled(loss_st
     accuracy = dataclasses.replace(loss[0], rule=ScoreRule(), sweep_id="acc-1")
     with pytest.raises(PromoteError, match="rank their runs by different metrics"):
         select_top_runs([*loss, accuracy], 1)
+
+
+@pytest.mark.parametrize("mode, order", [("max", ["c-best", "c-old", "c-new", "e-best", "e-low", "failed"]),
+                                         ("min", ["c-old", "c-new", "c-best", "e-low", "e-best", "failed"])])
+def test_checkpoints_are_kept_in_promotes_order_completed_trials_first(mode, order):
+    """(status, score, start time) per run: completed runs by score, the earlier first on a tie; then
+    early-stopped ones, however well they scored; then runs without a score."""
+    runs = {"e-best": ("early_stopped", 0.9, 1), "c-old": ("completed", 0.5, 1), "c-new": ("completed", 0.5, 2),
+            "c-best": ("completed", 0.7, 3), "e-low": ("early_stopped", 0.1, 4), "failed": ("failed", None, 0)}
+    rule = ScoreRule("val_acc", mode)
+    ranked = sorted(runs, key=lambda r: rule.keep_key(runs[r][0], runs[r][1], runs[r][2], r))
+    assert ranked == order

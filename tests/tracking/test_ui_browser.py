@@ -6,13 +6,13 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import urllib.request
 
 import pytest
+from browser import open_page, require_chromium, visible_text
 from mlflow.tracking import MlflowClient
 from sweep_helpers import free_port, wait_for
 
@@ -21,31 +21,12 @@ from hpo_cls.tracking.runs import ROLE_TAG
 
 pytestmark = [pytest.mark.ray, pytest.mark.browser]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 
 @pytest.fixture
 def browser(tmp_path):
     """``browser(url, *flags)``: headless Chromium's output for ``url`` after its scripts ran."""
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-
-    def run(url: str, *flags: str) -> str:
-        command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                   "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                   "--window-size=1600,1000", "--virtual-time-budget=20000", *flags, url]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-2000:]
-        return result.stdout
-
-    return run
-
-
-def visible_text(dom: str) -> str:
-    dom = re.sub(r"<(script|style)\b[^>]*>.*?</\1>", " ", dom, flags=re.S)
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+    require_chromium()
+    return lambda url, *flags: open_page(url, tmp_path / "chromium-profile", *flags)
 
 
 @pytest.fixture

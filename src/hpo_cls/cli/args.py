@@ -92,7 +92,8 @@ def _build_parsers():
     )
     parser.add_argument("--version", action="version", version=f"hpo-cls {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict, _add_sweeps, _add_report):
+    for add in (_add_validate, _add_train, _add_sweep, _add_ui, _add_promote, _add_predict, _add_sweeps, _add_report,
+                _add_dashboard, _add_gc):
         add(commands)
     return parser, commands
 
@@ -237,3 +238,35 @@ def _add_predict(commands) -> None:
     p.add_argument("--batch-size", type=_COUNT, default=64, help="images per forward pass (default: 64)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
 
+
+
+def _add_dashboard(commands) -> None:
+    p = commands.add_parser("dashboard", help="serve optuna-dashboard on a sweep's Optuna study (127.0.0.1)",
+                            description="Serve optuna-dashboard (history, importances, parallel coordinates, "
+                                        "Pareto front, each trial) on the sweep's Optuna study, while the sweep "
+                                        "runs and after. The study must be stored: search.storage tracking or an "
+                                        "RDB URL.")
+    p.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep id or spec name (default: the newest sweep)")
+    _add_tracking_arg(p, "sqlite:///mlflow.db")
+    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    p.add_argument("--storage", metavar="URL",
+                   help="the study's RDB URL, when the sweep recorded it without its password (default: the "
+                        "sweep's search.storage)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s, this machine only; 0.0.0.0 shows the study to "
+                        "the network, without a login)")
+    p.add_argument("--port", type=number(int, at_least=1, at_most=65535), default=8080,
+                   help="port (default: %(default)s)")
+
+
+def _add_gc(commands) -> None:
+    p = commands.add_parser("gc", help="delete the trial checkpoints of sweeps that no registered model uses",
+                            description="Delete the checkpoint/model.pt artifacts of a sweep's trial runs, except "
+                                        "those of runs a registered model version was built from (their "
+                                        "metrics, evaluation and validation predictions stay). --dry-run lists "
+                                        "what would go, with sizes.")
+    p.add_argument("sweep", nargs="?", metavar="SWEEP",
+                   help="sweep id or spec name (default: every sweep of the experiment)")
+    _add_tracking_arg(p, "sqlite:///mlflow.db")
+    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="list the checkpoints and their sizes; delete nothing")

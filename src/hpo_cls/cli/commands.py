@@ -241,5 +241,35 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    from hpo_cls.console import warn
+    from hpo_cls.search.dashboard import serve, study_page, sweep_study_storage
+    from hpo_cls.tracking.store import find_sweep
+    from hpo_cls.tracking.ui import port_problem
+    from hpo_cls.tracking.uri import redact_uri
+
+    problem = port_problem(args.port, args.host)
+    if problem:
+        raise CommandError(f"argument --port: {args.host}:{args.port} {problem}; pass --port with a free one")
+    sweep = find_sweep(_client(args.tracking_uri), args.experiment, args.sweep)
+    storage = sweep_study_storage(sweep.sweep_id, sweep.params, args.tracking_uri, args.storage)
+    page = study_page(storage, sweep.sweep_id)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        warn(f"the dashboard listens on {args.host}: anyone who reaches this machine can read and edit the study")
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"optuna-dashboard on sweep {sweep.sweep_id}: http://{shown}:{args.port}{page}  (study in "
+          f"{redact_uri(storage)}; Ctrl+C stops it)", flush=True)
+    serve(storage, args.host, args.port)
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from hpo_cls.tracking.checkpoints import collect_garbage
+
+    collect_garbage(_client(args.tracking_uri), args.experiment, args.sweep, dry_run=args.dry_run)
+    return 0
+
+
 HANDLERS = {"validate": cmd_validate, "train": cmd_train, "sweep": cmd_sweep, "ui": cmd_ui, "promote": cmd_promote,
-            "predict": cmd_predict, "sweeps": cmd_sweeps, "report": cmd_report}
+            "predict": cmd_predict, "sweeps": cmd_sweeps, "report": cmd_report, "dashboard": cmd_dashboard,
+            "gc": cmd_gc}

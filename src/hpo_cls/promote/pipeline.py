@@ -126,7 +126,7 @@ def _reused(plan: PromotePlan, options: PromoteOptions, out: TextIO) -> dict[str
     if options.retrain or options.train_on_val:
         return {}
     reused = reuse_trial_checkpoints(MlflowStore(options.tracking_uri), plan.members, plan.sweeps, plan.data_cfg,
-                                     plan.epochs, plan.workdir)
+                                     plan.epochs, plan.workdir, note=lambda line: say(line, out))
     for key in reused:
         say(f"member {key}: its trial completed the same {plan.epochs} epoch(s) with this configuration and seed, "
             "and its checkpoint is the last epoch: taken as trained (--retrain trains it again)", out)

@@ -12,25 +12,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from hpo_cls.promote.retrain import MemberPlan, MemberResult
 from hpo_cls.spec import DataConfig
 from hpo_cls.tracking.backend import SweepRecord, TrackingStore
+from hpo_cls.tracking.checkpoints import CHECKPOINT_ARTIFACT, CHECKPOINT_TAG, DROPPED
 from hpo_cls.train.checkpoint import MODEL_FILE, load_checkpoint
 
 __all__ = ["REUSED_TAG", "reuse_trial_checkpoints"]
 
 REUSED_TAG = "hpo_cls.reused_trial_checkpoint"  # on a member run whose trial's checkpoint was taken
 
-_CHECKPOINT_ARTIFACT = f"checkpoint/{MODEL_FILE}"  # what the sweep logs for each finished trial
 _HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
 
 
 def reuse_trial_checkpoints(store: TrackingStore, members: Sequence[MemberPlan], sweeps: Sequence[SweepRecord],
-                            data_cfg: DataConfig, epochs: int, workdir: Path) -> dict[str, MemberResult]:
+                            data_cfg: DataConfig, epochs: int, workdir: Path,
+                            note: Callable[[str], None] = print) -> dict[str, MemberResult]:
     """The members whose trial's logged checkpoint is the model their retrain would train, by key; each
-    bundle is copied to ``workdir/<key>/model.pt``."""
+    bundle is copied to ``workdir/<key>/model.pt``. A member whose trial's checkpoint the sweep dropped
+    (``tracking.keep_checkpoints``, ``hpo-cls gc``) is retrained, and ``note`` says so in one line."""
     by_id = {s.sweep_id: s for s in sweeps}
     reused = {}
     for member in members:
@@ -40,6 +42,10 @@ def reuse_trial_checkpoints(store: TrackingStore, members: Sequence[MemberPlan],
         start = time.perf_counter()
         bundle_path = _download_bundle(store, member.source.run_id, workdir / member.key)
         if bundle_path is None:
+            run = store.trial_run(member.source.run_id)
+            if run is not None and run.tags.get(CHECKPOINT_TAG) == DROPPED:
+                note(f"member {member.key}: trial {member.source.trial_id}'s checkpoint was dropped "
+                     "(tracking.keep_checkpoints or hpo-cls gc): retraining it")
             continue
         bundle = load_checkpoint(bundle_path)
         if bundle.get("epoch") != epochs or bundle.get("image_size") != data_cfg.image_size:
@@ -65,7 +71,7 @@ def _download_bundle(store: TrackingStore, run_id: str, member_dir: Path) -> Pat
 
     member_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=member_dir) as tmp:
-        downloaded = store.download_artifact(run_id, _CHECKPOINT_ARTIFACT, Path(tmp))
+        downloaded = store.download_artifact(run_id, CHECKPOINT_ARTIFACT, Path(tmp))
         if downloaded is None:
             return None
         target = member_dir / MODEL_FILE

@@ -50,6 +50,7 @@ def _opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, length=No
 # passing validation and failing hours later, or allocating tens of GB.
 MAX_EPOCHS = 10_000
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+KEEP_CHECKPOINTS = 8  # tracking.keep_checkpoints: a few more than an ensemble's members, far below 50+ trials
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -229,6 +230,10 @@ class SearchConfig:
 class TrackingConfig:
     uri: str = _opt("sqlite:///mlflow.db", doc="MLflow tracking URI")
     experiment: str = _opt("hpo-cls", doc="MLflow experiment name")
+    keep_checkpoints: int = _opt(KEEP_CHECKPOINTS, ge=0, le=1_000_000,
+                                 doc="trials whose best checkpoint MLflow keeps, ranked as promote ranks (completed "
+                                     "trials by the sweep's metric, then early-stopped ones); the others keep their "
+                                     "metrics and reports, and promote retrains them; 0 keeps none")
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from typing import Any, Iterator
 
 from ray import tune
 
-from hpo_cls.spec import COST_METRICS, TrialConfig, flatten_trial_config, trial_config_from_dict
+from hpo_cls.spec import COST_METRICS, KEEP_CHECKPOINTS, TrialConfig, flatten_trial_config, trial_config_from_dict
 from hpo_cls.sweep.outcome import error_text, trial_status
+from hpo_cls.tracking.checkpoints import CheckpointPolicy
 from hpo_cls.tracking.runs import (
     NODE_TAG,
     SWEEP_NAME_TAG,
     end_run_op,
-    finalize_trial_op,
     open_sweep_run,
     open_trial_run,
 )
@@ -44,13 +44,15 @@ class SweepTracker(tune.Callback):
     """One MLflow parent run per sweep and one nested child run per trial, written asynchronously."""
 
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, sweep_name: str, fixed: TrialConfig,
-                 epochs: int, metric: str, mode: str, parent_tags: dict[str, str], parent_params: dict[str, Any]):
+                 epochs: int, metric: str, mode: str, parent_tags: dict[str, str], parent_params: dict[str, Any],
+                 keep_checkpoints: int = KEEP_CHECKPOINTS):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.sweep_id, self.sweep_name = sweep_id, sweep_name
         self.fixed, self.epochs = fixed, epochs
         self.metric, self.mode = metric, mode
         self.rule = ScoreRule(metric, mode)
         self.parent_tags, self.parent_params = parent_tags, parent_params
+        self.checkpoints = CheckpointPolicy(sweep_id, self.rule, keep_checkpoints)
         self.writer: MlflowWriter | None = None
         self._opened: set[str] = set()
         self._nodes: dict[str, str] = {}  # trial id -> Ray node id it last ran on
@@ -65,6 +67,8 @@ class SweepTracker(tune.Callback):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        if "checkpoints" not in state:  # pickled before tracking.keep_checkpoints: every trial kept its own
+            self.checkpoints = CheckpointPolicy(self.sweep_id, self.rule, 1_000_000)
         restoring = _RESTORING.get()
         if restoring is not None and restoring[0] == self.sweep_id:
             self.tracking_uri = restoring[1]
@@ -131,8 +135,10 @@ class SweepTracker(tune.Callback):
         best = self._best.get(trial.trial_id)
         if best is not None and Path(best[1]).is_dir():
             # Its checkpoint and reports reach MLflow now, while other trials train, not all at the end.
-            # Tune keeps a trial's best checkpoint (num_to_keep ranks them by the same metric).
-            self.writer.call(trial.trial_id, finalize_trial_op(status, reason, best[1], tags))
+            # Tune keeps a trial's best checkpoint (num_to_keep ranks them by the same metric); MLflow, the
+            # best checkpoints of tracking.keep_checkpoints trials.
+            self.writer.call(trial.trial_id, self.checkpoints.finalize_op(status, reason, best[1],
+                                                                          self._best_score.get(trial.trial_id), tags))
         else:  # the sweep's summary logs whatever checkpoint Tune reports for it
             self.writer.call(trial.trial_id, end_run_op(status, reason, tags))
 

@@ -23,7 +23,8 @@ from hpo_cls.sweep.outcome import (
     trial_status,
     trial_values,
 )
-from hpo_cls.tracking.runs import finalize_trial_op, open_sweep_run, open_trial_run
+from hpo_cls.tracking.checkpoints import CheckpointPolicy
+from hpo_cls.tracking.runs import open_sweep_run, open_trial_run
 from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.writer import MlflowWriter
 
@@ -41,6 +42,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
     open_sweep_run(writer, sweep_id)
     trials: list[TrialOutcome] = []
     rule = ScoreRule(spec.metric, spec.mode)
+    checkpoints = CheckpointPolicy(sweep_id, rule, spec.tracking.keep_checkpoints)
     for result in results:
         trial_id = trial_id_of(result)
         history = result.metrics_dataframe
@@ -52,7 +54,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         # Bound only: a run finalized when its trial ended keeps its state; the op below skips it.
         open_trial_run(writer, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs}, resume=False)
         best_dir = _best_checkpoint_dir(result, spec)
-        writer.call(trial_id, finalize_trial_op(status, reason, best_dir))
+        writer.call(trial_id, checkpoints.finalize_op(status, reason, best_dir, best))
         if status == "failed":
             best = None
         trials.append(TrialOutcome(trial_id, status, int((result.metrics or {}).get("epoch", 0)), best,
@@ -68,6 +70,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         baseline = find_baseline(spec, trials)
         if baseline is not None:
             writer.call(baseline.trial_id, lambda client, run_id: client.set_tag(run_id, BASELINE_TAG, "true"))
+        writer.call("parent", checkpoints.prune_op())
         writer.call("parent", _finalize_parent_op(spec, trials, best_first, baseline, plots_dir, cost or {}))
         writer.close(timeout=300)
     finally:

@@ -218,14 +218,20 @@ def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable
     from hpo_cls.search.samplers import build_sampler
     from hpo_cls.search.searcher import StudySearcher
     from hpo_cls.search.optuna_space import baseline_point
-    from hpo_cls.search.storage import prepare_storage, study_storage
+    from hpo_cls.search.dashboard import dashboard_command
+    from hpo_cls.search.storage import prepare_storage, storage_problem, study_storage
     from hpo_cls.sweep.preflight import FlopsCount
     from hpo_cls.tracking.uri import redact_uri
 
     storage = study_storage(spec.search.storage, spec.tracking.uri)
     if storage is not None:
         prepare_storage(storage)
-        report(f"Optuna study {sweep_id} in {redact_uri(storage)} (optuna-dashboard reads it while the sweep runs)")
+        report(f"Optuna study {sweep_id} in {redact_uri(storage)}; live dashboard: "
+               f"{dashboard_command(sweep_id, spec.tracking.uri, spec.tracking.experiment)}")
+    else:
+        stored = "tracking" if storage_problem("tracking", spec.tracking.uri) is None else "sqlite:///optuna.db"
+        report("Optuna study in memory: for a live dashboard (hpo-cls dashboard), sweep with "
+               f"--set search.storage={stored}")
     flops_constrained = any(c.metric == "flops_g" for c in spec.constraints)
     return StudySearcher(
         DefineByRun(spec.search.space, spec.fixed),
@@ -273,11 +279,14 @@ def _warm_start(spec: SweepSpec, searcher, sweep_ids: Sequence[str], report: Cal
 
 def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
     """The MLflow callback, its parent run opened (with the spec as ``spec.yaml``) before trials start."""
+    from hpo_cls.search.dashboard import STORAGE_PARAM, recorded_storage
     from hpo_cls.sweep.callbacks import SweepTracker
+    from hpo_cls.tracking.uri import redact_text  # a tracking.uri written in the spec may carry a password
 
     tracker = SweepTracker(
         tracking_uri=spec.tracking.uri, experiment=spec.tracking.experiment, sweep_id=sweep_id,
         sweep_name=spec.name, fixed=spec.fixed, epochs=spec.budget.epochs, metric=spec.metric, mode=spec.mode,
+        keep_checkpoints=spec.tracking.keep_checkpoints,
         parent_tags={
             "hpo_cls.spec_file": str(spec.source or ""),
             "hpo_cls.git_commit": (git_commit(spec.source.parent) if spec.source else None) or "none",
@@ -289,12 +298,11 @@ def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
             "objectives": objectives_param(spec.objectives), "constraints": constraints_param(spec.constraints),
             "data_root": str(spec.data.root), "image_size": spec.data.image_size,
             "searched": ",".join(spec.search.names),
-            "max_params": spec.max_params, "baseline_first": spec.search.baseline_first, **extra_params,
+            "max_params": spec.max_params, "baseline_first": spec.search.baseline_first,
+            STORAGE_PARAM: recorded_storage(spec.search.storage, spec.tracking.uri), **extra_params,
         },
     )
     tracker.start()
-    from hpo_cls.tracking.uri import redact_text  # a tracking.uri written in the spec may carry a password
-
     spec_text = redact_text(spec.source.read_text()) if spec.source and spec.source.is_file() else ""
     if spec_text:
         tracker.writer.call("parent", lambda client, run_id: client.log_text(run_id, spec_text, "spec.yaml"))

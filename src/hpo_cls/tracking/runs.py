@@ -163,10 +163,11 @@ def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str]
 
 
 def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | None,
-                      extra_tags: dict[str, str] | None = None):
+                      extra_tags: dict[str, str] | None = None, *, log_model: bool = True):
     """An :meth:`MlflowWriter.call` op that closes a trial's run with its status and logs its best
-    checkpoint's model bundle (for ``promote``), confusion matrix and per-class report. Idempotent:
-    a run already finalized is left alone."""
+    checkpoint's model bundle (for ``promote``; unless ``log_model`` is False: see
+    :mod:`hpo_cls.tracking.checkpoints`), confusion matrix and per-class report. Idempotent: a run already
+    finalized is left alone."""
     end_run = end_run_op(status, reason, {FINALIZED_TAG: "1", **(extra_tags or {})})
 
     def op(client, run_id):
@@ -174,7 +175,8 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
         if tags.get(FINALIZED_TAG) == "1":
             return
         if checkpoint_dir and Path(checkpoint_dir).is_dir():
-            _log_model_file(client, run_id, Path(checkpoint_dir))
+            if log_model:
+                _log_model_file(client, run_id, Path(checkpoint_dir))
             evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)
             if evaluation_file.is_file():
                 client.log_artifact(run_id, str(evaluation_file), "checkpoint")

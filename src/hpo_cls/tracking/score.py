@@ -57,6 +57,18 @@ class ScoreRule:
         """Sort key: best first."""
         return -score if self.mode == "max" else score
 
+    def rank_key(self, score: float, start_time: int, run_id: str) -> tuple:
+        """Promote's order of candidate runs: best score first, then the earlier run."""
+        return self.key(score), start_time, run_id
+
+    def keep_key(self, status: str, score: float | None, start_time: int, run_id: str) -> tuple:
+        """Which trials a sweep keeps checkpoints of, first to last: completed trials in promote's order (the
+        ones promote takes by default), then early-stopped ones (taken with ``include_early_stopped``), then
+        any without a score."""
+        if score is None or not math.isfinite(score):
+            return 2, 0.0, start_time, run_id
+        return (0 if status == "completed" else 1), *self.rank_key(score, start_time, run_id)
+
     def score(self, metrics: Mapping[str, float],
               history: Callable[[], Iterable[float]] | None = None) -> float | None:
         """A run's score from its last metric values, else from its history (asked for only when needed)."""
