@@ -19,6 +19,7 @@ from hpo_cls.spec.schema import (
     SweepSpec,
     TrackingConfig,
     TrialConfig,
+    active_trial_params,
     flatten_trial_config,
     format_value,
 )
@@ -26,6 +27,7 @@ from hpo_cls.spec.validate import trial_config_from_dict
 
 __all__ = [
     "SpecError",
+    "active_trial_params",
     "load_spec",
     "parse_spec",
     "parse_overrides",

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from ray import tune
 
-from hpo_cls.spec import COST_METRICS, TrialConfig, flatten_trial_config, trial_config_from_dict
+from hpo_cls.spec import COST_METRICS, TrialConfig, active_trial_params, trial_config_from_dict
 from hpo_cls.sweep.outcome import error_text, trial_status
 from hpo_cls.tracking.runs import (
     NODE_TAG,
@@ -89,7 +89,8 @@ class SweepTracker(tune.Callback):
         if trial.trial_id in self._opened:
             return
         self._opened.add(trial.trial_id)
-        params = flatten_trial_config(trial_config_from_dict(trial.config, base=self.fixed))
+        cfg = trial_config_from_dict(trial.config, base=self.fixed)
+        params = active_trial_params(cfg, set(trial.config) & set(TrialConfig.__dataclass_fields__))
         open_trial_run(self.writer, self.sweep_id, trial.trial_id,
                        {**params, "epochs_budget": self.epochs})
 
