@@ -38,6 +38,8 @@ METRIC_KEYS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s", "best_val_acc",
     *COST_METRICS,
 )
+COST_STEP = 0  # a model's costs do not change over epochs: one point each, not a flat chart per epoch
+COST_DIGITS = 4  # 11.6895 M parameters, 0.5561 GFLOPs: what the runs table shows, not float noise
 
 
 class SweepTracker(tune.Callback):
@@ -97,6 +99,9 @@ class SweepTracker(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._open_child(trial)
         metrics = {k: result[k] for k in METRIC_KEYS if isinstance(result.get(k), (int, float))}
+        costs = {k: round(float(metrics.pop(k)), COST_DIGITS) for k in COST_METRICS if k in metrics}
+        if costs:  # every result carries them; the writer keeps the first of a step, so each is logged once
+            self.writer.log_metrics(trial.trial_id, costs, step=COST_STEP)
         score = result.get(self.metric)
         if isinstance(score, (int, float)) and math.isfinite(score):
             # best_<metric> on every trial run: what promote, the report and `sweeps` rank by

@@ -23,13 +23,12 @@ from hpo_cls.sweep.outcome import (
     trial_status,
     trial_values,
 )
-from hpo_cls.tracking.runs import finalize_trial_op, open_sweep_run, open_trial_run
+from hpo_cls.tracking.runs import BASELINE_TAG, finalize_trial_op, open_sweep_run, open_trial_run
 from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.writer import MlflowWriter
 
 __all__ = ["summarize_sweep", "BASELINE_TAG"]
 
-BASELINE_TAG = "hpo_cls.baseline"  # "true" on trial 0's run: the spec's fixed configuration
 
 
 def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results,
@@ -141,7 +140,7 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
         if baseline is not None and baseline.best_score is not None and ranked:
             tags.append(RunTag("hpo_cls.baseline_trial_id", baseline.trial_id))
             metrics += [Metric(f"baseline_{spec.metric}", baseline.best_score, now, 0),
-                        Metric("gain_over_baseline", gain_over(baseline, ranked[0], spec.mode), now, 0)]
+                        Metric("gain_over_baseline", round(gain_over(baseline, ranked[0], spec.mode), 4), now, 0)]
         client.log_batch(run_id, metrics=metrics, tags=tags)
         trials_frame(trials).to_csv(Path(plots_dir, "trials.csv"), index=False)
         client.log_artifacts(run_id, plots_dir)

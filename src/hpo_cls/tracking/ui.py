@@ -1,8 +1,12 @@
 """Opening the MLflow UI on a sweep: its addresses, and the experiment tags MLflow 3's UI reads.
 
-MLflow 3 opens an experiment in its GenAI mode unless the URL asks for ``workflowType=machine_learning``
-or the experiment is tagged ``mlflow.experimentKind = custom_model_development`` (what the UI's own
-"experiment type" selector writes). The runs table's columns are the browser's choice, except in a
+MLflow 3.17's UI shows an experiment in the mode of its sidebar switch (GenAI / Model training): the URL's
+``workflowType`` parameter, else the browser's last choice of the switch (its local storage), else GenAI.
+The experiment tag ``mlflow.experimentKind = custom_model_development`` (what the UI's "experiment type"
+selector writes; hpo-cls sets it when it creates an experiment) is not what 3.17 picks the mode by
+(docs/mlflow.md), so every link hpo-cls prints carries ``workflowType=machine_learning``.
+
+The runs table's columns are the browser's choice, except in a
 *saved view*: an experiment tag ``mlflow.sharedViewState.<key>`` that the UI lists under "Views" and opens
 with ``?viewStateShareKey=<key>``. Each sweep gets one: its trial runs, best first by its own metric and mode,
 with ``best_<metric>``, status and the searched parameters as columns.
@@ -17,7 +21,7 @@ import socket
 import time
 import urllib.parse
 
-from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG
+from hpo_cls.tracking.runs import EXPERIMENT_KIND_TAG, MODEL_TRAINING, ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG
 from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.store import find_sweep, sweep_records
 from hpo_cls.tracking.uri import redact_uri
@@ -26,8 +30,6 @@ __all__ = ["EXPERIMENT_KIND_TAG", "MODEL_TRAINING", "VIEW_TAG_PREFIX", "DEFAULT_
            "runs_view_url", "run_url", "view_key", "sweep_view_state", "sweep_view_op", "is_local_store", "ui_links",
            "port_problem"]
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-MODEL_TRAINING = "custom_model_development"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 DEFAULT_UI_PORT = 5000
 
