@@ -165,13 +165,27 @@ def _add_sweeps(commands) -> None:
 def _add_report(commands) -> None:
     p = commands.add_parser("report", help="write a sweep's interactive HTML report (opens offline)",
                             description="Read a sweep from MLflow and write one self-contained HTML page: parallel "
-                                        "coordinates, learning curves, parameter importances, val_acc over time, "
-                                        "per-class F1 of the best trials, and the top trials with their MLflow "
+                                        "coordinates, learning curves, parameter importances (completed trials), "
+                                        "accuracy against cost (Pareto), val_acc over time, per-class F1 of the "
+                                        "best trials, and the top trials (baseline marked) with their MLflow "
                                         "links and the promote command.")
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep id or spec name (default: the newest sweep)")
     _add_out_args(p, "report.html", "HTML report")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    p.add_argument("--ui-url", type=_http_url, metavar="URL",
+                   help="where the report's MLflow links point (default: the tracking server itself, or "
+                        "http://127.0.0.1:5000 where `hpo-cls ui` serves a local store)")
+
+
+def _http_url(text: str) -> str:
+    """An http(s) address with a host: where a browser can open the MLflow UI."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"expected an http(s) address like http://host:5000, got {text!r}")
+    return text.rstrip("/")
 
 
 def _add_promote(commands) -> None:
