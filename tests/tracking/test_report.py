@@ -65,7 +65,7 @@ def test_every_sweep_logs_its_report_on_the_parent_run(finished_sweep, tmp_path)
     assert VIEW_TAG_PREFIX + "finished" in experiment.tags
     names = {r.info.run_name for r in client.search_runs([experiment.experiment_id],
                                                         filter_string=f"tags.`{ROLE_TAG}` = 'trial'")}
-    assert all(re.fullmatch(r"\w{8} resnet18 (none|se)", name) for name in names), names
+    assert all(re.fullmatch(r"\w{8} resnet18 (none|se)( \(stopped early\) at epoch \d+)?", name) for name in names), names
 
 
 @pytest.mark.ray
@@ -75,11 +75,16 @@ def test_sweeps_lists_the_finished_sweep(finished_sweep, capsys):
                                 filter_string=f"tags.`{ROLE_TAG}` = 'trial'")
     assert main(["sweeps", "--tracking-uri", finished_sweep.uri, "--experiment", "tests"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["sweep", "spec", "started", "trials", "metric", "best", "promoted"]
+    assert lines[0].split() == ["sweep", "spec", "started", "duration", "trials", "metric", "best", "best", "trial",
+                                "parent", "run", "promoted"]
     row = lines[2].split()
     assert row[:2] == ["finished", str(finished_sweep.root / "spec.yaml")] and row[-1] == "no"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d", row[2]) and row[4] == f"{len(trials)}:" and row[-3] == "val_acc:max"
-    assert row[-2] == f"{max(r.data.metrics['best_val_acc'] for r in trials if r.data.tags.get(STATUS_TAG) != 'failed'):.4f}"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", row[2]) and re.fullmatch(r"\d+(s|m)", row[4]) and row[5] == f"{len(trials)}:"
+    parent = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                filter_string=f"tags.`{ROLE_TAG}` = 'sweep'")[0]
+    best = parent.data.tags["hpo_cls.best_trial_id"]
+    assert row[-5:] == [f"{parent.data.metrics['best_val_acc']:.4f}", best, "resnet18", parent.info.run_id, "no"]
+    assert row[-5] == f"{max(r.data.metrics['best_val_acc'] for r in trials if r.data.tags.get(STATUS_TAG) != 'failed'):.4f}"
 
 
 def test_sweeps_are_listed_newest_first_with_trials_by_status_and_promotions(tmp_path):
@@ -94,16 +99,28 @@ def test_sweeps_are_listed_newest_first_with_trials_by_status_and_promotions(tmp
             tags = {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "trial", PARENT_TAG: parent}
             run = client.create_run(experiment_id, tags={**tags, **({STATUS_TAG: status} if status else {})})
             client.log_metric(run.info.run_id, "best_val_acc", 0.5 + 0.1 * j)
+            client.log_param(run.info.run_id, "backbone", f"resnet{18 + j}")
+            client.set_tag(run.info.run_id, "hpo_cls.trial_id", f"{sweep_id}-t{j}")
         if promoted:
-            client.create_run(experiment_id, tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "promote"})
+            promote = client.create_run(experiment_id, tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "promote"}).info.run_id
+            client.create_registered_model("spec-ensemble")
+            client.create_model_version("spec-ensemble", (tmp_path / "model").as_uri(), run_id=promote)
+            client.set_terminated(parent, end_time=t0 + 1000 * i + 25 * 60_000)
     listings = list_sweeps(client, "e")
     assert [s.record.sweep_id for s in listings] == ["new", "old"]
     assert listings[0].statuses == {"completed": 1, "early_stopped": 1, "running": 1}
     assert listings[1].best_score == pytest.approx(0.5), "a failed trial's score never counts"
     assert (listings[0].promotions, listings[1].promotions) == (0, 1)
+    assert listings[1].models == ("spec-ensemble v1",) and listings[0].models == ()
+    assert listings[0].best_trial == "new-t2 resnet20" and listings[1].best_trial == "old-t0 resnet18"
+    assert listings[0].duration_s is None and listings[1].duration_s == pytest.approx(25 * 60)
     table = sweeps_table(listings).splitlines()
+    assert re.split(r"\s{2,}", table[0].strip()) == ["sweep", "spec", "started", "duration", "trials", "metric", "best",
+                                                       "best trial", "parent run", "promoted"]
     assert "3: 1 completed, 1 early_stopped, 1 running" in table[2] and table[2].rstrip().endswith("no")
-    assert "2: 1 completed, 1 failed" in table[3] and "0.5000" in table[3] and "yes (1)" in table[3]
+    assert " running " in table[2] and "new-t2 resnet20" in table[2] and listings[0].record.run_id in table[2]
+    assert "2: 1 completed, 1 failed" in table[3] and "0.5000" in table[3] and " 25m " in table[3]
+    assert table[3].rstrip().endswith("spec-ensemble v1") and "old-t0 resnet18" in table[3]
 
 
 def test_report_and_sweeps_name_an_unknown_sweep_or_experiment_in_one_line(tmp_path, capsys):

@@ -157,7 +157,9 @@ def _add_ui(commands) -> None:
 def _add_sweeps(commands) -> None:
     p = commands.add_parser("sweeps", help="list the sweeps in a tracking store, newest first",
                             description="One line per sweep of the experiment, newest first: id, spec, start, "
-                                        "trials by status, best val_acc and whether it was promoted.")
+                                        "duration, trials by status, best score, the best trial's id and "
+                                        "backbone, the parent run id, and the registered model and version of "
+                                        "each promotion.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
 
