@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 __all__ = ["SweepRecord", "TrialRun", "SweepListing", "MlflowStore", "experiment_id_of", "sweep_records",
-           "find_sweep", "sweep_by_id", "read_trial_runs", "metric_history", "list_sweeps", "sweeps_table",
+           "find_sweep", "sweep_by_id", "read_trial_runs", "metric_history", "list_sweeps", "sweeps_table", "sweep_models",
            "discard_unknown_trial_runs"]
 
 _PAGE = 1000
@@ -145,7 +145,8 @@ def list_sweeps(client: MlflowClient, experiment: str) -> list[SweepListing]:
     for run in _search(client, experiment_id, {ROLE_TAG: "promote"}, ["attributes.start_time ASC"]):
         sweep_id = run.data.tags.get(SWEEP_ID_TAG, "")
         promotions[sweep_id] = promotions.get(sweep_id, 0) + 1
-        models.setdefault(sweep_id, []).extend(_registered_versions(client, run.info.run_id))
+        models.setdefault(sweep_id, []).extend(f"{name} v{version}" for name, version in
+                                               _registered_versions(client, run.info.run_id))
     listings = []
     for parent in _parent_runs(client, experiment_id):
         record = _record(parent)
@@ -176,9 +177,15 @@ def _best_trial(recorded: str | None, best_run: TrialRun | None, runs: list[Tria
     return " ".join(part for part in (run.trial_id, run.params.get("backbone")) if part)
 
 
-def _registered_versions(client: MlflowClient, run_id: str) -> list[str]:
-    """``<name> v<version>`` of the model versions registered from a promote run."""
-    return [f"{v.name} v{v.version}" for v in client.search_model_versions(f"run_id = '{run_id}'")]
+def _registered_versions(client: MlflowClient, run_id: str) -> list[tuple[str, str]]:
+    """``(name, version)`` of the model versions registered from a promote run."""
+    return [(v.name, str(v.version)) for v in client.search_model_versions(f"run_id = '{run_id}'")]
+
+
+def sweep_models(client: MlflowClient, experiment_id: str, sweep_id: str) -> list[tuple[str, str]]:
+    """``(name, version)`` of every model version the sweep's promotions registered, oldest first."""
+    runs = _search(client, experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "promote"}, ["attributes.start_time ASC"])
+    return [found for run in runs for found in _registered_versions(client, run.info.run_id)]
 
 
 def _duration(seconds: float | None) -> str:
