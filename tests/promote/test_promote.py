@@ -374,7 +374,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     assert {r[1] for r in rows[1:]} <= {"0", "1", "2"}
 
     version = client.get_model_version_by_alias("tiny-ensemble", "champion")
-    assert version.description.startswith("Ensemble of 2 member(s) retrained from sweep `tiny`")
+    assert version.description.startswith("Ensemble of 2 member(s) retrained from sweep ")
     assert all(key in version.description for key in ("t0000001-seed0", "t0000002-seed0", "weight"))
     model = client.get_registered_model("tiny-ensemble")
     assert "Version 1 (@champion): Ensemble of 2 member(s)" in model.description
