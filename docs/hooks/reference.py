@@ -21,7 +21,7 @@ from pathlib import Path
 from mkdocs.exceptions import PluginError
 
 from hpo_cls.cli.args import command_parsers
-from hpo_cls.spec.schema import APPLIES_WHEN, SweepSpec, TrialConfig
+from hpo_cls.spec.schema import SweepSpec
 
 _MARKER = re.compile(r"^<!-- (spec|help): ([\w-]+) -->$", re.MULTILINE)
 _HELP_WIDTH = 100
@@ -68,8 +68,6 @@ def _spec_table(section: str) -> str:
         if not doc:
             raise PluginError(f"{cls.__name__}.{f.name}: no doc (give the field doc=... in spec/schema.py)")
         key = f.name if section in ("top-level", "fixed") else f"{section}.{f.name}"
-        if cls is TrialConfig and f.name in APPLIES_WHEN:  # not logged on a trial's run where it does not act
-            doc = f"{doc} (acts only when {APPLIES_WHEN[f.name][0]})"
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             type_cell, default = f"section, [below](#{f.name})", "see below"

@@ -1,4 +1,5 @@
-"""What a trial's run logs: its configuration without the keys that do not act under its other values."""
+"""What a trial's run logs: its configuration without the keys that do not act under its other values
+(``spec.recipe.inactive_keys``, the rule `hpo-cls train`'s printed recipe follows too)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,8 @@ import dataclasses
 
 import pytest
 
-from hpo_cls.spec import TrialConfig, active_trial_params
-from hpo_cls.spec.schema import APPLIES_WHEN, inactive_fields
-
-
-def test_every_conditional_key_is_a_trial_config_key():
-    assert set(APPLIES_WHEN) <= set(TrialConfig.__dataclass_fields__)
+from hpo_cls.spec import TrialConfig
+from hpo_cls.spec.recipe import active_trial_params, inactive_keys
 
 
 @pytest.mark.parametrize("changes, absent, present", [
@@ -25,16 +22,20 @@ def test_every_conditional_key_is_a_trial_config_key():
      {"min_lr", "crop_scale"}, {"milestones", "gamma", "head_dropout", "freeze_stem"}),
 ])
 def test_a_key_that_does_not_act_is_not_logged(changes, absent, present):
-    params = active_trial_params(dataclasses.replace(TrialConfig(), **changes))
+    cfg = dataclasses.replace(TrialConfig(), **changes)
+    params = active_trial_params(cfg, image_size=224)
     assert not absent & set(params), f"inactive keys logged: {sorted(absent & set(params))}"
     assert present <= set(params)
-    assert set(params) | inactive_fields(dataclasses.replace(TrialConfig(), **changes)) == set(
-        TrialConfig.__dataclass_fields__), "every other key is logged"
+    assert set(params) | inactive_keys(cfg, 224) == set(TrialConfig.__dataclass_fields__), "every other key is logged"
+
+
+def test_crop_scale_does_not_act_on_small_images():
+    assert "crop_scale" not in active_trial_params(TrialConfig(), image_size=32)
 
 
 def test_a_sampled_key_stays_though_inactive():
     """The searcher's study holds it: a warm start reads it back from the run."""
-    params = active_trial_params(TrialConfig(mix="none", mixup_alpha=0.4), {"mixup_alpha"})
+    params = active_trial_params(TrialConfig(mix="none", mixup_alpha=0.4), 224, {"mixup_alpha"})
     assert params["mixup_alpha"] == 0.4
 
 

@@ -19,7 +19,6 @@ from hpo_cls.spec.schema import (
     SweepSpec,
     TrackingConfig,
     TrialConfig,
-    active_trial_params,
     flatten_trial_config,
     format_value,
 )
@@ -27,7 +26,6 @@ from hpo_cls.spec.validate import trial_config_from_dict
 
 __all__ = [
     "SpecError",
-    "active_trial_params",
     "load_spec",
     "parse_spec",
     "parse_overrides",

@@ -37,9 +37,6 @@ __all__ = [
     "IMAGENET_STD",
     "format_value",
     "flatten_trial_config",
-    "APPLIES_WHEN",
-    "inactive_fields",
-    "active_trial_params",
 ]
 
 
@@ -326,37 +323,3 @@ def format_value(value: Any) -> Any:
 def flatten_trial_config(cfg: TrialConfig) -> dict[str, Any]:
     """Plain dict of the trial config, lists for tuples (YAML- and JSON-friendly)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-
-
-# The TrialConfig keys that only act under another key's value: ``key -> (when, predicate)``. Training
-# ignores them otherwise, so a run's logged params leave them out (a value there would be one that never
-# acted). ``when`` is what the spec reference prints.
-APPLIES_WHEN: dict[str, tuple[str, Any]] = {
-    "attention_placement": ("attention is not none", lambda c: c.attention != "none"),
-    "attention_reduction": ("attention is not none", lambda c: c.attention != "none"),
-    "momentum": ("optimizer: sgd", lambda c: c.optimizer == "sgd"),
-    "milestones": ("lr_scheduler: multistep", lambda c: c.lr_scheduler == "multistep"),
-    "gamma": ("lr_scheduler: multistep or plateau", lambda c: c.lr_scheduler in ("multistep", "plateau")),
-    "plateau_patience": ("lr_scheduler: plateau", lambda c: c.lr_scheduler == "plateau"),
-    "plateau_metric": ("lr_scheduler: plateau", lambda c: c.lr_scheduler == "plateau"),
-    "min_lr": ("lr_scheduler: cosine or plateau", lambda c: c.lr_scheduler in ("cosine", "plateau")),
-    "mixup_alpha": ("mix: mixup or both", lambda c: c.mix in ("mixup", "both")),
-    "cutmix_alpha": ("mix: cutmix or both", lambda c: c.mix in ("cutmix", "both")),
-    "mix_prob": ("mix is not none", lambda c: c.mix != "none"),
-    "crop_scale": ("resize: crop", lambda c: c.resize == "crop"),
-    "head_dropout": ("head_hidden is set", lambda c: bool(c.head_hidden)),
-    "freeze_stem": ("freeze_stages >= 1", lambda c: c.freeze_stages >= 1),
-}
-
-
-def inactive_fields(cfg: TrialConfig) -> set[str]:
-    """The keys of ``cfg`` that training ignores under its other values (:data:`APPLIES_WHEN`)."""
-    return {name for name, (_, applies) in APPLIES_WHEN.items() if not applies(cfg)}
-
-
-def active_trial_params(cfg: TrialConfig, sampled: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
-    """:func:`flatten_trial_config` without the keys that do not act in this configuration: what a trial's
-    run logs. A key the searcher ``sampled`` stays (the study holds its value, warm starts read it back)."""
-    dropped = inactive_fields(cfg) - set(sampled)
-    return {k: v for k, v in flatten_trial_config(cfg).items() if k not in dropped}
-

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 
 from ray import tune
 
-from hpo_cls.spec import COST_METRICS, TrialConfig, active_trial_params, trial_config_from_dict
+from hpo_cls.spec import COST_METRICS, TrialConfig, trial_config_from_dict
+from hpo_cls.spec.recipe import active_trial_params
 from hpo_cls.sweep.outcome import error_text, trial_status
 from hpo_cls.tracking.runs import (
     NODE_TAG,
@@ -45,11 +46,14 @@ COST_DIGITS = 4  # 11.6895 M parameters, 0.5561 GFLOPs: what the runs table show
 class SweepTracker(tune.Callback):
     """One MLflow parent run per sweep and one nested child run per trial, written asynchronously."""
 
+    image_size: int | None = None  # the data's (which keys act depends on it); None in older pickles
+
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, sweep_name: str, fixed: TrialConfig,
-                 epochs: int, metric: str, mode: str, parent_tags: dict[str, str], parent_params: dict[str, Any]):
+                 epochs: int, metric: str, mode: str, parent_tags: dict[str, str], parent_params: dict[str, Any],
+                 image_size: int | None = None):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.sweep_id, self.sweep_name = sweep_id, sweep_name
-        self.fixed, self.epochs = fixed, epochs
+        self.fixed, self.epochs, self.image_size = fixed, epochs, image_size
         self.metric, self.mode = metric, mode
         self.rule = ScoreRule(metric, mode)
         self.parent_tags, self.parent_params = parent_tags, parent_params
@@ -92,7 +96,10 @@ class SweepTracker(tune.Callback):
             return
         self._opened.add(trial.trial_id)
         cfg = trial_config_from_dict(trial.config, base=self.fixed)
-        params = active_trial_params(cfg, set(trial.config) & set(TrialConfig.__dataclass_fields__))
+        sampled = set(trial.config) & set(TrialConfig.__dataclass_fields__)
+        if self.image_size is None:  # a tracker pickled before it knew the size: crop_scale may have acted
+            sampled.add("crop_scale")
+        params = active_trial_params(cfg, self.image_size or 0, sampled)
         open_trial_run(self.writer, self.sweep_id, trial.trial_id,
                        {**params, "epochs_budget": self.epochs})
 

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from hpo_cls.console import warn
-from hpo_cls.spec import SweepSpec, active_trial_params, trial_config_from_dict
+from hpo_cls.spec import SweepSpec, trial_config_from_dict
+from hpo_cls.spec.recipe import active_trial_params
 from hpo_cls.sweep.outcome import (
     SweepOutcome,
     TrialOutcome,
@@ -48,7 +49,7 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         if result.error is not None:
             reason = (str(result.error).strip().splitlines() or ["error"])[-1]
         chosen = sampled(result.config)
-        config = active_trial_params(trial_config_from_dict(chosen, base=spec.fixed), set(chosen))
+        config = active_trial_params(trial_config_from_dict(chosen, base=spec.fixed), spec.data.image_size, set(chosen))
         # Bound only: a run finalized when its trial ended keeps its state; the op below skips it.
         open_trial_run(writer, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs}, resume=False)
         best_dir = _best_checkpoint_dir(result, spec)
