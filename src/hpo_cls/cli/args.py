@@ -147,7 +147,8 @@ def _add_sweep(commands) -> None:
 def _add_ui(commands) -> None:
     p = commands.add_parser("ui", help="open the MLflow UI on the sweep's tracking store (127.0.0.1)",
                             description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store, and print the "
-                                        "URLs of the sweep's runs (model-training view, best first) and parent run.")
+                                        "URLs of the sweep's runs (model-training view, best first), its parent run and, once "
+                                        "promoted, its registered model version.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--port", type=number(int, at_least=1, at_most=65535), default=5000)
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
