@@ -323,3 +323,4 @@ def format_value(value: Any) -> Any:
 def flatten_trial_config(cfg: TrialConfig) -> dict[str, Any]:
     """Plain dict of the trial config, lists for tuples (YAML- and JSON-friendly)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
