@@ -233,6 +233,7 @@ def test_report_links_go_to_the_ui_url_and_the_baseline_is_marked():
     assert '<span class="baseline"' in rows["cccc0003"] and "baseline" not in rows["aaaa0001"]
     assert "⚠ Importances computed on 2 completed trial(s)" in page
     assert 'id="pareto"' in page
+    assert "Ks3cr3t" not in render_report(synthetic_sweep(), "sqlite:///x.db", ui_url="http://u:Ks3cr3t@mlflow.lab:8080")
 
 
 def test_report_refuses_a_ui_url_that_is_not_an_http_address(tmp_path, capsys):

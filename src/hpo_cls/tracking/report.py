@@ -104,7 +104,7 @@ def render_report(data: SweepData, tracking_uri: str, ui_url: str | None = None)
     to ``ui_url`` (default: where ``hpo-cls ui`` serves this store)."""
     from hpo_cls.tracking.report_figures import FIGURES, importance_warning
 
-    base = (ui_url or ui_base_url(tracking_uri)).rstrip("/")
+    base = (redact_uri(ui_url) if ui_url else ui_base_url(tracking_uri)).rstrip("/")  # a page is shared: no password
     parts = [_header(data, tracking_uri, base), "<h2>Top trials</h2>", _top_table(data, tracking_uri, base)]
     notes = {"param-importances": importance_warning(data)}
     for i, (element_id, heading, build) in enumerate(FIGURES):
