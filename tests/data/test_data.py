@@ -298,3 +298,21 @@ def test_test_loader_yields_images_with_file_stems(image_root):
     batches = list(loader)
     assert [list(names) for _, names in batches] == [["a", "b"], ["c"]]
     assert batches[0][0].shape == (2, 3, 16, 16)
+
+
+def test_class_names_come_from_class_names_csv_else_the_folders(tmp_path):
+    from hpo_cls.data.folders import class_names
+
+    mapping = {"0": 0, "1": 1, "2": 2, "10": 3}
+    assert class_names(tmp_path, mapping) == ["0", "1", "2", "10"], "no file: the folder names"
+    (tmp_path / "class_names.csv").write_text("index,name\n0,airplane\n1,automobile\n10,truck\nx,bad\n")
+    assert class_names(tmp_path, mapping) == ["airplane", "automobile", "2", "truck"]
+    assert class_names(tmp_path, {"cat": 0, "dog": 1}) == ["cat", "dog"], "named folders keep their names"
+
+
+def test_the_embedded_cifar10_mini_names_its_classes():
+    from hpo_cls.data.folders import class_mapping, class_names
+
+    root = Path(__file__).resolve().parents[2] / "data" / "cifar10-mini"
+    names = class_names(root, class_mapping(root / "train"))
+    assert names[0] == "airplane" and names[9] == "truck"

@@ -349,6 +349,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     assert promote.returncode == 0, promote.stdout[-2000:] + "\n--- stderr ---\n" + promote.stderr[-6000:]
     assert "evaluation on val" in promote.stdout and "evaluation on test" in promote.stdout
     assert "registered tiny-ensemble version 1 with alias @champion" in promote.stdout
+    assert "model page: http://127.0.0.1:5000/#/models/tiny-ensemble/versions/1" in promote.stdout
     for member in ("t0000001-seed0", "t0000002-seed0"):  # progress, as plain lines in a log
         assert re.search(rf"member {member} 1/1 epochs  train_loss [\d.]+  val_acc [\d.]+  [\d.]+s/epoch$", promote.stdout,
                          re.M)
@@ -373,6 +374,10 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     assert {r[1] for r in rows[1:]} <= {"0", "1", "2"}
 
     version = client.get_model_version_by_alias("tiny-ensemble", "champion")
+    assert version.description.startswith("Ensemble of 2 member(s) retrained from sweep ")
+    assert all(key in version.description for key in ("t0000001-seed0", "t0000002-seed0", "weight"))
+    model = client.get_registered_model("tiny-ensemble")
+    assert "Version 1 (@champion): Ensemble of 2 member(s)" in model.description
     assert set(version.tags["hpo_cls.source_run_ids"].split(",")) == set(source_ids.values())
     assert json.loads(version.tags["hpo_cls.member.t0000002-seed0.config"])["backbone"] == "resnet18"
     promote_run = client.get_run(version.run_id)

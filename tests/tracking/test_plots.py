@@ -75,7 +75,7 @@ def test_sweep_plots_rank_importances_by_ped_anova_without_importing_scikit_lear
             lr: {{loguniform: [1.0e-4, 1.0e-1]}}
             weight_decay: {{loguniform: [1.0e-6, 1.0e-2]}}
         '''))
-        trials = [SimpleNamespace(trial_id=str(i), best_score=0.1 * i, config={{"lr": 10 ** -(1 + i / 2),
+        trials = [SimpleNamespace(trial_id=str(i), best_score=0.1 * i, status="completed", config={{"lr": 10 ** -(1 + i / 2),
                                   "weight_decay": 10 ** -(6 - (i % 3))}}) for i in range(8)]
         figures = optuna_plots(spec, trials)
         assert "sklearn" not in sys.modules, "scikit-learn was imported"
@@ -86,5 +86,21 @@ def test_sweep_plots_rank_importances_by_ped_anova_without_importing_scikit_lear
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "param_importances.png" in result.stdout and "parallel_coordinate.png" in result.stdout
+    assert "param_importances.png" in result.stdout and "parallel_coordinate.png" not in result.stdout
     assert (tmp_path / "imp.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_importances_leave_early_stopped_trials_out():
+    """A trial stopped after an epoch says little of its parameters: the importances use finished trials."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from hpo_cls.spec import parse_spec
+    from hpo_cls.sweep.study_plots import build_study
+
+    spec = parse_spec(yaml.safe_load("name: t\nsearch: {space: {lr: {loguniform: [1.0e-4, 1.0e-1]}}}"))
+    trials = [SimpleNamespace(trial_id=str(i), best_score=0.1 * i, status="completed" if i < 3 else "early_stopped",
+                              config={"lr": 10 ** -(1 + i / 4)}) for i in range(8)]
+    assert len(build_study(spec, trials).trials) == 8
+    assert [t.value for t in build_study(spec, trials, statuses=("completed",)).trials] == [0.0, 0.1, 0.2]

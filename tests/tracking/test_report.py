@@ -65,7 +65,7 @@ def test_every_sweep_logs_its_report_on_the_parent_run(finished_sweep, tmp_path)
     assert VIEW_TAG_PREFIX + "finished" in experiment.tags
     names = {r.info.run_name for r in client.search_runs([experiment.experiment_id],
                                                         filter_string=f"tags.`{ROLE_TAG}` = 'trial'")}
-    assert all(re.fullmatch(r"\w{8} resnet18 (none|se)", name) for name in names), names
+    assert all(re.fullmatch(r"\w{8} resnet18 (none|se)( \(stopped early\) at epoch \d+)?", name) for name in names), names
 
 
 @pytest.mark.ray
@@ -75,11 +75,16 @@ def test_sweeps_lists_the_finished_sweep(finished_sweep, capsys):
                                 filter_string=f"tags.`{ROLE_TAG}` = 'trial'")
     assert main(["sweeps", "--tracking-uri", finished_sweep.uri, "--experiment", "tests"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["sweep", "spec", "started", "trials", "metric", "best", "promoted"]
+    assert lines[0].split() == ["sweep", "spec", "started", "duration", "trials", "metric", "best", "best", "trial",
+                                "parent", "run", "promoted"]
     row = lines[2].split()
     assert row[:2] == ["finished", str(finished_sweep.root / "spec.yaml")] and row[-1] == "no"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d", row[2]) and row[4] == f"{len(trials)}:" and row[-3] == "val_acc:max"
-    assert row[-2] == f"{max(r.data.metrics['best_val_acc'] for r in trials if r.data.tags.get(STATUS_TAG) != 'failed'):.4f}"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", row[2]) and re.fullmatch(r"\d+(s|m)", row[4]) and row[5] == f"{len(trials)}:"
+    parent = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                filter_string=f"tags.`{ROLE_TAG}` = 'sweep'")[0]
+    best = parent.data.tags["hpo_cls.best_trial_id"]
+    assert row[-5:] == [f"{parent.data.metrics['best_val_acc']:.4f}", best, "resnet18", parent.info.run_id, "no"]
+    assert row[-5] == f"{max(r.data.metrics['best_val_acc'] for r in trials if r.data.tags.get(STATUS_TAG) != 'failed'):.4f}"
 
 
 def test_sweeps_are_listed_newest_first_with_trials_by_status_and_promotions(tmp_path):
@@ -94,16 +99,28 @@ def test_sweeps_are_listed_newest_first_with_trials_by_status_and_promotions(tmp
             tags = {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "trial", PARENT_TAG: parent}
             run = client.create_run(experiment_id, tags={**tags, **({STATUS_TAG: status} if status else {})})
             client.log_metric(run.info.run_id, "best_val_acc", 0.5 + 0.1 * j)
+            client.log_param(run.info.run_id, "backbone", f"resnet{18 + j}")
+            client.set_tag(run.info.run_id, "hpo_cls.trial_id", f"{sweep_id}-t{j}")
         if promoted:
-            client.create_run(experiment_id, tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "promote"})
+            promote = client.create_run(experiment_id, tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "promote"}).info.run_id
+            client.create_registered_model("spec-ensemble")
+            client.create_model_version("spec-ensemble", (tmp_path / "model").as_uri(), run_id=promote)
+            client.set_terminated(parent, end_time=t0 + 1000 * i + 25 * 60_000)
     listings = list_sweeps(client, "e")
     assert [s.record.sweep_id for s in listings] == ["new", "old"]
     assert listings[0].statuses == {"completed": 1, "early_stopped": 1, "running": 1}
     assert listings[1].best_score == pytest.approx(0.5), "a failed trial's score never counts"
     assert (listings[0].promotions, listings[1].promotions) == (0, 1)
+    assert listings[1].models == ("spec-ensemble v1",) and listings[0].models == ()
+    assert listings[0].best_trial == "new-t2 resnet20" and listings[1].best_trial == "old-t0 resnet18"
+    assert listings[0].duration_s is None and listings[1].duration_s == pytest.approx(25 * 60)
     table = sweeps_table(listings).splitlines()
+    assert re.split(r"\s{2,}", table[0].strip()) == ["sweep", "spec", "started", "duration", "trials", "metric", "best",
+                                                       "best trial", "parent run", "promoted"]
     assert "3: 1 completed, 1 early_stopped, 1 running" in table[2] and table[2].rstrip().endswith("no")
-    assert "2: 1 completed, 1 failed" in table[3] and "0.5000" in table[3] and "yes (1)" in table[3]
+    assert " running " in table[2] and "new-t2 resnet20" in table[2] and listings[0].record.run_id in table[2]
+    assert "2: 1 completed, 1 failed" in table[3] and "0.5000" in table[3] and " 25m " in table[3]
+    assert table[3].rstrip().endswith("spec-ensemble v1") and "old-t0 resnet18" in table[3]
 
 
 def test_report_and_sweeps_name_an_unknown_sweep_or_experiment_in_one_line(tmp_path, capsys):
@@ -128,11 +145,12 @@ def synthetic_sweep():
     trials = [
         TrialData("r1", "aaaa0001", "aaaa0001 resnet18 se", "completed", 3, 0.8, {"attention": "se", "lr": 0.001},
                   [(1, 0.5, t0 + 60_000), (2, 0.7, t0 + 120_000), (3, 0.8, t0 + 180_000)],
-                  [{"class": "cat", "f1": 0.9}, {"class": "dog", "f1": 0.7}]),
+                  [{"class": "cat", "f1": 0.9}, {"class": "dog", "f1": 0.7}], values={"params_m": 11.2, "flops_g": 0.6}),
         TrialData("r2", "bbbb0002", "bbbb0002 resnet18 none", "early_stopped", 1, 0.3,
-                  {"attention": "none", "lr": 0.05}, [(1, 0.3, t0 + 90_000)]),
-        TrialData("r3", "cccc0003", "cccc0003 resnet18 se", "completed", 3, 0.6, {"attention": "se", "lr": 0.01},
-                  [(1, 0.4, t0 + 200_000), (2, 0.5, t0 + 260_000), (3, 0.6, t0 + 320_000)]),
+                  {"attention": "none", "lr": 0.05}, [(1, 0.3, t0 + 90_000)], values={"params_m": 11.1, "flops_g": 0.5}),
+        TrialData("r3", "cccc0003", "cccc0003 resnet18 none", "completed", 3, 0.6, {"attention": "none", "lr": 0.01},
+                  [(1, 0.4, t0 + 200_000), (2, 0.5, t0 + 260_000), (3, 0.6, t0 + 320_000)], baseline=True,
+                  values={"params_m": 11.1, "flops_g": 0.5}),
         TrialData("r4", "dddd0004", "dddd0004 resnet18 none", "failed", 0, None, {"attention": "none", "lr": 0.02}),
     ]
     return SweepData(record, "e", "val_acc", 3, ["attention", "lr"], trials)
@@ -172,7 +190,55 @@ def test_report_page_has_the_top_table_and_promote_command():
     rows = re.findall(r"<tr><td class=\"num\">(\d)</td><td><a href=\"([^\"]+)\">([^<]+)</a>.*?<code>([^<]+)</code>",
                       page)
     assert [(rank, name, promote) for rank, _, name, promote in rows] == [
-        ("1", "aaaa0001 resnet18 se", "--top 1"), ("2", "cccc0003 resnet18 se", "--top 2"),
+        ("1", "aaaa0001 resnet18 se", "--top 1"), ("2", "cccc0003 resnet18 none", "--top 2"),
         ("3", "bbbb0002 resnet18 none", "--top 3 --include-early-stopped")]
     assert rows[0][1] == "http://user:***@mlflow.example:5000/#/experiments/1/runs/r1?workflowType=machine_learning"
     assert "hpo-cls promote --top 2 --sweep s-1 --experiment e --tracking-uri http://user:***@mlflow.example:5000" in page
+
+
+def test_importances_use_completed_trials_and_warn_under_twenty():
+    from hpo_cls.tracking.report_figures import importance_warning, param_importances
+
+    data = synthetic_sweep()
+    assert importance_warning(data) == ("computed on 2 completed trial(s); 1 stopped early left out: under 20, "
+                                        "a trial or two more can reorder them")
+    figure = param_importances(data)
+    assert "completed trials" in figure.layout.title.text and "under 20" in figure.layout.title.text
+
+
+def test_pareto_plot_puts_the_metric_against_each_logged_cost():
+    from hpo_cls.tracking.report_figures import pareto_axes, pareto_plot
+
+    data = synthetic_sweep()
+    assert pareto_axes(data) == ["params_m", "flops_g"], "the costs two completed trials logged"
+    traces = pareto_plot(data).data
+    assert len(traces) == 4  # per cost: the completed trials, the front
+    dots, front = traces[0], traces[1]
+    assert list(dots.x) == [11.2, 11.1] and list(dots.y) == [0.8, 0.6], "early-stopped trials are not plotted"
+    assert list(front.text) == ["cccc0003", "aaaa0001"], "neither dominates the other: both on the front"
+    for trial in data.trials:
+        trial.values = {}
+    assert pareto_axes(data) == [] and "needs a multi-objective sweep" in pareto_plot(data).layout.annotations[0].text
+
+
+def test_report_links_go_to_the_ui_url_and_the_baseline_is_marked():
+    from hpo_cls.tracking.report import render_report
+
+    page = render_report(synthetic_sweep(), "sqlite:///x.db", ui_url="http://mlflow.lab:8080/")
+    links = re.findall(r'<a href="([^"]+)"', re.sub(r"<script\b.*?</script>", "", page, flags=re.S))
+    assert links and all(link.startswith("http://mlflow.lab:8080/#/experiments/1/") for link in links), links
+    assert "127.0.0.1:5000" not in page
+    table = page.split("<tbody>")[1].split("</tbody>")[0]
+    rows = {name: row for row in table.split("<tr>")[1:] for name in ("aaaa0001", "cccc0003") if name in row}
+    assert '<span class="baseline"' in rows["cccc0003"] and "baseline" not in rows["aaaa0001"]
+    assert "⚠ Importances computed on 2 completed trial(s)" in page
+    assert 'id="pareto"' in page
+    assert "Ks3cr3t" not in render_report(synthetic_sweep(), "sqlite:///x.db", ui_url="http://u:Ks3cr3t@mlflow.lab:8080")
+
+
+def test_report_refuses_a_ui_url_that_is_not_an_http_address(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--ui-url", "mlflow.lab:8080", "--out", str(tmp_path / "r.html")])
+    assert exited.value.code == 2 and not (tmp_path / "r.html").exists()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "expected an http(s) address like http://host:5000, got 'mlflow.lab:8080'" in errors[0]

@@ -220,3 +220,23 @@ def test_the_writer_logs_new_metrics_at_a_written_step_and_drops_repeated_ones(t
     writer.close()
     assert run.data.metrics == {"val_acc": 0.5, "test_acc": 0.4}
     assert [m.value for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "val_acc")] == [0.5]
+
+
+def test_costs_are_logged_once_rounded_and_only_the_keys_that_act_as_params(tmp_path):
+    """A model's costs do not change over epochs: one point each, not a flat per-epoch chart; and a key the
+    configuration does not use (attention_placement without attention) is not a param."""
+    tracker = tracker_for(tmp_path, "max")
+    tracker.image_size = 32
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01, "attention": "none"}, last_result=None)
+    for epoch in (1, 2, 3):
+        trial.last_result = {"epoch": epoch, "val_acc": 0.1 * epoch, "params_m": 11.1739621, "latency_ms": 0.123456}
+        tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.writer.flush()
+    client = MlflowClient(tracker.tracking_uri)
+    run_id = tracker.writer.run_ids["t1"]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "params_m")] == [(0, 11.174)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "latency_ms")] == [(0, 0.1235)]
+    assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3]
+    params = client.get_run(run_id).data.params
+    assert params["lr"] == "0.01" and not {"attention_placement", "mixup_alpha", "crop_scale"} & set(params)
+    tracker.writer.close()

@@ -98,3 +98,71 @@ def test_the_report_renders_its_five_plots_without_a_network(finished_sweep, bro
         assert div and "js-plotly-plot" in div.group(1), f"{element_id} was drawn by the inline plotly.js"
     browser(report.as_uri(), offline, f"--screenshot={tmp_path / 'report.png'}")
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_experiment_opened_from_the_experiment_list_shows_the_mode_the_browser_chose(finished_sweep, mlflow_ui,
+                                                                                         browser):
+    """MLflow 3.17 picks GenAI or model training by its sidebar switch (the URL's workflowType, else the
+    browser's last choice, else GenAI), not by the experiment's kind: the limit docs/mlflow.md states. If this
+    fails because a fresh browser now lands on the runs, MLflow reads the kind: update docs/mlflow.md."""
+    port, _ = mlflow_ui
+    base = f"http://127.0.0.1:{port}"
+    client = MlflowClient(finished_sweep.uri)
+    experiment = client.get_experiment_by_name("tests")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    listing = browser(f"{base}/#/experiments", "--dump-dom")
+    links = set(re.findall(r'href="(#/experiments/\d+[^"]*)"', listing))
+    assert f"#/experiments/{experiment.experiment_id}" in links, links  # the list's link carries no mode
+    fresh = visible_text(browser(f"{base}/#/experiments/{experiment.experiment_id}", "--dump-dom"))
+    assert "Training runs" in fresh or "Traces" in fresh, fresh[:2000]
+    assert "Detect Issues" in fresh or "Overview" in fresh, "a fresh browser lands in GenAI mode (the documented limit)"
+
+    # The list opened in model-training mode (the sidebar switch, or the link `hpo-cls ui` prints) keeps it.
+    ml_list = browser(f"{base}/#/experiments?workflowType=machine_learning", "--dump-dom")
+    assert "tests" in visible_text(ml_list)
+    runs = visible_text(browser(f"{base}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning",
+                                "--dump-dom"))
+    assert finished_sweep.sweep_id in runs and "matching runs" in runs, runs[:3000]  # the runs table
+    assert "Detect Issues" not in runs
+
+
+def test_a_trial_page_shows_only_the_parameters_that_acted(finished_sweep, mlflow_ui, browser):
+    port, _ = mlflow_ui
+    client = MlflowClient(finished_sweep.uri)
+    experiment_id = client.get_experiment_by_name("tests").experiment_id
+    trials = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'trial' and "
+                                                               "params.attention = 'none'")
+    assert trials, "the fixture's sweep samples attention none"
+    run = trials[0]
+    text = visible_text(browser(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+                                "?workflowType=machine_learning", "--dump-dom"))
+    assert run.info.run_name in text and "attention" in text and "dropout" in text, text[:3000]
+    for inactive in ("attention_placement", "attention_reduction", "mixup_alpha", "cutmix_alpha", "plateau_patience"):
+        assert inactive not in text, f"{inactive} is shown though it never acted"
+
+
+def test_the_reports_links_open_the_ui_at_ui_url_and_its_table_fits_1280_px(finished_sweep, mlflow_ui, browser,
+                                                                           tmp_path):
+    port, _ = mlflow_ui
+    ui_url = f"http://localhost:{port}"  # another name for the UI than the default 127.0.0.1:5000
+    report = tmp_path / "report.html"
+    result = subprocess.run([sys.executable, "-m", "hpo_cls.cli", "report", "--out", str(report), "--tracking-uri",
+                             finished_sweep.uri, "--experiment", "tests", "--ui-url", ui_url],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Measured by the page itself in the browser: the widest element against a 1,280-px window.
+    page = report.read_text().replace("</body>", "<script>document.body.setAttribute('data-scroll-width', "
+                                                 "document.documentElement.scrollWidth)</script></body>")
+    measured = tmp_path / "measured.html"
+    measured.write_text(page)
+    dom = browser(measured.as_uri(), "--window-size=1280,900", "--dump-dom")
+    width = re.search(r'data-scroll-width="(\d+)"', dom)
+    assert width and int(width.group(1)) <= 1280, f"the page is {width and width.group(1)} px wide"
+    links = re.findall(r'<a href="([^"]+)"', re.sub(r"<script\b.*?</script>", "", dom, flags=re.S))
+    runs = [link for link in links if "/runs/" in link]
+    assert runs and all(link.startswith(f"{ui_url}/#/experiments/") for link in links), links
+    client = MlflowClient(finished_sweep.uri)
+    run_id = runs[0].split("/runs/")[1].split("?")[0]
+    opened = visible_text(browser(runs[0].replace("&amp;", "&"), "--dump-dom"))
+    assert client.get_run(run_id).info.run_name in opened, opened[:3000]

@@ -130,3 +130,11 @@ def test_load_rejects_missing_or_foreign_file(tmp_path, content, match):
         torch.save(content, path)
     with pytest.raises(CheckpointError, match=match):
         load_checkpoint(path)
+
+
+def test_the_per_class_report_names_classes_from_class_names_csv(tiny_image_folder):
+    """What the confusion matrix and per-class report of a trial show; the labels stay the folder names."""
+    (tiny_image_folder / "class_names.csv").write_text("index,name\n0,red\n1,green\n2,blue\n")
+    run = tiny_run(tiny_image_folder)
+    assert [row["class"] for row in run.class_report()] == ["red", "green", "blue"]
+    assert run.class_to_idx == {"0": 0, "1": 1, "2": 2}

@@ -148,7 +148,8 @@ def _add_sweep(commands) -> None:
 def _add_ui(commands) -> None:
     p = commands.add_parser("ui", help="open the MLflow UI on the sweep's tracking store (127.0.0.1)",
                             description="Start `mlflow ui` bound to 127.0.0.1 on a tracking store, and print the "
-                                        "URLs of the sweep's runs (model-training view, best first) and parent run.")
+                                        "URLs of the sweep's runs (model-training view, best first), its parent run and, once "
+                                        "promoted, its registered model version.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--port", type=number(int, at_least=1, at_most=65535), default=5000)
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
@@ -158,7 +159,9 @@ def _add_ui(commands) -> None:
 def _add_sweeps(commands) -> None:
     p = commands.add_parser("sweeps", help="list the sweeps in a tracking store, newest first",
                             description="One line per sweep of the experiment, newest first: id, spec, start, "
-                                        "trials by status, best val_acc and whether it was promoted.")
+                                        "duration, trials by status, best score, the best trial's id and "
+                                        "backbone, the parent run id, and the registered model and version of "
+                                        "each promotion.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
 
@@ -166,13 +169,27 @@ def _add_sweeps(commands) -> None:
 def _add_report(commands) -> None:
     p = commands.add_parser("report", help="write a sweep's interactive HTML report (opens offline)",
                             description="Read a sweep from MLflow and write one self-contained HTML page: parallel "
-                                        "coordinates, learning curves, parameter importances, val_acc over time, "
-                                        "per-class F1 of the best trials, and the top trials with their MLflow "
+                                        "coordinates, learning curves, parameter importances (completed trials), "
+                                        "accuracy against cost (Pareto), val_acc over time, per-class F1 of the "
+                                        "best trials, and the top trials (baseline marked) with their MLflow "
                                         "links and the promote command.")
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep id or spec name (default: the newest sweep)")
     _add_out_args(p, "report.html", "HTML report")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    p.add_argument("--ui-url", type=_http_url, metavar="URL",
+                   help="where the report's MLflow links point (default: the tracking server itself, or "
+                        "http://127.0.0.1:5000 where `hpo-cls ui` serves a local store)")
+
+
+def _http_url(text: str) -> str:
+    """An http(s) address with a host: where a browser can open the MLflow UI."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"expected an http(s) address like http://host:5000, got {text!r}")
+    return text.rstrip("/")
 
 
 def _add_promote(commands) -> None:

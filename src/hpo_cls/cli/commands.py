@@ -187,7 +187,7 @@ def cmd_report(args) -> int:
     from hpo_cls.tracking.report import write_report
 
     check_output_file(args.out, REPORT_HTML, force=args.force)
-    path, data = write_report(_client(args.tracking_uri), args.experiment, args.sweep, args.out)
+    path, data = write_report(_client(args.tracking_uri), args.experiment, args.sweep, args.out, args.ui_url)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): sweep {data.sweep.sweep_id}, {len(data.trials)} "
           "trials; open it in a browser (it needs no network)")
     return 0

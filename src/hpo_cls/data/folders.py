@@ -26,7 +26,8 @@ from hpo_cls.cache_dir import default_cache_root
 from hpo_cls.errors import DataError, printable
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "default_threads", "shown_name", "image_name", "file_stamp", "to_rgb", "class_mapping", "list_images",
+    "IMAGE_EXTENSIONS", "default_threads", "shown_name", "image_name", "file_stamp", "to_rgb", "class_mapping",
+    "CLASS_NAMES_FILE", "class_names", "list_images",
     "list_test_images", "scan_images", "DatasetSummary", "describe_dataset",
 ]
 
@@ -94,6 +95,28 @@ def class_mapping(train_dir: Path) -> dict[str, int]:
     if all(n.isascii() and n.isdigit() for n in names):
         names.sort(key=lambda n: (int(n), n))
     return {name: i for i, name in enumerate(names)}
+
+
+CLASS_NAMES_FILE = "class_names.csv"  # optional, beside train/: ``index,name`` per class (e.g. 0,airplane)
+
+
+def class_names(root: Path, class_to_idx: dict[str, int]) -> list[str]:
+    """The classes' names in index order, for reports and plots: a numbered class folder's name from
+    ``root/class_names.csv`` where that file names it, else the folder's name. The labels themselves stay
+    the folder names (``class_to_idx``); this is only what a person reads."""
+    import csv
+
+    folders = sorted(class_to_idx, key=class_to_idx.get)
+    named: dict[str, str] = {}
+    path = Path(root, CLASS_NAMES_FILE)
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            for row in csv.DictReader(f):
+                index, name = (row.get("index") or "").strip(), (row.get("name") or "").strip()
+                if index.isdigit() and name:
+                    named[str(int(index))] = name
+    return [named.get(str(int(folder)), folder) if folder.isascii() and folder.isdigit() else folder
+            for folder in folders]
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -34,6 +34,7 @@ from hpo_cls.tracking.runs import (
     end_run_op,
 )
 from hpo_cls.tracking.store import MlflowStore
+from hpo_cls.tracking.ui import model_url, ui_base_url
 from hpo_cls.tracking.uri import redact_uri
 from hpo_cls.tracking.writer import MlflowWriter
 
@@ -177,6 +178,7 @@ def _evaluate_register_predict(options: PromoteOptions, plan: PromotePlan, resul
                                       weights, loaded.class_names, val_report, plan.searched, tta=options.tta,
                                       weighted=options.weighted, train_on_val=options.train_on_val)
     say(f"registered {name} version {version.version} with alias @{CHAMPION_ALIAS} ({info.model_uri})", out)
+    say(f"model page: {model_url(ui_base_url(options.tracking_uri), name, str(version.version))}", out)
     try:
         csv_path = _predict(options, plan, loaded, name, writer, out)
     except BaseException:  # @champion goes back: it never points at a model whose promote failed

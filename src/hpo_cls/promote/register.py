@@ -97,6 +97,11 @@ def _register(tracking_uri: str, promote_run_id: str, name: str, results: Sequen
     tags = {**tags, CHECKSUM_TAG: json.dumps(_logged_checksums(info.model_uri), sort_keys=True)}
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.update_model_version(name, version.version, description=description)
+    # The model's own page: what it is and which version to read; each version's page has its members,
+    # weights, scores and source sweeps.
+    client.update_registered_model(name, description=f"Image-classifier ensembles registered by `hpo-cls promote`. "
+                                   f"Version {version.version} (@{CHAMPION_ALIAS}): {description.splitlines()[0]} "
+                                   "Each version's description lists its members, weights and scores.")
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
     return info, version
 

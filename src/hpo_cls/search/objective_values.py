@@ -7,6 +7,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from hpo_cls.spec import Constraint, Objective
+from hpo_cls.tracking.score import dominates, pareto_front  # the one home of ranking; re-exported here
 
 __all__ = ["STATIC_METRICS", "objective_values", "violations", "dominates", "pareto_front"]
 
@@ -27,15 +28,3 @@ def objective_values(values: Mapping[str, Any], objectives: Sequence[Objective])
 def violations(values: Mapping[str, Any], constraints: Sequence[Constraint]) -> dict[str, float]:
     """Metric -> violation (> 0: infeasible) of each constraint whose metric has a finite value here."""
     return {c.metric: c.violation(float(values[c.metric])) for c in constraints if _finite(values.get(c.metric))}
-
-
-def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
-    """``a`` is at least as good as ``b`` in every objective and better in one."""
-    signs = [1.0 if mode == "max" else -1.0 for mode in modes]
-    better_or_equal = all(s * x >= s * y for s, x, y in zip(signs, a, b))
-    return better_or_equal and any(s * x > s * y for s, x, y in zip(signs, a, b))
-
-
-def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
-    """Indices (in input order) of the points no other point dominates; equal points are all kept."""
-    return [i for i, p in enumerate(points) if not any(dominates(q, p, modes) for q in points)]

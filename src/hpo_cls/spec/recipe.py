@@ -7,9 +7,9 @@ import dataclasses
 from typing import Any
 
 from hpo_cls.models.names import WRN_BACKBONES
-from hpo_cls.spec.schema import SweepSpec, TrialConfig, format_value
+from hpo_cls.spec.schema import SweepSpec, TrialConfig, flatten_trial_config, format_value
 
-__all__ = ["RECIPE_GROUPS", "RUNTIME_KEYS", "ungrouped_keys", "inactive_keys", "recipe_lines"]
+__all__ = ["RECIPE_GROUPS", "RUNTIME_KEYS", "ungrouped_keys", "inactive_keys", "active_trial_params", "recipe_lines"]
 
 # Every TrialConfig key, once, in the order a recipe reads.
 RECIPE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -55,6 +55,14 @@ def inactive_keys(cfg: TrialConfig, image_size: int) -> set[str]:
                 "plateau": {"gamma", "plateau_metric", "plateau_patience", "min_lr"}, "none": set()}
     off |= {"milestones", "gamma", "plateau_metric", "plateau_patience", "min_lr"} - schedule[cfg.lr_scheduler]
     return off
+
+
+def active_trial_params(cfg: TrialConfig, image_size: int, sampled: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """:func:`flatten_trial_config` without the :func:`inactive_keys`: what a trial's MLflow run logs, so the UI
+    never shows a value that did not act (``attention_placement`` without attention). A key the searcher
+    ``sampled`` stays: the study holds its value, and warm starts read it back from the run."""
+    dropped = inactive_keys(cfg, image_size) - set(sampled)
+    return {k: v for k, v in flatten_trial_config(cfg).items() if k not in dropped}
 
 
 def _shown(key: str, value: Any, cfg: TrialConfig, epochs: int) -> str:

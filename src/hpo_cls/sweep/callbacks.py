@@ -14,7 +14,8 @@ from typing import Any, Iterator
 
 from ray import tune
 
-from hpo_cls.spec import COST_METRICS, KEEP_CHECKPOINTS, TrialConfig, flatten_trial_config, trial_config_from_dict
+from hpo_cls.spec import COST_METRICS, KEEP_CHECKPOINTS, TrialConfig, trial_config_from_dict
+from hpo_cls.spec.recipe import active_trial_params
 from hpo_cls.sweep.outcome import error_text, trial_status
 from hpo_cls.tracking.checkpoints import CheckpointPolicy
 from hpo_cls.tracking.runs import (
@@ -38,17 +39,21 @@ METRIC_KEYS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s", "best_val_acc",
     *COST_METRICS,
 )
+COST_STEP = 0  # a model's costs do not change over epochs: one point each, not a flat chart per epoch
+COST_DIGITS = 4  # 11.6895 M parameters, 0.5561 GFLOPs: what the runs table shows, not float noise
 
 
 class SweepTracker(tune.Callback):
     """One MLflow parent run per sweep and one nested child run per trial, written asynchronously."""
 
+    image_size: int | None = None  # the data's (which keys act depends on it); None in older pickles
+
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, sweep_name: str, fixed: TrialConfig,
                  epochs: int, metric: str, mode: str, parent_tags: dict[str, str], parent_params: dict[str, Any],
-                 keep_checkpoints: int = KEEP_CHECKPOINTS):
+                 keep_checkpoints: int = KEEP_CHECKPOINTS, image_size: int | None = None):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.sweep_id, self.sweep_name = sweep_id, sweep_name
-        self.fixed, self.epochs = fixed, epochs
+        self.fixed, self.epochs, self.image_size = fixed, epochs, image_size
         self.metric, self.mode = metric, mode
         self.rule = ScoreRule(metric, mode)
         self.parent_tags, self.parent_params = parent_tags, parent_params
@@ -93,13 +98,20 @@ class SweepTracker(tune.Callback):
         if trial.trial_id in self._opened:
             return
         self._opened.add(trial.trial_id)
-        params = flatten_trial_config(trial_config_from_dict(trial.config, base=self.fixed))
+        cfg = trial_config_from_dict(trial.config, base=self.fixed)
+        sampled = set(trial.config) & set(TrialConfig.__dataclass_fields__)
+        if self.image_size is None:  # a tracker pickled before it knew the size: crop_scale may have acted
+            sampled.add("crop_scale")
+        params = active_trial_params(cfg, self.image_size or 0, sampled)
         open_trial_run(self.writer, self.sweep_id, trial.trial_id,
                        {**params, "epochs_budget": self.epochs})
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._open_child(trial)
         metrics = {k: result[k] for k in METRIC_KEYS if isinstance(result.get(k), (int, float))}
+        costs = {k: round(float(metrics.pop(k)), COST_DIGITS) for k in COST_METRICS if k in metrics}
+        if costs:  # every result carries them; the writer keeps the first of a step, so each is logged once
+            self.writer.log_metrics(trial.trial_id, costs, step=COST_STEP)
         score = result.get(self.metric)
         if isinstance(score, (int, float)) and math.isfinite(score):
             # best_<metric> on every trial run: what promote, the report and `sweeps` rank by

@@ -1,5 +1,6 @@
 """A sweep's trials as MLflow records them on the parent run: ``trials.csv`` and the Optuna plots
-(parallel coordinates, importances, history), drawn from a study rebuilt from the trials."""
+(importances, history), drawn from a study rebuilt from the trials. Parallel coordinates are the report's
+(interactive, readable at any number of parameters); a PNG of them was not."""
 
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ def trials_frame(trials) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_study(spec, trials):
-    """An Optuna study of the sweep's trials (best score each, early-stopped included) for plotting;
-    independent of Tune's searcher state, so it also works after ``--resume``."""
+def build_study(spec, trials, statuses: tuple[str, ...] | None = None):
+    """An Optuna study of the sweep's trials (best score each; early-stopped included unless ``statuses``
+    leaves them out) for plotting; independent of Tune's searcher state, so it also works after ``--resume``."""
     import optuna
 
     from hpo_cls.search.optuna_space import active_params, distribution_of
@@ -40,7 +41,7 @@ def build_study(spec, trials):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
     for t in trials:
-        if t.best_score is None:
+        if t.best_score is None or (statuses is not None and t.status not in statuses):
             continue
         try:
             active = active_params(spec.search.space, t.config, spec.fixed)
@@ -60,17 +61,22 @@ def optuna_plots(spec, trials) -> dict[str, Any]:
     from optuna.visualization import matplotlib as optuna_mpl
 
     study = build_study(spec, trials)
+    # An early-stopped trial's score is that of a few epochs: ranked beside finished ones, it makes whatever
+    # the scheduler stopped look unimportant (the report says the same, with a warning under 20 trials).
+    completed = build_study(spec, trials, statuses=("completed",))
     figures: dict[str, Any] = {}
     if len(study.trials) < 2 or not spec.search.space:
         return figures
+    plots = [("param_importances.png", completed,
+              functools.partial(optuna_mpl.plot_param_importances, evaluator=evaluator)),
+             ("optimization_history.png", study, optuna_mpl.plot_optimization_history)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
-        for name, plot in (("parallel_coordinate.png", optuna_mpl.plot_parallel_coordinate),
-                           ("param_importances.png",
-                            functools.partial(optuna_mpl.plot_param_importances, evaluator=evaluator)),
-                           ("optimization_history.png", optuna_mpl.plot_optimization_history)):
+        for name, source, plot in plots:
+            if len(source.trials) < 2:
+                continue
             try:
-                axes = plot(study)
+                axes = plot(source)
                 figures[name] = (axes if hasattr(axes, "figure") else axes.flat[0]).figure
             except Exception as exc:  # noqa: BLE001 - a plot is a nicety; never fail the sweep over it
                 log.warning("skipped %s: %s", name, exc)

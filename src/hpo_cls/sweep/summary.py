@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from hpo_cls.console import warn
-from hpo_cls.spec import SweepSpec, flatten_trial_config, trial_config_from_dict
+from hpo_cls.spec import SweepSpec, trial_config_from_dict
+from hpo_cls.spec.recipe import active_trial_params
 from hpo_cls.sweep.outcome import (
     SweepOutcome,
     TrialOutcome,
@@ -24,13 +25,12 @@ from hpo_cls.sweep.outcome import (
     trial_values,
 )
 from hpo_cls.tracking.checkpoints import CheckpointPolicy
-from hpo_cls.tracking.runs import open_sweep_run, open_trial_run
+from hpo_cls.tracking.runs import BASELINE_TAG, finalize_trial_op, open_sweep_run, open_trial_run
 from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.writer import MlflowWriter
 
 __all__ = ["summarize_sweep", "BASELINE_TAG"]
 
-BASELINE_TAG = "hpo_cls.baseline"  # "true" on trial 0's run: the spec's fixed configuration
 
 
 def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, results,
@@ -50,7 +50,8 @@ def summarize_sweep(spec: SweepSpec, sweep_id: str, experiment_path: str, result
         status, reason = trial_status(result.metrics, spec.budget.epochs, errored=result.error is not None)
         if result.error is not None:
             reason = (str(result.error).strip().splitlines() or ["error"])[-1]
-        config = flatten_trial_config(trial_config_from_dict(sampled(result.config), base=spec.fixed))
+        chosen = sampled(result.config)
+        config = active_trial_params(trial_config_from_dict(chosen, base=spec.fixed), spec.data.image_size, set(chosen))
         # Bound only: a run finalized when its trial ended keeps its state; the op below skips it.
         open_trial_run(writer, sweep_id, trial_id, {**config, "epochs_budget": spec.budget.epochs}, resume=False)
         best_dir = _best_checkpoint_dir(result, spec)
@@ -143,7 +144,7 @@ def _finalize_parent_op(spec: SweepSpec, trials: list[TrialOutcome], ranked: lis
         if baseline is not None and baseline.best_score is not None and ranked:
             tags.append(RunTag("hpo_cls.baseline_trial_id", baseline.trial_id))
             metrics += [Metric(f"baseline_{spec.metric}", baseline.best_score, now, 0),
-                        Metric("gain_over_baseline", gain_over(baseline, ranked[0], spec.mode), now, 0)]
+                        Metric("gain_over_baseline", round(gain_over(baseline, ranked[0], spec.mode), 4), now, 0)]
         client.log_batch(run_id, metrics=metrics, tags=tags)
         trials_frame(trials).to_csv(Path(plots_dir, "trials.csv"), index=False)
         client.log_artifacts(run_id, plots_dir)

@@ -286,7 +286,7 @@ def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
     tracker = SweepTracker(
         tracking_uri=spec.tracking.uri, experiment=spec.tracking.experiment, sweep_id=sweep_id,
         sweep_name=spec.name, fixed=spec.fixed, epochs=spec.budget.epochs, metric=spec.metric, mode=spec.mode,
-        keep_checkpoints=spec.tracking.keep_checkpoints,
+        keep_checkpoints=spec.tracking.keep_checkpoints, image_size=spec.data.image_size,
         parent_tags={
             "hpo_cls.spec_file": str(spec.source or ""),
             "hpo_cls.git_commit": (git_commit(spec.source.parent) if spec.source else None) or "none",

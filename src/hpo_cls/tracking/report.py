@@ -1,7 +1,7 @@
 """``hpo-cls report``: one self-contained HTML page per sweep, from MLflow data only.
 
-Five interactive Plotly figures (:mod:`hpo_cls.tracking.report_figures`) and a table of the top trials
-with their MLflow links and the command that promotes them. plotly.js is inlined, so the page opens
+Interactive Plotly figures (:mod:`hpo_cls.tracking.report_figures`) and a table of the top trials with
+their MLflow links (to ``--ui-url``, default where ``hpo-cls ui`` serves) and the command that promotes them. plotly.js is inlined, so the page opens
 without a network; every sweep logs it as ``report.html`` on its parent run.
 """
 
@@ -32,8 +32,12 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        padding: 0 1rem; color: #1f272d; }
 h1 { margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; }
 .meta { color: #5f7281; } code { background: #f3f5f7; padding: .1rem .3rem; border-radius: 3px; }
-table { border-collapse: collapse; font-size: .92rem; } th, td { padding: .3rem .7rem; text-align: left; }
-th { border-bottom: 2px solid #ccc; } tr:nth-child(even) td { background: #f7f9fa; }
+table { border-collapse: collapse; font-size: .85rem; width: 100%; table-layout: auto; }
+th, td { padding: .25rem .45rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th { border-bottom: 2px solid #ccc; font-size: .8rem; } tr:nth-child(even) td { background: #f7f9fa; }
+td.param { max-width: 9rem; } .baseline { font-size: .75rem; background: #e8eef3; border-radius: 3px;
+  padding: 0 .25rem; margin-left: .3rem; white-space: nowrap; }
+.warn { color: #93320b; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .status-completed { color: #277c43; } .status-early_stopped { color: #be501e; } .status-failed { color: #c82d4c; }
 """
@@ -61,13 +65,16 @@ def _top_table(data: SweepData, tracking_uri: str, base: str) -> str:
         early = trial.status != "completed"
         top = rank if early else completed
         link = f'<a href="{_e(run_url(base, data.sweep.experiment_id, trial.run_id))}">{_e(trial.name)}</a>'
+        if trial.baseline:
+            link += '<span class="baseline" title="trial 0: the spec\'s fixed configuration">baseline</span>'
         cells = [f'<td class="num">{rank}</td>', f"<td>{link}</td>",
                  f'<td class="status-{_e(trial.status)}">{_e(trial.status)}</td>',
                  f'<td class="num">{trial.epochs_run}/{data.epochs}</td>', f'<td class="num">{trial.best:.4f}</td>',
-                 *[f"<td>{_e(format_cell(trial.params.get(n, '·')))}</td>" for n in data.searched],
+                 *[f'<td class="param">{_e(format_cell(trial.params.get(n, "·")))}</td>' for n in data.searched],
                  f"<td><code>--top {top}{' --include-early-stopped' if early else ''}</code></td>"]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    # Long names break at their underscores, so many searched parameters still fit the page's width.
+    head = "".join(f"<th>{_e(h).replace('_', '_<wbr>')}</th>" for h in header)
     best_k = min(3, sum(t.status == "completed" for t in data.ranked())) or 1
     command = _promote_command(data, tracking_uri, best_k, early=not any(t.status == "completed" for t in ranked))
     return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -92,25 +99,30 @@ def _header(data: SweepData, tracking_uri: str, base: str) -> str:
             f"run</a> · store <code>{_e(redact_uri(tracking_uri))}</code></p>")
 
 
-def render_report(data: SweepData, tracking_uri: str) -> str:
-    """The whole page as one string (plotly.js inlined once, before the first figure)."""
-    from hpo_cls.tracking.report_figures import FIGURES
+def render_report(data: SweepData, tracking_uri: str, ui_url: str | None = None) -> str:
+    """The whole page as one string (plotly.js inlined once, before the first figure); its MLflow links go
+    to ``ui_url`` (default: where ``hpo-cls ui`` serves this store)."""
+    from hpo_cls.tracking.report_figures import FIGURES, importance_warning
 
-    base = ui_base_url(tracking_uri)
+    base = (redact_uri(ui_url) if ui_url else ui_base_url(tracking_uri)).rstrip("/")  # a page is shared: no password
     parts = [_header(data, tracking_uri, base), "<h2>Top trials</h2>", _top_table(data, tracking_uri, base)]
+    notes = {"param-importances": importance_warning(data)}
     for i, (element_id, heading, build) in enumerate(FIGURES):
         figure_html = build(data).to_html(full_html=False, include_plotlyjs=(i == 0), div_id=element_id,
                                           config={"displaylogo": False, "responsive": True})
-        parts += [f"<h2>{_e(heading)}</h2>", figure_html]
+        note = notes.get(element_id)
+        parts += [f"<h2>{_e(heading)}</h2>", *([f'<p class="warn">⚠ Importances {_e(note)}.</p>'] if note else []),
+                  figure_html]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>hpo-cls sweep '
             f"{_e(data.sweep.sweep_id)}</title><style>{_STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
 
 
-def write_report(client: MlflowClient, experiment: str, sweep: str | None, out: Path) -> tuple[Path, SweepData]:
+def write_report(client: MlflowClient, experiment: str, sweep: str | None, out: Path,
+                 ui_url: str | None = None) -> tuple[Path, SweepData]:
     """Read the sweep (id or spec name; default the newest) from MLflow and write its report to ``out``."""
     data = load_sweep_data(client, find_sweep(client, experiment, sweep), experiment)
-    page = render_report(data, client.tracking_uri)
+    page = render_report(data, client.tracking_uri, ui_url)
     with atomic_write(out) as f:  # a failed write leaves the old report whole
         f.write(page)
     return Path(out), data

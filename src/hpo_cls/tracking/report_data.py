@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_cls.tracking.runs import typed_params
+from hpo_cls.spec import COST_METRICS, Objective
+from hpo_cls.tracking.runs import BASELINE_TAG, objectives_from_param, typed_params
 from hpo_cls.tracking.score import ScoreRule
 from hpo_cls.tracking.store import SweepRecord, TrialRun, metric_history, read_trial_runs
 
@@ -33,6 +34,8 @@ class TrialData:
     params: dict[str, Any]  # searched values, typed
     history: list[tuple[int, float, int]] = field(default_factory=list)  # (epoch, metric, timestamp ms)
     per_class: list[dict] | None = None  # [{"class", "precision", "recall", "f1", "support"}] of its best epoch
+    baseline: bool = False  # trial 0: the spec's fixed configuration
+    values: dict[str, float] = field(default_factory=dict)  # its costs and other objectives, as logged
 
 
 @dataclass
@@ -44,6 +47,7 @@ class SweepData:
     searched: list[str]
     trials: list[TrialData]
     mode: str = "max"
+    objectives: tuple[Objective, ...] = ()  # a multi-objective sweep's, as its parent run records them
 
     @property
     def rule(self) -> ScoreRule:
@@ -55,12 +59,15 @@ class SweepData:
         return sorted(scored, key=lambda t: self.rule.key(t.best))
 
 
-def _trial(client: MlflowClient, run: TrialRun, rule: ScoreRule, searched: list[str]) -> TrialData:
+def _trial(client: MlflowClient, run: TrialRun, rule: ScoreRule, searched: list[str],
+           extra_metrics: frozenset[str] = frozenset()) -> TrialData:
     history = metric_history(client, run.run_id, rule.metric)
     best = rule.score(run.metrics, lambda: [value for _, value, _ in history])
     epochs_run = int(run.tags.get("hpo_cls.epochs_run", max((step for step, _, _ in history), default=0)))
     params = {name: value for name, value in typed_params(run.params).items() if name in searched}
-    return TrialData(run.run_id, run.trial_id, run.name, run.status, epochs_run, best, params, history)
+    values = {name: value for name, value in run.metrics.items() if name in COST_METRICS or name in extra_metrics}
+    return TrialData(run.run_id, run.trial_id, run.name, run.status, epochs_run, best, params, history,
+                     baseline=run.tags.get(BASELINE_TAG) == "true", values=values)
 
 
 def _per_class(client: MlflowClient, run_id: str) -> list[dict] | None:
@@ -75,10 +82,12 @@ def _per_class(client: MlflowClient, run_id: str) -> list[dict] | None:
 def load_sweep_data(client: MlflowClient, sweep: SweepRecord, experiment: str, per_class_top: int = 3) -> SweepData:
     """The sweep's trials from its MLflow runs; per-class F1 of the ``per_class_top`` best."""
     rule, searched = sweep.rule, sweep.searched
-    trials = [_trial(client, run, rule, searched)
+    objectives = objectives_from_param(sweep.params.get("objectives"))
+    extra = frozenset(o.metric for o in objectives[1:])
+    trials = [_trial(client, run, rule, searched, extra)
               for run in read_trial_runs(client, sweep.experiment_id, sweep.sweep_id)]
     data = SweepData(sweep, experiment, rule.metric, int(float(sweep.params.get("epochs", 0) or 0)), searched, trials,
-                     rule.mode)
+                     rule.mode, objectives)
     for trial in data.ranked()[:per_class_top]:
         trial.per_class = _per_class(client, trial.run_id)
     return data

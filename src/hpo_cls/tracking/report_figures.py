@@ -1,4 +1,4 @@
-"""The five interactive figures of a sweep report (Plotly), each from a :class:`SweepData` alone."""
+"""The interactive figures of a sweep report (Plotly), each from a :class:`SweepData` alone."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from hpo_cls.spec import COST_METRICS
 from hpo_cls.tracking.report_data import SweepData, TrialData
+from hpo_cls.tracking.score import pareto_front
 
-__all__ = ["FIGURES", "parallel_coordinates", "learning_curves", "param_importances", "score_vs_time",
-           "per_class_f1"]
+__all__ = ["FIGURES", "parallel_coordinates", "learning_curves", "param_importances", "importance_warning",
+           "score_vs_time", "per_class_f1", "pareto_plot", "pareto_axes", "RELIABLE_IMPORTANCE_TRIALS"]
 
 log = logging.getLogger(__name__)
+
+# Below this many finished trials, PED-ANOVA's ranking moves with a trial or two (Optuna's evaluator gives
+# no reliability figure of its own); the report says so beside the chart.
+RELIABLE_IMPORTANCE_TRIALS = 20
+PARETO_COSTS = ("params_m", "flops_g", "latency_ms")  # the costs a Pareto plot puts against the metric
 
 STATUS_MARKERS = {"completed": ("circle", "completed"), "early_stopped": ("x", "stopped early (ASHA)"),
                   "failed": ("triangle-down", "failed"), "running": ("diamond", "running")}
@@ -93,12 +100,31 @@ def learning_curves(data: SweepData) -> go.Figure:
     return figure
 
 
+def _finished(data: SweepData) -> list[TrialData]:
+    """The completed trials, best first: an early-stopped trial's score is that of a few epochs, so its
+    parameters would look unimportant to PED-ANOVA whatever they are."""
+    return [t for t in data.ranked() if t.status == "completed"]
+
+
+def importance_warning(data: SweepData) -> str | None:
+    """Why the importances are not to be trusted yet, or None."""
+    finished = len(_finished(data))
+    if finished >= RELIABLE_IMPORTANCE_TRIALS:
+        return None
+    stopped = sum(t.status == "early_stopped" for t in data.trials)
+    left_out = f"; {stopped} stopped early left out" if stopped else ""
+    return (f"computed on {finished} completed trial(s){left_out}: under {RELIABLE_IMPORTANCE_TRIALS}, "
+            "a trial or two more can reorder them")
+
+
 def param_importances(data: SweepData) -> go.Figure:
-    """Optuna's PED-ANOVA importances of the parameters every scored trial has."""
-    figure = _figure(f"Parameter importances for {data.rule.best_metric} (Optuna PED-ANOVA)", xaxis_title="importance")
+    """Optuna's PED-ANOVA importances of the parameters every completed trial has."""
+    warning = importance_warning(data)
+    title = f"Parameter importances for {data.rule.best_metric} (Optuna PED-ANOVA, completed trials)"
+    figure = _figure(title + (f"<br><sup>⚠ {warning}</sup>" if warning else ""), xaxis_title="importance")
     importances = _importances(data)
     if not importances:
-        return _note(figure, "needs at least two scored trials whose searched values differ")
+        return _note(figure, "needs at least two completed trials whose searched values differ")
     names = sorted(importances, key=importances.get)
     figure.add_trace(go.Bar(x=[importances[n] for n in names], y=names, orientation="h",
                             hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
@@ -112,7 +138,7 @@ def _importances(data: SweepData) -> dict[str, float]:
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    trials = data.ranked()
+    trials = _finished(data)
     names = [n for n in data.searched if trials and all(n in t.params for t in trials)]
     distributions = {}
     for name in names:
@@ -178,11 +204,50 @@ def per_class_f1(data: SweepData) -> go.Figure:
     return figure
 
 
+def pareto_axes(data: SweepData) -> list[str]:
+    """What the Pareto plot puts against the sweep's metric: its other objectives, else the logged costs."""
+    if len(data.objectives) > 1:
+        return [o.metric for o in data.objectives[1:]]
+    completed = [t for t in data.trials if t.status == "completed"]
+    return [c for c in PARETO_COSTS if sum(c in t.values for t in completed) >= 2]
+
+
+def pareto_plot(data: SweepData) -> go.Figure:
+    """The sweep's metric against each cost (or other objective) over the completed trials, the front of
+    each pair joined: which accuracy each cost buys."""
+    from plotly.subplots import make_subplots
+
+    axes = pareto_axes(data)
+    title = f"{data.rule.best_metric} against cost (completed trials; line: the Pareto front)"
+    if not axes:
+        return _note(_figure(title), "needs a multi-objective sweep or costs logged by two completed trials")
+    figure = make_subplots(rows=1, cols=len(axes), horizontal_spacing=0.08)
+    figure.update_layout(**_LAYOUT, title=title, showlegend=False)
+    modes = {o.metric: o.mode for o in data.objectives}
+    for col, cost in enumerate(axes, 1):
+        trials = [t for t in data.ranked() if t.status == "completed" and cost in t.values]
+        cost_mode = modes.get(cost, COST_METRICS.get(cost, "min"))
+        on_front = pareto_front([(t.best, t.values[cost]) for t in trials], [data.mode, cost_mode])
+        front = sorted((trials[i] for i in on_front), key=lambda t: t.values[cost])
+        figure.add_trace(go.Scatter(x=[t.values[cost] for t in trials], y=[t.best for t in trials], mode="markers",
+                                    marker={"color": "#8396a5", "size": 9}, text=[t.name for t in trials],
+                                    hovertemplate=f"%{{text}}<br>{cost} %{{x:.4g}}<br>{data.rule.best_metric} "
+                                                  "%{y:.4f}<extra></extra>"), row=1, col=col)
+        figure.add_trace(go.Scatter(x=[t.values[cost] for t in front], y=[t.best for t in front],
+                                    mode="lines+markers+text", line={"color": "#c82d4c"}, marker={"size": 10},
+                                    text=[t.trial_id for t in front], textposition="top center", hoverinfo="skip"),
+                         row=1, col=col)
+        figure.update_xaxes(title_text=cost, row=1, col=col)
+    figure.update_yaxes(title_text=data.rule.best_metric, row=1, col=1)
+    return figure
+
+
 # (element id, section heading, figure builder), in the report's order
 FIGURES = (
     ("parallel-coordinates", "Searched parameters", parallel_coordinates),
     ("learning-curves", "Learning curves", learning_curves),
     ("param-importances", "Parameter importances", param_importances),
+    ("pareto", "Accuracy against cost", pareto_plot),
     ("score-vs-time", "Progress over time", score_vs_time),
     ("per-class-f1", "Best trials per class", per_class_f1),
 )

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should 
 
 __all__ = [
     "SWEEP_ID_TAG", "SWEEP_NAME_TAG", "TRIAL_ID_TAG", "STATUS_TAG", "ERROR_TAG", "FINALIZED_TAG", "ROLE_TAG",
-    "NODE_TAG", "PARENT_TAG", "param_value", "find_or_create_experiment", "find_run", "open_sweep_run",
+    "NODE_TAG", "PARENT_TAG", "BASELINE_TAG", "EARLY_STOPPED_MARK", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING",
+    "param_value", "find_or_create_experiment", "find_run", "open_sweep_run",
     "trial_run_name", "open_trial_run", "end_run_op", "finalize_trial_op", "typed_params",
     "objectives_param", "objectives_from_param", "constraints_param",
 ]
@@ -40,6 +41,11 @@ FINALIZED_TAG = "hpo_cls.finalized"  # the run's checkpoint and reports are logg
 ROLE_TAG = "hpo_cls.role"
 NODE_TAG = "hpo_cls.node_id"
 PARENT_TAG = "mlflow.parentRunId"
+BASELINE_TAG = "hpo_cls.baseline"  # "true" on trial 0's run: the spec's fixed configuration
+EARLY_STOPPED_MARK = "(stopped early)"  # appended to the run name of a trial the scheduler stopped
+# The experiment tag MLflow 3's "experiment type" selector writes (docs/mlflow.md: what its 3.17 UI reads).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def param_value(value: Any) -> str:
@@ -115,8 +121,8 @@ def constraints_param(constraints: tuple[Constraint, ...]) -> str:
 
 def find_or_create_experiment(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        return client.create_experiment(name)
+    if experiment is None:  # a model-training experiment from the start, not one MLflow asks the type of
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id
@@ -157,6 +163,11 @@ def end_run_op(status: str, error: str | None = None, extra_tags: dict[str, str]
         if error:
             tags[ERROR_TAG] = error[:4000]
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        if status == "early_stopped":  # MLflow shows it FINISHED, like a completed run: say it in the name
+            name = client.get_run(run_id).info.run_name or ""
+            if EARLY_STOPPED_MARK not in name:
+                epochs = tags.get("hpo_cls.epochs_run")
+                client.update_run(run_id, name=f"{name} {EARLY_STOPPED_MARK}" + (f" at epoch {epochs}" if epochs else ""))
         client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
 
     return op

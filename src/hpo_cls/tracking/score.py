@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 from hpo_cls.spec import METRIC_MODES
 
-__all__ = ["ScoreRule"]
+__all__ = ["ScoreRule", "dominates", "pareto_front"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,15 @@ class ScoreRule:
         if logged is not None and math.isfinite(logged):
             return float(logged)
         return self.best(history()) if history is not None else None
+
+
+def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
+    """``a`` is at least as good as ``b`` in every objective and better in one."""
+    signs = [1.0 if mode == "max" else -1.0 for mode in modes]
+    better_or_equal = all(s * x >= s * y for s, x, y in zip(signs, a, b))
+    return better_or_equal and any(s * x > s * y for s, x, y in zip(signs, a, b))
+
+
+def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
+    """Indices (in input order) of the points no other point dominates; equal points are all kept."""
+    return [i for i, p in enumerate(points) if not any(dominates(q, p, modes) for q in points)]

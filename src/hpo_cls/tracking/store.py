@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 __all__ = ["SweepRecord", "TrialRun", "SweepListing", "MlflowStore", "experiment_id_of", "sweep_records",
-           "find_sweep", "sweep_by_id", "read_trial_runs", "metric_history", "list_sweeps", "sweeps_table",
+           "find_sweep", "sweep_by_id", "read_trial_runs", "metric_history", "list_sweeps", "sweeps_table", "sweep_models",
            "discard_unknown_trial_runs"]
 
 _PAGE = 1000
@@ -37,6 +37,9 @@ class SweepListing:
     statuses: dict[str, int]  # trial status -> count ("running" for trials without a final status)
     best_score: float | None  # by the sweep's own rule (record.rule)
     promotions: int
+    duration_s: float | None = None  # start to end of the parent run; None while it runs
+    best_trial: str | None = None  # "<trial id> <backbone>" of the best trial
+    models: tuple[str, ...] = ()  # "<registered model> v<version>" of each promotion that registered one
 
 
 def _tag_filter(tags: Mapping[str, str]) -> str:
@@ -138,9 +141,12 @@ def list_sweeps(client: MlflowClient, experiment: str) -> list[SweepListing]:
     for run in read_trial_runs(client, experiment_id):
         trials.setdefault(run.sweep_id, []).append(run)
     promotions: dict[str, int] = {}
-    for run in _search(client, experiment_id, {ROLE_TAG: "promote"}):
+    models: dict[str, list[str]] = {}
+    for run in _search(client, experiment_id, {ROLE_TAG: "promote"}, ["attributes.start_time ASC"]):
         sweep_id = run.data.tags.get(SWEEP_ID_TAG, "")
         promotions[sweep_id] = promotions.get(sweep_id, 0) + 1
+        models.setdefault(sweep_id, []).extend(f"{name} v{version}" for name, version in
+                                               _registered_versions(client, run.info.run_id))
     listings = []
     for parent in _parent_runs(client, experiment_id):
         record = _record(parent)
@@ -148,12 +154,48 @@ def list_sweeps(client: MlflowClient, experiment: str) -> list[SweepListing]:
         statuses: dict[str, int] = {}
         for run in runs:
             statuses[run.status] = statuses.get(run.status, 0) + 1
+        scored = [(rule.score(r.metrics), r) for r in runs if r.status != "failed"]
+        scored = [(score, r) for score, r in scored if score is not None]
+        best_run = min(scored, key=lambda sr: rule.key(sr[0]))[1] if scored else None
         best = rule.score(parent.data.metrics)  # the sweep's summary, once it ended
-        if best is None:
-            best = rule.best(rule.score(r.metrics) for r in runs if r.status != "failed")
-        listings.append(SweepListing(record, parent.data.tags.get("hpo_cls.spec_file", ""), statuses, best,
-                                     promotions.get(record.sweep_id, 0)))
+        if best is None and best_run is not None:
+            best = rule.score(best_run.metrics)
+        end = parent.info.end_time if parent.info.status != "RUNNING" else None
+        listings.append(SweepListing(
+            record, parent.data.tags.get("hpo_cls.spec_file", ""), statuses, best, promotions.get(record.sweep_id, 0),
+            (end - record.start_time) / 1000 if end and record.start_time else None,
+            _best_trial(parent.data.tags.get("hpo_cls.best_trial_id"), best_run, runs),
+            tuple(models.get(record.sweep_id, ()))))
     return listings
+
+
+def _best_trial(recorded: str | None, best_run: TrialRun | None, runs: list[TrialRun]) -> str | None:
+    """``<trial id> <backbone>``: the trial the sweep's summary named, else the best-scored one so far."""
+    run = next((r for r in runs if r.trial_id == recorded), None) if recorded else best_run
+    if run is None:
+        return recorded
+    return " ".join(part for part in (run.trial_id, run.params.get("backbone")) if part)
+
+
+def _registered_versions(client: MlflowClient, run_id: str) -> list[tuple[str, str]]:
+    """``(name, version)`` of the model versions registered from a promote run."""
+    return [(v.name, str(v.version)) for v in client.search_model_versions(f"run_id = '{run_id}'")]
+
+
+def sweep_models(client: MlflowClient, experiment_id: str, sweep_id: str) -> list[tuple[str, str]]:
+    """``(name, version)`` of every model version the sweep's promotions registered, oldest first."""
+    runs = _search(client, experiment_id, {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "promote"}, ["attributes.start_time ASC"])
+    return [found for run in runs for found in _registered_versions(client, run.info.run_id)]
+
+
+def _duration(seconds: float | None) -> str:
+    """``42s``, ``17m``, ``3h05m``; ``running`` while the parent run has no end."""
+    if seconds is None:
+        return "running"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    minutes = round(seconds / 60)
+    return f"{minutes}m" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def sweeps_table(listings: list[SweepListing]) -> str:
@@ -166,11 +208,13 @@ def sweeps_table(listings: list[SweepListing]) -> str:
         statuses = sorted(item.statuses.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 9, kv[0]))
         trials = ", ".join(f"{n} {s}" for s, n in statuses) or "none"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(item.record.start_time / 1000))
-        rows.append([item.record.sweep_id, item.spec_file or item.record.name, started,
+        promoted = ", ".join(item.models) or (f"yes ({item.promotions})" if item.promotions else "no")
+        rows.append([item.record.sweep_id, item.spec_file or item.record.name, started, _duration(item.duration_s),
                      f"{sum(item.statuses.values())}: {trials}", str(item.record.rule),
-                     f"{item.best_score:.4f}" if item.best_score is not None else "-",
-                     f"yes ({item.promotions})" if item.promotions else "no"])
-    return format_table(["sweep", "spec", "started", "trials", "metric", "best", "promoted"], rows)
+                     f"{item.best_score:.4f}" if item.best_score is not None else "-", item.best_trial or "-",
+                     item.record.run_id, promoted])
+    return format_table(["sweep", "spec", "started", "duration", "trials", "metric", "best", "best trial",
+                         "parent run", "promoted"], rows)
 
 
 def discard_unknown_trial_runs(tracking_uri: str, experiment: str, sweep_id: str, known: set[str]) -> int:

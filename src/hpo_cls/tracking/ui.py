@@ -1,8 +1,12 @@
 """Opening the MLflow UI on a sweep: its addresses, and the experiment tags MLflow 3's UI reads.
 
-MLflow 3 opens an experiment in its GenAI mode unless the URL asks for ``workflowType=machine_learning``
-or the experiment is tagged ``mlflow.experimentKind = custom_model_development`` (what the UI's own
-"experiment type" selector writes). The runs table's columns are the browser's choice, except in a
+MLflow 3.17's UI shows an experiment in the mode of its sidebar switch (GenAI / Model training): the URL's
+``workflowType`` parameter, else the browser's last choice of the switch (its local storage), else GenAI.
+The experiment tag ``mlflow.experimentKind = custom_model_development`` (what the UI's "experiment type"
+selector writes; hpo-cls sets it when it creates an experiment) is not what 3.17 picks the mode by
+(docs/mlflow.md), so every link hpo-cls prints carries ``workflowType=machine_learning``.
+
+The runs table's columns are the browser's choice, except in a
 *saved view*: an experiment tag ``mlflow.sharedViewState.<key>`` that the UI lists under "Views" and opens
 with ``?viewStateShareKey=<key>``. Each sweep gets one: its trial runs, best first by its own metric and mode,
 with ``best_<metric>``, status and the searched parameters as columns.
@@ -17,17 +21,15 @@ import socket
 import time
 import urllib.parse
 
-from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG
+from hpo_cls.tracking.runs import EXPERIMENT_KIND_TAG, MODEL_TRAINING, ROLE_TAG, STATUS_TAG, SWEEP_ID_TAG
 from hpo_cls.tracking.score import ScoreRule
-from hpo_cls.tracking.store import find_sweep, sweep_records
+from hpo_cls.tracking.store import find_sweep, sweep_models, sweep_records
 from hpo_cls.tracking.uri import redact_uri
 
 __all__ = ["EXPERIMENT_KIND_TAG", "MODEL_TRAINING", "VIEW_TAG_PREFIX", "DEFAULT_UI_PORT", "ui_base_url",
-           "runs_view_url", "run_url", "view_key", "sweep_view_state", "sweep_view_op", "is_local_store", "ui_links",
+           "runs_view_url", "run_url", "model_url", "view_key", "sweep_view_state", "sweep_view_op", "is_local_store", "ui_links",
            "port_problem"]
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-MODEL_TRAINING = "custom_model_development"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 DEFAULT_UI_PORT = 5000
 
@@ -75,6 +77,12 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
+def model_url(base: str, name: str, version: str | None = None) -> str:
+    """A registered model's page in the UI (its version's page with ``version``)."""
+    path = f"{base}/#/models/{urllib.parse.quote(name, safe='')}"
+    return f"{path}/versions/{version}" if version else path
+
+
 def _column(kind: str, name: str) -> str:
     return f"{kind}.`{name}`"  # how the UI names a column (and a sort key)
 
@@ -110,7 +118,7 @@ def sweep_view_op(sweep_id: str, searched: list[str], rule: ScoreRule = ScoreRul
 
 def ui_links(client, experiment: str, sweep: str | None, base: str) -> list[str]:
     """The lines ``hpo-cls ui`` prints: the sweep's runs view (its saved view made if an older sweep has
-    none) and its parent run; only the experiment's runs view where the store holds no sweep yet."""
+    none), its parent run and the model version its last promotion registered; only the experiment's runs view where the store holds no sweep yet."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         if sweep is not None:
@@ -121,6 +129,8 @@ def ui_links(client, experiment: str, sweep: str | None, base: str) -> list[str]
     record = find_sweep(client, experiment, sweep)
     if VIEW_TAG_PREFIX + view_key(record.sweep_id) not in found.tags:
         sweep_view_op(record.sweep_id, record.searched, record.rule)(client, record.run_id)
+    models = sweep_models(client, found.experiment_id, record.sweep_id)
     return [f"Sweep:         {record.sweep_id}",
             f"Runs view:     {runs_view_url(base, found.experiment_id, record.sweep_id)}",
-            f"Parent run:    {run_url(base, found.experiment_id, record.run_id)}"]
+            f"Parent run:    {run_url(base, found.experiment_id, record.run_id)}",
+            *([f"Model:         {model_url(base, *models[-1])}"] if models else [])]

@@ -184,8 +184,9 @@ class TrainingRun:
 
     def class_report(self, result: EvalResult | None = None) -> list[dict]:
         result = result or self.evaluate()
-        names = sorted(self.class_to_idx, key=self.class_to_idx.get)
-        return per_class_report(result.confusion, names)
+        from hpo_cls.data.folders import class_names
+
+        return per_class_report(result.confusion, class_names(self.data_cfg.root, self.class_to_idx))
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint bundle: resumes exactly, and carries config + class mapping for prediction."""
