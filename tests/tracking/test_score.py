@@ -91,7 +91,8 @@ def test_sweeps_lists_a_val_loss_sweep_by_its_lowest_loss(loss_store, capsys):
     (listing,) = list_sweeps(client, "loss")
     assert listing.best_score == pytest.approx(0.1), "the early-stopped trial's loss counts, the failed one's not"
     header, _, row = sweeps_table([listing]).splitlines()
-    assert header.split() == ["sweep", "spec", "started", "trials", "metric", "best", "promoted"]
+    assert header.split() == ["sweep", "spec", "started", "duration", "trials", "metric", "best", "best", "trial",
+                              "parent", "run", "promoted"]
     assert "val_loss:min" in row and "0.1000" in row
 
 
