@@ -28,6 +28,7 @@ from hpo_cls.promote.register import registered_model_name
 from hpo_cls.promote.retrain import plan_members, train_member
 from hpo_cls.promote.select import (
     Candidate,
+    filled_with_early_stopped,
     load_candidates,
     near_duplicate_pairs,
     select_top_runs,
@@ -123,14 +124,17 @@ def test_selection_ranks_finished_runs_by_best_val_acc(store, experiment):
     assert [c.trial_id for c in with_early] == ["c", "e"]
 
 
-def test_too_few_qualifying_runs_is_a_clear_error(store, experiment):
+def test_early_stopped_runs_fill_up_top_and_too_few_finished_runs_is_a_clear_error(store, experiment):
     log_sweep(store.client, experiment[1], "s1", "alpha", TRIALS)
     candidates = load_candidates(store.store, find_sweep(store.client, experiment[0]))
+    filled = select_top_runs(candidates, 4)  # 3 completed: the early-stopped one is eligible for the 4th place
+    assert [c.trial_id for c in filled] == ["e", "b", "a", "c"]
+    assert "the best 1 early-stopped run(s) fill the rest" in filled_with_early_stopped(filled, False)
+    assert filled_with_early_stopped(filled[:3], False) is None
     with pytest.raises(PromoteError) as info:
-        select_top_runs(candidates, 4)
+        select_top_runs(candidates, 5)
     message = info.value.render(flag)  # as the command line prints it
-    assert "only 3 completed run(s)" in message
-    assert "--include-early-stopped (1 early-stopped run(s) available)" in message and "lower --top" in message
+    assert "only 4 finished run(s)" in message and "lower --top" in message
     assert len(select_top_runs(candidates, 4, include_early_stopped=True)) == 4
 
 
@@ -142,7 +146,7 @@ def test_cli_reports_too_few_runs_and_unknown_sweeps_without_traceback(store, ex
 
     assert main(["promote", "--top", "2", *common]) == 2  # newest sweep (beta-1) has one completed run
     err = capsys.readouterr().err
-    assert err.startswith("error: --top 2: only 1 completed run(s)") and "Traceback" not in err
+    assert err.startswith("error: --top 2: only 1 finished run(s)") and "Traceback" not in err
 
     assert main(["promote", "--top", "1", "--sweep", "gamma", *common]) == 2
     err = capsys.readouterr().err
