@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import io
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
-from test_promote import TRIALS, experiment, log_sweep, store  # noqa: F401 (fixtures)
+from mlflow.tracking import MlflowClient
+from test_promote import TRIALS, log_sweep
 
 from hpo_cls.errors import PromoteError
 from hpo_cls.models.classifier import count_parameters
@@ -17,7 +20,23 @@ from hpo_cls.promote.plan import PromoteOptions, choose_members, plan_promote
 from hpo_cls.promote.val_split import selection_mask
 from hpo_cls.spec import TrialConfig
 from hpo_cls.tracking.runs import PREDICTIONS_ARTIFACT_DIR
+from hpo_cls.tracking.store import MlflowStore
 from hpo_cls.train.val_predictions import save_val_predictions
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    return SimpleNamespace(uri=uri, client=client, store=MlflowStore(uri, client), artifacts=(root / "mlruns").as_uri())
+
+
+@pytest.fixture
+def experiment(store, request):
+    """A fresh experiment per test: ``(name, id)``."""
+    name = request.node.name
+    return name, store.client.create_experiment(name, artifact_location=f"{store.artifacts}/{name}")
+
 
 NAMES = [f"{label}/{i}.png" for label in (0, 1) for i in range(10)]
 LABELS = np.array([0] * 10 + [1] * 10)
