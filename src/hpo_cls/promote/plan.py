@@ -243,7 +243,8 @@ def plan_promote(options: PromoteOptions, store: TrackingStore, out: TextIO) -> 
     data_cfg, resources, fixed = promote_settings(store, primary, options.overrides)
     searched = _searched(selection.sweeps, options.diverse)
     _announce(selection, options, searched, out)
-    for better, worse in near_duplicate_pairs(selection.selected):
+    # greedy chose its members on their predictions: near-duplicates there earned their place
+    for better, worse in near_duplicate_pairs(selection.selected) if selection.weights is None else ():
         warn(f"{worse.trial_id} is a near-duplicate of {better.trial_id} (same choices, numbers within 5%): as "
              "ensemble members they add little over one; --dedupe promotes the next distinct run instead")
     epochs = common_epochs(selection.sweeps, options.epochs)
