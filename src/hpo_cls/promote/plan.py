@@ -178,7 +178,9 @@ def _announce(selection, options: PromoteOptions, searched: list[str], out: Text
         how = f", best per {options.diverse} first" if options.diverse else ""
         say(f"sweep(s) {ids}: {selection.considered} finished run(s); promoting the top "
             f"{len(selection.selected)}{how}:", out)
-    print(format_selection(selection.selected, searched, selection.weights), file=out, flush=True)
+    rescored = selection.on_selection_half and selection.weights is None  # topk: scores on the selection half
+    score_name = f"{common_rule(selection.selected).metric} (selection half)" if rescored else None
+    print(format_selection(selection.selected, searched, selection.weights, score_name), file=out, flush=True)
     filled = None if options.runs or options.pareto else filled_with_early_stopped(selection.selected,
                                                                                     options.include_early_stopped)
     if filled and selection.weights is None:

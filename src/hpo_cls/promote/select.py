@@ -152,16 +152,16 @@ def near_duplicate_pairs(selected: Sequence[Candidate]) -> list[tuple[Candidate,
 
 
 def format_selection(selected: Sequence[Candidate], param_names: Sequence[str],
-                     weights: Sequence[float] | None = None) -> str:
-    """The chosen runs as a table: rank, (sweep, when they come from several), trial, status, score, (weight),
-    the searched params, run id."""
+                     weights: Sequence[float] | None = None, score_name: str | None = None) -> str:
+    """The chosen runs as a table: rank, (sweep, when they come from several), trial, status, score (headed
+    ``score_name``, default the sweep's ``best_<metric>``), (weight), the searched params, run id."""
     from hpo_cls.console import format_cell, format_table
 
     several = len({c.sweep_id for c in selected}) > 1
     rows = [[str(i), *([c.sweep_id] if several else []), c.trial_id, c.status, f"{c.score:.4f}",
              *([f"{weights[i - 1]:.3f}"] if weights is not None else []),
              *[format_cell(getattr(c.config, n)) for n in param_names], c.run_id] for i, c in enumerate(selected, 1)]
-    score = common_rule(selected).best_metric
+    score = score_name or common_rule(selected).best_metric
     header = ["#", *(["sweep"] if several else []), "trial", "status", score, *(["weight"] if weights is not None else []),
               *param_names, "mlflow run"]
     return format_table(header, rows)
