@@ -1,4 +1,5 @@
-"""Quality at equal compute: a shipped spec (`hpo-cls sweep` + `hpo-cls promote --top 2`) vs the stock Ray-docs sweep.
+"""Quality at equal compute: a shipped spec (`hpo-cls sweep`, then `hpo-cls promote` twice: `--select topk --top 2`
+and `--select greedy`) vs the stock Ray-docs sweep.
 
     python bench/quality.py                                   # sweeps/quickstart.yaml, embedded data, 3 seeds
     python bench/quality.py --seeds 1                         # while iterating
@@ -8,16 +9,17 @@
 For each seed, side by side in one run (their order alternates from seed to seed, so a change in the machine's
 load hits both): (a) ``bench/stock_sweep.py``, the sweep a user writes from Ray Tune's examples (ResNet-18,
 AdamW, random search over lr / dropout / label smoothing, flip only, FIFO, ``MLflowLoggerCallback``), and (b)
-``hpo-cls sweep SPEC`` then ``hpo-cls promote --top 2``, both with the spec's number of trials, epochs and
+``hpo-cls sweep SPEC`` then both promotes of that one sweep, all with the spec's number of trials, epochs and
 concurrency (after ``--set``). Every command is timed as a whole, from process start to exit. The seed is the
 stock sweep's random-search and torch seed, and the spec's ``search.seed`` and ``fixed.seed``.
 
-Prints one line per seed and the means: ``stock_best_val`` (the stock sweep's best val_acc over every epoch of
-every trial), ``hpo_best_val`` (the sweep's best trial), ``ensemble_val`` (the promoted 2-member ensemble on
-val), ``ratio = ensemble_val / stock_best_val`` and ``wall_ratio = (sweep + promote wall) / stock wall``.
-Compute counts as equal when ``wall_ratio <= 1.2``: promote's retraining is part of hpo-cls's bill.
-Each seed's line also gives the epochs each side trained, the ensemble's gain over its best member and the
-near-duplicate pairs among the sweep's top 3 completed runs (what ``promote --dedupe`` would change).
+Every figure is on images no selection saw: the held-out half of val (``hpo_cls.promote.val_split``; promote
+chooses members on the other half) and, where the data has ``test_labels.csv``, the labelled test images.
+Prints one line per seed and the means: ``stock_heldout`` (the stock sweep's best trial, chosen by val_acc over
+all of val, on the held-out half: the stock side's choice saw those images, ours did not), ``top2_heldout`` /
+``greedy_heldout`` (the two ensembles), ``top2_test`` / ``greedy_test``, ``ratio = <default ensemble>_heldout /
+stock_heldout`` (the default of ``promote --select``), ``ratio_greedy`` and ``ratio_top2``, and ``wall_ratio =
+(sweep + the default promote's wall) / stock wall``. Compute counts as equal when ``wall_ratio <= 1.2``.
 """
 
 from __future__ import annotations
@@ -34,33 +36,31 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from hpo_cls.promote.strategies import DEFAULT_SELECT
 from hpo_cls.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 STOCK = REPO / "bench" / "stock_sweep.py"
+PROMOTES = {"top2": ["--select", "topk", "--top", "2"], "greedy": ["--select", "greedy"]}
+_KEY = {"topk": "top2", "greedy": "greedy"}
 
 
 @dataclass
 class SeedResult:
     seed: int
     stock_best_val: float
+    stock_heldout: float
     hpo_best_val: float
-    ensemble_val: float
     stock_wall_s: float
     sweep_wall_s: float
-    promote_wall_s: float
     hpo_epochs: int
-    promote_epochs: int
-    ensemble_gain: float
-    duplicates_top3: int
+    ensembles: dict[str, dict]  # "top2" | "greedy" -> heldout, test (None without labels), wall_s, members, retrained
 
-    @property
-    def ratio(self) -> float:
-        return self.ensemble_val / self.stock_best_val
+    def ratio(self, which: str = DEFAULT_SELECT) -> float:
+        return self.ensembles[_KEY[which]]["heldout"] / self.stock_heldout
 
-    @property
-    def wall_ratio(self) -> float:
-        return (self.sweep_wall_s + self.promote_wall_s) / self.stock_wall_s
+    def wall_ratio(self, which: str = DEFAULT_SELECT) -> float:
+        return (self.sweep_wall_s + self.ensembles[_KEY[which]]["wall_s"]) / self.stock_wall_s
 
 
 def timed(args: list[str], cwd: Path, log: Path) -> tuple[float, str]:
@@ -74,56 +74,55 @@ def timed(args: list[str], cwd: Path, log: Path) -> tuple[float, str]:
     return seconds, result.stdout
 
 
-def run_stock(workdir: Path, root: Path, spec, seed: int) -> tuple[float, float]:
+def run_stock(workdir: Path, root: Path, spec, seed: int) -> tuple[float, float, float]:
     budget = spec.budget
     seconds, out = timed([sys.executable, str(STOCK), "--root", str(root), "--trials", str(budget.num_samples),
                           "--epochs", str(budget.epochs), "--concurrency", str(budget.max_concurrent),
                           "--batch-size", str(spec.fixed.batch_size), "--seed", str(seed),
                           "--storage", str(workdir / "stock_ray"),
                           "--tracking-uri", f"sqlite:///{workdir / 'stock.db'}"], workdir, workdir / "stock.log")
-    return seconds, float(re.search(r"best_val_acc=([0-9.]+)", out).group(1))
+    found = re.search(r"best_val_acc=([0-9.]+) heldout_acc_at_best=([0-9.]+)", out)
+    return seconds, float(found.group(1)), float(found.group(2))
 
 
-def run_hpo(workdir: Path, spec_path: Path, overrides: list[str], spec, seed: int) -> tuple[float, float, dict]:
+def run_hpo(workdir: Path, spec_path: Path, overrides: list[str], spec, seed: int) -> tuple[float, dict, dict]:
     uri = f"sqlite:///{workdir / 'hpo.db'}"
     sets = [*overrides, f"search.seed={seed}", f"fixed.seed={seed}", f"storage_path={workdir / 'hpo_ray'}"]
     name = f"bench-{seed}"
     cli = [sys.executable, "-m", "hpo_cls.cli"]
     sweep_s, _ = timed([*cli, "sweep", str(spec_path), *[a for s in sets for a in ("--set", s)], "--name", name,
                         "--tracking-uri", uri], workdir, workdir / "sweep.log")
-    promote_s, _ = timed([*cli, "promote", "--top", "2", "--sweep", name, "--experiment", spec.tracking.experiment,
-                          "--tracking-uri", uri, "--workdir", str(workdir / "promote"),
-                          "--out", str(workdir / "prediction.csv")], workdir, workdir / "promote.log")
-    return sweep_s, promote_s, read_hpo(uri, spec.tracking.experiment, name)
+    walls = {}
+    for key, flags in PROMOTES.items():
+        walls[key], _ = timed([*cli, "promote", *flags, "--sweep", name, "--experiment", spec.tracking.experiment,
+                               "--tracking-uri", uri, "--workdir", str(workdir / f"promote_{key}"),
+                               "--register-as", f"{name}-{key}", "--out", str(workdir / f"prediction_{key}.csv")],
+                              workdir, workdir / f"promote_{key}.log")
+    return sweep_s, walls, read_hpo(uri, spec.tracking.experiment, name)
 
 
 def read_hpo(uri: str, experiment: str, sweep_id: str) -> dict:
+    """The sweep's best trial, its epochs, and per promote (by its ``select`` param): held-out and test accuracy."""
     client = MlflowClient(uri)
     exp_id = client.get_experiment_by_name(experiment).experiment_id
 
     def runs(role: str):
         return client.search_runs([exp_id], f"tags.`hpo_cls.sweep_id` = '{sweep_id}' and tags.`hpo_cls.role` = '{role}'")
 
-    parent, promote = runs("sweep")[0], runs("promote")[0]
+    parent = runs("sweep")[0]
     epochs = sum(int(r.data.tags.get("hpo_cls.epochs_run", 0)) for r in runs("trial"))
-    members = client.search_runs([exp_id], f"tags.`hpo_cls.role` = 'promote_member' and "
-                                           f"tags.`mlflow.parentRunId` = '{promote.info.run_id}'")
-    retrained = sum(m.data.tags.get("hpo_cls.reused_trial_checkpoint") != "1" for m in members)
-    return {"best": parent.data.metrics["best_val_acc"], "ensemble": promote.data.metrics["val_acc"],
-            "retrained": retrained,
-            "gain": promote.data.metrics["val_gain_over_best_member"], "epochs": epochs,
-            "duplicates": near_duplicates_in_top(client, experiment, sweep_id, 3)}
-
-
-def near_duplicates_in_top(client: MlflowClient, experiment: str, sweep_id: str, top: int) -> int:
-    """Near-duplicate pairs among the sweep's ``top`` completed runs: what ``--dedupe`` would change."""
-    from hpo_cls.promote.select import load_candidates, near_duplicate_pairs
-    from hpo_cls.tracking.store import MlflowStore
-
-    store = MlflowStore(client.tracking_uri, client)
-    candidates = load_candidates(store, store.find_sweep(experiment, sweep_id))
-    ranked = sorted((c for c in candidates if c.status == "completed"), key=lambda c: (c.rule.key(c.score), c.start_time))
-    return len(near_duplicate_pairs(ranked[:top]))
+    ensembles = {}
+    for promote in runs("promote"):
+        metrics = promote.data.metrics
+        if "val_heldout_acc" not in metrics:
+            sys.exit(f"promote run {promote.info.run_id} has no val_heldout_acc: did the sweep's trials log their "
+                     "validation predictions?")
+        members = client.search_runs([exp_id], f"tags.`hpo_cls.role` = 'promote_member' and "
+                                               f"tags.`mlflow.parentRunId` = '{promote.info.run_id}'")
+        ensembles[_KEY[promote.data.params["select"]]] = {
+            "heldout": metrics["val_heldout_acc"], "test": metrics.get("test_acc"), "members": len(members),
+            "retrained": sum(m.data.tags.get("hpo_cls.reused_trial_checkpoint") != "1" for m in members)}
+    return {"best": parent.data.metrics["best_val_acc"], "epochs": epochs, "ensembles": ensembles}
 
 
 def run_seed(seed: int, spec_path: Path, overrides: list[str], spec, root: Path, keep: Path | None) -> SeedResult:
@@ -136,9 +135,13 @@ def run_seed(seed: int, spec_path: Path, overrides: list[str], spec, root: Path,
                 stock = run_stock(workdir, root, spec, seed)
             else:
                 hpo = run_hpo(workdir, spec_path, overrides, spec, seed)
-    (stock_s, stock_best), (sweep_s, promote_s, found) = stock, hpo
-    return SeedResult(seed, stock_best, found["best"], found["ensemble"], stock_s, sweep_s, promote_s,
-                      found["epochs"], found["retrained"] * spec.budget.epochs, found["gain"], found["duplicates"])
+    (stock_s, stock_best, stock_heldout), (sweep_s, walls, found) = stock, hpo
+    ensembles = {key: {**found["ensembles"][key], "wall_s": walls[key]} for key in PROMOTES}
+    return SeedResult(seed, stock_best, stock_heldout, found["best"], stock_s, sweep_s, found["epochs"], ensembles)
+
+
+def _test(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def main() -> None:
@@ -157,22 +160,38 @@ def main() -> None:
     root = Path(spec.data.root).resolve()
     b = spec.budget
     print(f"{args.spec.name} on {root}: {b.num_samples} trials x {b.epochs} epochs, {b.max_concurrent} at a time; "
-          f"seeds {args.first_seed}..{args.first_seed + args.seeds - 1}", flush=True)
+          f"seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; ratio and wall_ratio: promote --select "
+          f"{DEFAULT_SELECT}", flush=True)
     results = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         r = run_seed(seed, args.spec.resolve(), overrides, spec, root, args.keep)
         results.append(r)
-        print(f"seed={seed} stock_best_val={r.stock_best_val:.4f} hpo_best_val={r.hpo_best_val:.4f} "
-              f"ensemble_val={r.ensemble_val:.4f} ratio={r.ratio:.3f} | wall stock={r.stock_wall_s:.0f}s "
-              f"sweep={r.sweep_wall_s:.0f}s promote={r.promote_wall_s:.0f}s wall_ratio={r.wall_ratio:.3f} | "
-              f"epochs stock={b.num_samples * b.epochs} hpo={r.hpo_epochs}+{r.promote_epochs} retrained | ensemble gain "
-              f"{r.ensemble_gain:+.4f}, near-duplicates in top 3: {r.duplicates_top3}", flush=True)
-    mean = {k: statistics.mean(getattr(r, k) for r in results) for k in ("stock_best_val", "hpo_best_val",
-                                                                         "ensemble_val")}
-    wall = sum(r.sweep_wall_s + r.promote_wall_s for r in results) / sum(r.stock_wall_s for r in results)
-    print(f"stock_best_val={mean['stock_best_val']:.4f} hpo_best_val={mean['hpo_best_val']:.4f} "
-          f"ensemble_val={mean['ensemble_val']:.4f} ratio={mean['ensemble_val'] / mean['stock_best_val']:.3f} "
-          f"wall_ratio={wall:.3f} (min ratio over seeds {min(r.ratio for r in results):.3f})")
+        top2, greedy = r.ensembles["top2"], r.ensembles["greedy"]
+        print(f"seed={seed} stock_best_val={r.stock_best_val:.4f} stock_heldout={r.stock_heldout:.4f} "
+              f"hpo_best_val={r.hpo_best_val:.4f} top2_heldout={top2['heldout']:.4f} "
+              f"greedy_heldout={greedy['heldout']:.4f} top2_test={_test(top2['test'])} "
+              f"greedy_test={_test(greedy['test'])} greedy_members={greedy['members']} ratio={r.ratio():.3f} "
+              f"ratio_top2={r.ratio('topk'):.3f} ratio_greedy={r.ratio('greedy'):.3f} | wall stock={r.stock_wall_s:.0f}s "
+              f"sweep={r.sweep_wall_s:.0f}s promote top2={top2['wall_s']:.0f}s greedy={greedy['wall_s']:.0f}s "
+              f"wall_ratio={r.wall_ratio():.3f} | epochs stock={b.num_samples * b.epochs} hpo={r.hpo_epochs} "
+              f"+{top2['retrained'] * b.epochs} (top2) +{greedy['retrained'] * b.epochs} (greedy) retrained",
+              flush=True)
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return statistics.mean(values) if values else None
+
+    heldout = {k: mean(r.ensembles[k]["heldout"] for r in results) for k in PROMOTES}
+    test = {k: mean(r.ensembles[k]["test"] for r in results) for k in PROMOTES}
+    stock = mean(r.stock_heldout for r in results)
+    walls = {w: sum(r.sweep_wall_s + r.ensembles[_KEY[w]]["wall_s"] for r in results)
+             / sum(r.stock_wall_s for r in results) for w in _KEY}
+    print(f"stock_heldout={stock:.4f} top2_heldout={heldout['top2']:.4f} greedy_heldout={heldout['greedy']:.4f} "
+          f"top2_test={_test(test['top2'])} greedy_test={_test(test['greedy'])} "
+          f"ratio={heldout[_KEY[DEFAULT_SELECT]] / stock:.3f} ratio_top2={heldout['top2'] / stock:.3f} "
+          f"ratio_greedy={heldout['greedy'] / stock:.3f} wall_ratio={walls[DEFAULT_SELECT]:.3f} "
+          f"wall_ratio_greedy={walls['greedy']:.3f} wall_ratio_top2={walls['topk']:.3f} "
+          f"(min ratio over seeds {min(r.ratio() for r in results):.3f})")
 
 
 if __name__ == "__main__":

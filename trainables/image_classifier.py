@@ -72,6 +72,7 @@ def _train(run: TrainingRun, epochs: int) -> None:
             save_trial_checkpoint(run.state_dict(), directory)
             evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
             Path(directory, EVALUATION_FILE).write_text(json.dumps(evaluation))
+            run.save_val_predictions(directory)  # for promote's ensemble selection, kept with this checkpoint
             # Every result carries the model's costs (measured once): objectives and constraints may use them.
             # The checkpoint reaches a local experiment folder by hard link, not Tune's copy (compat).
             with checkpoints_linked():

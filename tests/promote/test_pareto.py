@@ -85,9 +85,11 @@ def test_too_small_a_front_is_a_clear_error(store):
 
 
 def test_cli_latency_budget_without_pareto_is_one_error_line(store, capsys):
-    """--max-params alone is the ensemble's budget; a latency budget only means something on the front."""
+    """--max-params alone is the ensemble's budget; a latency budget only means something on the front or for a
+    greedy ensemble."""
     uri, _ = store
     assert main(["promote", "--top", "1", "--max-latency-ms", "5", "--tracking-uri", uri,
                  "--experiment", "pareto"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: --max-latency-ms picks members from the Pareto front: add --pareto"
+    assert err.strip() == ("error: --max-latency-ms bounds members from the Pareto front or a greedy ensemble: add "
+                           "--pareto or --select greedy")

@@ -28,6 +28,7 @@ from hpo_cls.promote.register import registered_model_name
 from hpo_cls.promote.retrain import plan_members, train_member
 from hpo_cls.promote.select import (
     Candidate,
+    filled_with_early_stopped,
     load_candidates,
     near_duplicate_pairs,
     select_top_runs,
@@ -123,14 +124,17 @@ def test_selection_ranks_finished_runs_by_best_val_acc(store, experiment):
     assert [c.trial_id for c in with_early] == ["c", "e"]
 
 
-def test_too_few_qualifying_runs_is_a_clear_error(store, experiment):
+def test_early_stopped_runs_fill_up_top_and_too_few_finished_runs_is_a_clear_error(store, experiment):
     log_sweep(store.client, experiment[1], "s1", "alpha", TRIALS)
     candidates = load_candidates(store.store, find_sweep(store.client, experiment[0]))
+    filled = select_top_runs(candidates, 4)  # 3 completed: the early-stopped one is eligible for the 4th place
+    assert [c.trial_id for c in filled] == ["e", "b", "a", "c"]
+    assert "the best 1 early-stopped run(s) fill the rest" in filled_with_early_stopped(filled, False)
+    assert filled_with_early_stopped(filled[:3], False) is None
     with pytest.raises(PromoteError) as info:
-        select_top_runs(candidates, 4)
+        select_top_runs(candidates, 5)
     message = info.value.render(flag)  # as the command line prints it
-    assert "only 3 completed run(s)" in message
-    assert "--include-early-stopped (1 early-stopped run(s) available)" in message and "lower --top" in message
+    assert "only 4 finished run(s)" in message and "lower --top" in message
     assert len(select_top_runs(candidates, 4, include_early_stopped=True)) == 4
 
 
@@ -142,7 +146,7 @@ def test_cli_reports_too_few_runs_and_unknown_sweeps_without_traceback(store, ex
 
     assert main(["promote", "--top", "2", *common]) == 2  # newest sweep (beta-1) has one completed run
     err = capsys.readouterr().err
-    assert err.startswith("error: --top 2: only 1 completed run(s)") and "Traceback" not in err
+    assert err.startswith("error: --top 2: only 1 finished run(s)") and "Traceback" not in err
 
     assert main(["promote", "--top", "1", "--sweep", "gamma", *common]) == 2
     err = capsys.readouterr().err
@@ -300,33 +304,40 @@ def test_train_on_val_adds_the_val_images_to_the_training_set(tiny_data):
 # end to end: sweep-like runs -> hpo-cls promote -> hpo-cls predict
 
 
-def _log_tiny_sweep(uri: str, experiment: str, data_root: Path, workdir: Path) -> dict[str, str]:
-    """Two 1-epoch trials recorded through the sweep's own MLflow callback (SweepTracker), which logs each
-    trial's best checkpoint as it ends, as in a sweep."""
+def _log_tiny_sweep(uri: str, experiment: str, data_root: Path, workdir: Path, *, epochs: int = 1,
+                    trials=None, predictions: bool = False) -> dict[str, str]:
+    """Trials recorded through the sweep's own MLflow callback (SweepTracker), which logs each trial's best
+    checkpoint as it ends, as in a sweep. ``trials``: ``(trial id, config, epochs it runs)``, a trial that
+    runs fewer than ``epochs`` ends early-stopped (default: two 1-epoch trials). ``predictions``: each
+    checkpoint carries the validation predictions, as the trainable writes them."""
     from hpo_cls.sweep.callbacks import SweepTracker
     from hpo_cls.train.run import TrainingRun
 
+    trials = trials or (("t0000001", TINY, 1), ("t0000002", dataclasses.replace(TINY, backbone="resnet18", lr=0.02), 1))
     data = DataConfig(root=data_root, image_size=16, workers=0)
-    tracker = SweepTracker(uri, experiment, "tiny-20250101-000000", "tiny", fixed=TINY, epochs=1, metric="val_acc",
-                           mode="max", parent_tags={},
-                           parent_params={"epochs": 1, "data_root": str(data_root), "image_size": 16,
+    tracker = SweepTracker(uri, experiment, "tiny-20250101-000000", "tiny", fixed=TINY, epochs=epochs,
+                           metric="val_acc", mode="max", parent_tags={},
+                           parent_params={"epochs": epochs, "data_root": str(data_root), "image_size": 16,
                                           "searched": "backbone,lr"})
     tracker.start()
     spec_text = f"name: tiny\ndata: {{root: {data_root}, image_size: 16, workers: 0}}\nresources: {{cpu: 1}}\n"
     tracker.writer.call("parent", lambda client, run_id: client.log_text(run_id, spec_text, "spec.yaml"))
-    for trial_id, cfg in (("t0000001", TINY), ("t0000002", dataclasses.replace(TINY, backbone="resnet18", lr=0.02))):
+    for trial_id, cfg, ran in trials:
         trial = SimpleNamespace(trial_id=trial_id, config={"backbone": cfg.backbone, "lr": cfg.lr}, last_result=None)
-        run = TrainingRun(data, cfg, 1)
-        trial.last_result = run.run_epoch()
-        tracker.on_trial_result(0, [], trial, trial.last_result)
-        checkpoint_dir = workdir / trial_id / "checkpoint_000000"  # what the trainable reports each epoch
-        save_checkpoint(run.state_dict(), checkpoint_dir)
-        evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
-        (checkpoint_dir / EVALUATION_FILE).write_text(json.dumps(evaluation))
-        tracker.on_checkpoint(0, [], trial, SimpleNamespace(path=str(checkpoint_dir)))
+        run = TrainingRun(data, cfg, epochs)
+        for epoch in range(ran):
+            trial.last_result = run.run_epoch()
+            tracker.on_trial_result(0, [], trial, trial.last_result)
+            checkpoint_dir = workdir / trial_id / f"checkpoint_{epoch:06d}"  # what the trainable reports each epoch
+            save_checkpoint(run.state_dict(), checkpoint_dir)
+            evaluation = {"confusion": run.last_eval.confusion.tolist(), "per_class": run.class_report(run.last_eval)}
+            (checkpoint_dir / EVALUATION_FILE).write_text(json.dumps(evaluation))
+            if predictions:
+                run.save_val_predictions(checkpoint_dir)
+            tracker.on_checkpoint(0, [], trial, SimpleNamespace(path=str(checkpoint_dir)))
         tracker.on_trial_complete(0, [], trial)
     tracker.writer.close()
-    return {t: tracker.writer.run_ids.get(t) for t in ("t0000001", "t0000002")}
+    return {t[0]: tracker.writer.run_ids.get(t[0]) for t in trials}
 
 
 def _read_csv(path: Path) -> list[list[str]]:
@@ -347,7 +358,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     start = time.monotonic()
     promote = hpo_cls(*command[3:], cwd=tmp_path, timeout=300)  # killed with its local Ray if it overruns
     assert promote.returncode == 0, promote.stdout[-2000:] + "\n--- stderr ---\n" + promote.stderr[-6000:]
-    assert "evaluation on val" in promote.stdout and "evaluation on test" in promote.stdout
+    assert "evaluation on val_seen" in promote.stdout and "evaluation on test" in promote.stdout
     assert "registered tiny-ensemble version 1 with alias @champion" in promote.stdout
     assert "model page: http://127.0.0.1:5000/#/models/tiny-ensemble/versions/1" in promote.stdout
     for member in ("t0000001-seed0", "t0000002-seed0"):  # progress, as plain lines in a log
@@ -382,7 +393,7 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     assert json.loads(version.tags["hpo_cls.member.t0000002-seed0.config"])["backbone"] == "resnet18"
     promote_run = client.get_run(version.run_id)
     assert promote_run.data.tags[ROLE_TAG] == "promote" and promote_run.data.tags[STATUS_TAG] == "completed"
-    assert {"val_acc", "val_gain_over_best_member", "test_acc"} <= set(promote_run.data.metrics)
+    assert {"val_seen_acc", "val_seen_gain_over_best_member", "test_acc"} <= set(promote_run.data.metrics)
     members = client.search_runs([promote_run.info.experiment_id],
                                  filter_string=f"tags.`{PARENT_TAG}` = '{promote_run.info.run_id}'")
     assert {m.data.tags["hpo_cls.source_run_id"] for m in members} == set(source_ids.values())
@@ -521,3 +532,51 @@ def test_a_failed_promote_leaves_champion_where_it_was(tiny_data, tmp_path, caps
     versions, champion, _ = state()
     assert versions == ["1", "2"] and champion == "1", "@champion points at version 1 again"
     assert "version 2: the version stays registered (no alias), @champion points at version 1 again" in capsys.readouterr().err
+
+
+def test_greedy_promote_chooses_on_half_of_val_reports_the_other_half_and_predict_reproduces_it(tiny_data, tmp_path):
+    """A quickstart-like sweep (one trial stopped early) whose trials log their predictions, then
+    ``promote --select greedy``: members as trained with their weights, held-out figures of each member and
+    of the ensemble, the ensemble registered with them, and ``predict`` writing the same prediction.csv."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_experiment("greedy", artifact_location=(tmp_path / "mlruns").as_uri())
+    trials = (("t0000001", TINY, 2), ("t0000002", dataclasses.replace(TINY, backbone="resnet18", lr=0.02), 1),
+              ("t0000003", dataclasses.replace(TINY, lr=0.01, seed=3), 2))
+    source_ids = _log_tiny_sweep(uri, "greedy", tiny_data, tmp_path / "trials", epochs=2, trials=trials,
+                                 predictions=True)
+    stopped = client.get_run(source_ids["t0000002"])
+    assert stopped.data.tags[STATUS_TAG] == "early_stopped"
+    assert [a.path for a in client.list_artifacts(stopped.info.run_id, "predictions")] == [
+        "predictions/val_predictions.npz"]
+
+    out = io.StringIO()
+    with_args = ["promote", "--select", "greedy", "--sweep", "tiny", "--experiment", "greedy", "--tracking-uri", uri,
+                 "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "promote.csv")]
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(out):
+        assert main(with_args) == 0
+    text = out.getvalue()
+    assert "greedy ensemble selection with replacement (nll on the selection half of val: 4 images; 5 held out) " \
+           "over 3 finished run(s), completed and early-stopped" in text
+    assert re.search(r"^\s*#\s+trial\s+status\s+best_val_acc\s+weight", text, re.M)  # members with their weights
+    assert "taken as trained" in text and "retraining" not in text
+    assert "evaluation on val_heldout" in text and "val_select (the 4 images the selection saw)" in text
+
+    version = client.get_model_version_by_alias("tiny-ensemble", "champion")
+    members = version.tags["hpo_cls.members"].split(",")
+    weights = json.loads(version.tags["hpo_cls.weights"])
+    assert len(members) == len(weights) >= 1 and sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert version.tags["hpo_cls.select"] == "greedy" and "held-out half" in version.tags["hpo_cls.val_split"]
+    promote_run = client.get_run(version.run_id)
+    heldout = promote_run.data.metrics["val_heldout_acc"]
+    assert float(version.tags["hpo_cls.val_heldout_acc"]) == pytest.approx(heldout, abs=1e-6)
+    assert {f"val_heldout_acc.{m}" for m in members} | {"val_select_acc"} <= set(promote_run.data.metrics)
+    assert "val_acc" not in promote_run.data.metrics  # no val figure without saying what the selection saw
+    for member in members:  # each member's held-out accuracy is printed in the table
+        assert re.search(rf"^\s*{re.escape(member)}\s+[\d.]+\s+[\d.]+$", text, re.M)
+
+    assert main(["predict", "models:/tiny-ensemble@champion", str(tiny_data / "test"), "--out",
+                 str(tmp_path / "predict.csv"), "--tracking-uri", uri]) == 0
+    assert _read_csv(tmp_path / "promote.csv") == _read_csv(tmp_path / "predict.csv")

@@ -56,6 +56,9 @@ def test_quickstart_sweep_records_every_trial_in_mlflow(tmp_path):
         assert run.info.status == ("FAILED" if status == "failed" else "FINISHED")
         if status != "failed":
             assert any(a.path == "checkpoint" for a in client.list_artifacts(run.info.run_id))
+            # completed or stopped early: its validation predictions, for promote --select
+            assert [a.path for a in client.list_artifacts(run.info.run_id, "predictions")] == [
+                "predictions/val_predictions.npz"]
         if status == "completed":
             assert any(a.path == "evaluation" for a in client.list_artifacts(run.info.run_id))
     # Which trials ASHA stops depends on which of the two running at once reaches a rung first: only what

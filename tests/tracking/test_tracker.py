@@ -27,6 +27,7 @@ from hpo_cls.train.checkpoint import (
     save_trial_checkpoint,
 )
 from hpo_cls.train.engine import per_class_report
+from hpo_cls.train.val_predictions import load_val_predictions, save_val_predictions
 
 CLASSES = ["cat", "dog"]
 
@@ -39,8 +40,10 @@ def tracker_for(tmp_path, mode: str) -> SweepTracker:
     return tracker
 
 
-def report_epochs(tracker: SweepTracker, trial, tmp_path, scores: list[float], save=save_trial_checkpoint) -> None:
-    """What Tune does for a trial reporting a checkpoint every epoch (``save``: as trials write them)."""
+def report_epochs(tracker: SweepTracker, trial, tmp_path, scores: list[float], save=save_trial_checkpoint,
+                  predictions: bool = False) -> None:
+    """What Tune does for a trial reporting a checkpoint every epoch (``save``: as trials write them;
+    ``predictions``: with the epoch's validation predictions, as the trainable writes them)."""
     for epoch, score in enumerate(scores, start=1):
         trial.last_result = {"epoch": epoch, tracker.metric: score}
         tracker.on_trial_result(0, [], trial, trial.last_result)
@@ -50,6 +53,9 @@ def report_epochs(tracker: SweepTracker, trial, tmp_path, scores: list[float], s
         confusion = [[epoch, 1], [0, 2]]
         (directory / EVALUATION_FILE).write_text(json.dumps(
             {"confusion": confusion, "per_class": per_class_report(torch.tensor(confusion), CLASSES)}))
+        if predictions:
+            save_val_predictions(directory, [[0.9, 0.1], [0.2, 0.8]], ["cat/1.png", "dog/1.png"], [0, 1], CLASSES,
+                                 epoch)
         tracker.on_checkpoint(0, [], trial, SimpleNamespace(path=str(directory)))
 
 
@@ -130,6 +136,22 @@ def test_finalizing_a_trial_does_not_import_torch_in_the_driver(tmp_path):
     assert run.data.tags["hpo_cls.finalized"] == "1"
     assert {a.path for a in MlflowClient(tracker.tracking_uri).list_artifacts(run.info.run_id, "checkpoint")} == {
         f"checkpoint/{MODEL_FILE}", f"checkpoint/{EVALUATION_FILE}"}
+
+
+def test_an_early_stopped_trial_keeps_the_predictions_of_its_kept_checkpoint_apart_from_it(tmp_path):
+    tracker = tracker_for(tmp_path, "max")  # a budget of 3 epochs
+    trial = SimpleNamespace(trial_id="t1", config={}, last_result=None)
+    report_epochs(tracker, trial, tmp_path, [0.3, 0.5], predictions=True)  # stopped after 2
+    tracker.on_trial_complete(0, [], trial)
+    tracker.writer.close()
+
+    client = MlflowClient(tracker.tracking_uri)
+    run = client.get_run(tracker.writer.run_ids["t1"])
+    assert run.data.tags["hpo_cls.status"] == "early_stopped"
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "predictions")} == {
+        "predictions/val_predictions.npz"}
+    path = client.download_artifacts(run.info.run_id, "predictions/val_predictions.npz", str(tmp_path / "down"))
+    assert load_val_predictions(path).epoch == 2 and load_val_predictions(path).classes == CLASSES
 
 
 def test_a_trial_without_a_checkpoint_is_closed_for_the_summary_to_finish(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from hpo_cls import __version__
+from hpo_cls.promote.strategies import DEFAULT_SELECT, SELECT_STRATEGIES
 
 __all__ = ["build_parser", "command_parsers", "number"]
 
@@ -198,7 +199,9 @@ def _add_promote(commands) -> None:
                             description="Pick the top runs of a sweep from MLflow, retrain each from scratch for "
                                         "the full budget as Ray tasks, ensemble them (mean softmax), evaluate, "
                                         "register the ensemble (alias champion) and write prediction.csv.")
-    p.add_argument("--top", type=_COUNT, metavar="K", help="number of runs to promote (or name them with --runs)")
+    p.add_argument("--top", type=_COUNT, metavar="K",
+                   help="number of runs to promote (or name them with --runs); with --select greedy, the most "
+                        "distinct members. Early-stopped runs fill the places completed runs cannot")
     p.add_argument("--sweep", action="append",
                    help="sweep id or spec name (newest sweep of that name), repeatable to pool several sweeps; "
                         "default: the newest sweep")
@@ -236,13 +239,19 @@ def _add_promote(commands) -> None:
     p.add_argument("--address", help="join a running Ray (e.g. 127.0.0.1:6379); default: a private Ray for this "
                                      "command, on 127.0.0.1 only")
     _add_pareto_args(p)
+    p.add_argument("--select", choices=SELECT_STRATEGIES, default=DEFAULT_SELECT,
+                   help="how members are chosen, on the selection half of val from the trials' logged predictions "
+                        "(the other half is held out for the figures): topk, the K best runs; greedy, ensemble "
+                        "selection with replacement over every finished run, weights = times chosen, members "
+                        "taken as trained (default: %(default)s)")
 
 
 def _add_pareto_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pareto", action="store_true",
                    help="pick the K most accurate members of the sweep's Pareto front (accuracy vs cost)")
     p.add_argument("--max-latency-ms", type=number(float, above=0), metavar="MS",
-                   help="with --pareto: only runs whose batch-1 inference latency is at most MS milliseconds")
+                   help="with --pareto: only runs whose batch-1 inference latency is at most MS milliseconds; "
+                        "with --select greedy: the members' latencies summed")
 
 
 def _add_predict(commands) -> None:

@@ -208,7 +208,7 @@ def cmd_promote(args) -> int:
         include_early_stopped=args.include_early_stopped, dedupe=args.dedupe, predict=args.predict, out=args.out,
         register_as=args.register_as, overrides=args.overrides, address=args.address, workdir=args.workdir,
         batch_size=args.batch_size, runs=args.runs, diverse=args.diverse, max_params=args.max_params,
-        pareto=args.pareto, max_latency_ms=args.max_latency_ms, retrain=args.retrain,
+        pareto=args.pareto, max_latency_ms=args.max_latency_ms, retrain=args.retrain, select=args.select,
     )
     run_promote(options)
     return 0

@@ -25,6 +25,7 @@ from hpo_cls.promote.register import (
 )
 from hpo_cls.promote.retrain import MemberResult, retrain_members
 from hpo_cls.promote.trial_checkpoints import REUSED_TAG, reuse_trial_checkpoints
+from hpo_cls.promote.val_split import SPLIT_SEED, selection_mask
 from hpo_cls.spec import flatten_trial_config
 from hpo_cls.tracking.runs import (
     ROLE_TAG,
@@ -44,6 +45,8 @@ PROMOTE_ID_TAG = "hpo_cls.promote_id"
 MEMBER_TAG = "hpo_cls.member"
 SOURCE_RUN_TAG = "hpo_cls.source_run_id"
 SWEEP_IDS_TAG = "hpo_cls.sweep_ids"  # every sweep the members come from (SWEEP_ID_TAG: the first)
+SELECT_TAG = "hpo_cls.select"  # on the registered version: how its members were chosen
+VAL_SPLIT_TAG = "hpo_cls.val_split"  # on the registered version: which val images the choice saw
 
 
 @dataclass
@@ -90,7 +93,8 @@ def _open_runs(writer: MlflowWriter, plan: PromotePlan, options: PromoteOptions)
     writer.open_run("promote", {PROMOTE_ID_TAG: plan.promote_id, ROLE_TAG: "promote"}, run_name=plan.promote_id,
                     tags={**common_tags, "hpo_cls.sweep_run_id": sweep.run_id,
                           SWEEP_IDS_TAG: ",".join(s.sweep_id for s in plan.sweeps)},
-                    params={"top": len(plan.selected), "epochs": plan.epochs, "seeds": options.seeds, "tta": options.tta,
+                    params={"top": len(plan.selected), "select": options.select, "epochs": plan.epochs,
+                            "seeds": options.seeds, "tta": options.tta,
                             "weighted": options.weighted, "train_on_val": options.train_on_val,
                             "include_early_stopped": options.include_early_stopped, "dedupe": options.dedupe,
                             "pareto": options.pareto, "max_params": options.max_params,
@@ -127,10 +131,19 @@ def _reused(plan: PromotePlan, options: PromoteOptions, out: TextIO) -> dict[str
     if options.retrain or options.train_on_val:
         return {}
     reused = reuse_trial_checkpoints(MlflowStore(options.tracking_uri), plan.members, plan.sweeps, plan.data_cfg,
-                                     plan.epochs, plan.workdir, note=lambda line: say(line, out))
-    for key in reused:
-        say(f"member {key}: its trial completed the same {plan.epochs} epoch(s) with this configuration and seed, "
-            "and its checkpoint is the last epoch: taken as trained (--retrain trains it again)", out)
+                                     plan.epochs, plan.workdir, as_trained=plan.as_trained,
+                                     note=lambda line: say(line, out))
+    for key, result in reused.items():
+        if plan.as_trained:
+            say(f"member {key}: its trial's checkpoint (epoch {len(result.history)}), whose predictions greedy "
+                "selection chose, taken as trained (--retrain trains the configuration for the full budget)", out)
+        else:
+            say(f"member {key}: its trial completed the same {plan.epochs} epoch(s) with this configuration and "
+                "seed, and its checkpoint is the last epoch: taken as trained (--retrain trains it again)", out)
+    left = [p.key for p in plan.members if p.key not in reused]
+    if plan.as_trained and left:
+        say(f"member(s) {', '.join(left)}: no checkpoint of this configuration and seed was kept: retrained for "
+            f"the full budget of {plan.epochs} epoch(s)", out)
     return reused
 
 
@@ -167,16 +180,21 @@ def _evaluate_register_predict(options: PromoteOptions, plan: PromotePlan, resul
                                writer: MlflowWriter, out: TextIO) -> PromoteOutcome:
     from hpo_cls.promote.ensemble import load_ensemble, normalize_weights
 
-    weights = normalize_weights([p.source.score for p in plan.members] if options.weighted else None,
-                                len(plan.members))
+    weights = plan.weights or normalize_weights([p.source.score for p in plan.members] if options.weighted else None,
+                                                len(plan.members))
     loaded = load_ensemble([r.bundle_path for r in results], weights, options.tta)
     val_report, test_report = _evaluate(options, plan, loaded, writer, out)
     promote_run_id = writer.run_ids["promote"]
     name = registered_model_name(options.register_as or f"{plan.sweep.name}-ensemble")
     previous = champion_version(options.tracking_uri, name)
+    selection_tags = {SELECT_TAG: options.select if plan.weights is not None or options.select == "topk"
+                      else "topk (greedy fell back: no predictions)",
+                      VAL_SPLIT_TAG: f"selection half / held-out half, seed {SPLIT_SEED}" if plan.on_selection_half
+                      else "none: the selection saw all of val"}
     info, version = register_ensemble(options.tracking_uri, promote_run_id, name, plan.sweeps, plan.members, results,
                                       weights, loaded.class_names, val_report, plan.searched, tta=options.tta,
-                                      weighted=options.weighted, train_on_val=options.train_on_val)
+                                      weighted=options.weighted, train_on_val=options.train_on_val,
+                                      extra_tags=selection_tags)
     say(f"registered {name} version {version.version} with alias @{CHAMPION_ALIAS} ({info.model_uri})", out)
     say(f"model page: {model_url(ui_base_url(options.tracking_uri), name, str(version.version))}", out)
     try:
@@ -191,8 +209,20 @@ def _evaluate_register_predict(options: PromoteOptions, plan: PromotePlan, resul
                           val_report, test_report, csv_path)
 
 
+def _val_halves(plan: PromotePlan, samples) -> dict[str, list]:
+    """The val samples under the name promote reports them by: ``val_heldout`` (unseen by the selection) and
+    ``val_select`` when the members were chosen on the selection half; else all of val, as ``val_seen`` (the
+    trials' scores that ranked them saw it) or ``val`` (members trained on it)."""
+    if not plan.on_selection_half:
+        return {"val_seen" if plan.held_out else "val": samples}
+    mask = selection_mask([f"{path.parent.name}/{path.name}" for path, _ in samples], [y for _, y in samples])
+    return {"val_heldout": [s for s, m in zip(samples, mask) if not m],
+            "val_select": [s for s, m in zip(samples, mask) if m]}
+
+
 def _evaluate(options: PromoteOptions, plan: PromotePlan, loaded, writer: MlflowWriter, out: TextIO):
-    """Members and ensemble on val (and on labelled test images, for reporting only)."""
+    """Members and ensemble on val, each figure named by whether the selection saw those images (and on
+    labelled test images, for reporting only); the first report (held out where there is one) is returned."""
     from hpo_cls.data import list_images
     from hpo_cls.promote.evaluate import (
         evaluate_split,
@@ -203,10 +233,20 @@ def _evaluate(options: PromoteOptions, plan: PromotePlan, loaded, writer: Mlflow
 
     keys = [p.key for p in plan.members]
     root, workers = Path(plan.data_cfg.root), plan.data_cfg.workers
-    val_report = evaluate_split("val", loaded, keys, list_images(root / "val", loaded.class_to_idx),
-                                options.batch_size, workers)
+    halves = _val_halves(plan, list_images(root / "val", loaded.class_to_idx))
+    reports = {name: evaluate_split(name, loaded, keys, samples, options.batch_size, workers)
+               for name, samples in halves.items() if samples}
+    val_report = next(iter(reports.values()))
     print_split_report(val_report, not options.train_on_val, out)
-    log_split(writer, "promote", val_report)
+    if "val_select" in reports:
+        chosen_on = reports["val_select"]
+        say(f"val_select (the {len(halves['val_select'])} images the selection saw): ensemble accuracy "
+            f"{chosen_on['ensemble']['accuracy']:.4f}; val_heldout ({len(halves['val_heldout'])} images it never "
+            f"saw): {val_report['ensemble']['accuracy']:.4f}", out)
+    elif plan.held_out:
+        say("val_seen: the trials' scores that chose these members were measured on these images", out)
+    for report in reports.values():
+        log_split(writer, "promote", report)
     test_report = None
     test_samples = labelled_test_samples(Path(plan.predict_dir), loaded.class_to_idx, warn) if plan.predict_dir else None
     if test_samples:

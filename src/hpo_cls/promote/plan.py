@@ -18,14 +18,31 @@ from hpo_cls.promote.checks import (
     sweep_max_params,
 )
 from hpo_cls.promote.retrain import MemberPlan, plan_members
-from hpo_cls.promote.select import Candidate, SweepRecord, common_rule, format_selection, near_duplicate_pairs
+from hpo_cls.promote.ensemble_selection import (
+    DEFAULT_SELECT,
+    FALLBACK_TOP,
+    GREEDY_METRIC,
+    SELECT_STRATEGIES,
+    greedy_members,
+    load_half_predictions,
+    rank_on_selection_half,
+)
+from hpo_cls.promote.select import (
+    Candidate,
+    SweepRecord,
+    common_rule,
+    filled_with_early_stopped,
+    format_selection,
+    near_duplicate_pairs,
+    select_top_runs,
+)
 from hpo_cls.promote.settings import promote_settings
 from hpo_cls.promote.pareto import pareto_selection
-from hpo_cls.promote.sources import Selection, select_runs
+from hpo_cls.promote.sources import Selection, load_pool, select_runs
 from hpo_cls.spec import DataConfig, ResourcesConfig, TrackingConfig, TrialConfig
 from hpo_cls.tracking.backend import TrackingStore
 
-__all__ = ["PromoteOptions", "PromotePlan", "plan_promote"]
+__all__ = ["PromoteOptions", "PromotePlan", "choose_members", "plan_promote"]
 
 
 @dataclass
@@ -54,6 +71,7 @@ class PromoteOptions:
     pareto: bool = False  # members from the Pareto front (promote.pareto), within max_params / max_latency_ms
     max_latency_ms: float | None = None
     retrain: bool = False  # retrain members whose trial already trained them (promote.trial_checkpoints)
+    select: str = DEFAULT_SELECT  # how members are chosen: promote.ensemble_selection.SELECT_STRATEGIES
 
     @property
     def sweeps(self) -> list[str | None]:
@@ -77,10 +95,19 @@ class PromotePlan:
     workdir: Path
     predict_dir: Path | None
     promote_id: str
+    weights: list[float] | None = None  # per member, summing to 1 (greedy's selection counts); None: options decide
+    on_selection_half: bool = False  # the members were chosen on the selection half of val (val_split)
+    as_trained: bool = False  # members are their trials' checkpoints as trained (greedy chose those predictions)
+    train_on_val: bool = False
 
     @property
     def sweep(self) -> SweepRecord:
         return self.sweeps[0]
+
+    @property
+    def held_out(self) -> bool:
+        """The members never trained on val (``--train-on-val`` trains on it)."""
+        return not self.train_on_val
 
 
 def _check_flags(options: PromoteOptions) -> None:
@@ -90,8 +117,18 @@ def _check_flags(options: PromoteOptions) -> None:
             raise PromoteError(f"{{{name}}} must be at least 1, got {value}")
     if options.max_params is not None and options.max_params < 1:
         raise PromoteError(f"{{max_params}} must be >= 1, got {options.max_params:g}")
-    if options.max_latency_ms is not None and not options.pareto:
-        raise PromoteError("{max_latency_ms} picks members from the Pareto front: add {pareto}")
+    if options.select not in SELECT_STRATEGIES:
+        raise PromoteError(f"{{select}} {options.select}: one of {', '.join(SELECT_STRATEGIES)}")
+    greedy = options.select == "greedy"
+    if options.max_latency_ms is not None and not (options.pareto or greedy):
+        raise PromoteError("{max_latency_ms} bounds members from the Pareto front or a greedy ensemble: add "
+                           "{pareto} or {select} greedy")
+    if greedy:
+        clashing = [name for name in ("pareto", "runs", "diverse", "dedupe", "weighted", "include_early_stopped")
+                    if getattr(options, name)]
+        if clashing:
+            raise PromoteError("{select} greedy chooses members and weights from every finished run itself; drop "
+                               + ", ".join(f"{{{name}}}" for name in clashing))
     if options.pareto and (options.runs or options.diverse or options.dedupe):
         raise PromoteError("{pareto} picks its members from the front: drop {runs}, {diverse} and {dedupe}")
     if options.runs:
@@ -135,21 +172,64 @@ def _announce(selection, options: PromoteOptions, searched: list[str], out: Text
     ids = ", ".join(s.sweep_id for s in selection.sweeps)
     if options.runs:
         say(f"promoting the {len(selection.selected)} run(s) named, from sweep(s) {ids}:", out)
+    elif selection.weights is not None:
+        say(f"sweep(s) {ids}: {selection.considered} finished run(s); the greedy ensemble:", out)
     else:
         how = f", best per {options.diverse} first" if options.diverse else ""
         say(f"sweep(s) {ids}: {selection.considered} finished run(s); promoting the top "
             f"{len(selection.selected)}{how}:", out)
-    print(format_selection(selection.selected, searched), file=out, flush=True)
+    rescored = selection.on_selection_half and selection.weights is None  # topk: scores on the selection half
+    score_name = f"{common_rule(selection.selected).metric} (selection half)" if rescored else None
+    print(format_selection(selection.selected, searched, selection.weights, score_name), file=out, flush=True)
+    filled = None if options.runs or options.pareto else filled_with_early_stopped(selection.selected,
+                                                                                    options.include_early_stopped)
+    if filled and selection.weights is None:
+        say(filled, out)
 
 
-def _select(options: PromoteOptions, store: TrackingStore, out: TextIO) -> Selection:
+def choose_members(options: PromoteOptions, store: TrackingStore, out: TextIO) -> Selection:
+    """The runs to promote (and their weights, where the strategy sets them), by the options."""
     if options.pareto:
         return pareto_selection(store, options.experiment, options.sweeps[0], options.top or 0,
                                 max_params=options.max_params, max_latency_ms=options.max_latency_ms,
                                 include_early_stopped=options.include_early_stopped, warn=warn, out=out)
-    return select_runs(store, experiment=options.experiment, sweeps=options.sweeps, runs=options.runs,
-                       top=options.top, include_early_stopped=options.include_early_stopped,
-                       dedupe=options.dedupe, diverse=options.diverse, warn=warn)
+    greedy = options.select == "greedy"
+    if options.runs or (options.top is None and not greedy):
+        return select_runs(store, experiment=options.experiment, runs=options.runs, top=options.top, warn=warn)
+    records, candidates = load_pool(store, options.experiment, options.sweeps, warn)
+    half = load_half_predictions(store, candidates)
+    ids = ", ".join(s.sweep_id for s in records)
+    if half is None and greedy:
+        say(f"sweep(s) {ids}: no trial logged its validation predictions (sweeps before hpo-cls kept them): "
+            f"--select greedy falls back to the top {options.top or FALLBACK_TOP} by the trials' own scores", out)
+    if half is not None and greedy:
+        return _greedy(options, store, records, candidates, half, out)
+    ranked = rank_on_selection_half(candidates, half) if half is not None else None
+    selected = select_top_runs(ranked or candidates, options.top or FALLBACK_TOP,
+                               include_early_stopped=options.include_early_stopped, dedupe=options.dedupe,
+                               diverse=options.diverse)
+    if ranked is not None:
+        say(f"trials ranked by {common_rule(ranked).metric} on the selection half of val ({half.selection_images} "
+            f"images); the other {half.held_out_images} are held out for the figures below", out)
+    return Selection(records, len(candidates), selected, on_selection_half=ranked is not None)
+
+
+def _greedy(options: PromoteOptions, store: TrackingStore, records, candidates, half, out: TextIO) -> Selection:
+    from hpo_cls.models.classifier import count_parameters
+
+    missing = [c for c in candidates if c.run_id not in half.by_run]
+    if missing:
+        say(f"{len(missing)} of {len(candidates)} finished run(s) logged no validation predictions: greedy "
+            "selection leaves them out", out)
+    max_params = int(options.max_params) if options.max_params else min(sweep_max_params(store, s) for s in records)
+    selected, weights = greedy_members(candidates, half, top=options.top, max_params=max_params,
+                                       max_latency_ms=options.max_latency_ms,
+                                       count_parameters=lambda c: count_parameters(c.config, len(half.classes)),
+                                       warn=warn)
+    say(f"greedy ensemble selection with replacement ({GREEDY_METRIC} on the selection half of val: "
+        f"{half.selection_images} images; {half.held_out_images} held out) over {len(candidates) - len(missing)} "
+        f"finished run(s), completed and early-stopped: {len(selected)} member(s)", out)
+    return Selection(records, len(candidates), selected, weights=weights, on_selection_half=True)
 
 
 def plan_promote(options: PromoteOptions, store: TrackingStore, out: TextIO) -> PromotePlan:
@@ -159,13 +239,14 @@ def plan_promote(options: PromoteOptions, store: TrackingStore, out: TextIO) -> 
     from hpo_cls.data import class_mapping
 
     _check_flags(options)
-    selection = _select(options, store, out)
+    selection = choose_members(options, store, out)
     _check_weighted(options, selection)
     primary = selection.sweeps[0]
     data_cfg, resources, fixed = promote_settings(store, primary, options.overrides)
     searched = _searched(selection.sweeps, options.diverse)
     _announce(selection, options, searched, out)
-    for better, worse in near_duplicate_pairs(selection.selected):
+    # greedy chose its members on their predictions: near-duplicates there earned their place
+    for better, worse in near_duplicate_pairs(selection.selected) if selection.weights is None else ():
         warn(f"{worse.trial_id} is a near-duplicate of {better.trial_id} (same choices, numbers within 5%): as "
              "ensemble members they add little over one; --dedupe promotes the next distinct run instead")
     epochs = common_epochs(selection.sweeps, options.epochs)
@@ -177,6 +258,9 @@ def plan_promote(options: PromoteOptions, store: TrackingStore, out: TextIO) -> 
     if predict_dir is not None:
         _check_predict_folder(Path(predict_dir))
     members = plan_members(selection.selected, options.seeds, fixed)
+    weights = None
+    if selection.weights is not None:  # each run's weight shared by its seeds
+        weights = [w / options.seeds for w in selection.weights for _ in range(options.seeds)]
     check_preprocessing(members)
     # With --pareto, max_params bounded each member; the ensemble keeps the sweeps' own budget.
     ensemble_budget = None if options.pareto or options.max_params is None else int(options.max_params)
@@ -192,4 +276,7 @@ def plan_promote(options: PromoteOptions, store: TrackingStore, out: TextIO) -> 
         workdir=Path(options.workdir or Path("promote_runs") / primary.sweep_id).resolve(),
         predict_dir=predict_dir,
         promote_id=f"{primary.sweep_id}-promote-{time.strftime('%Y%m%d-%H%M%S')}",
+        weights=weights, on_selection_half=selection.on_selection_half and not options.train_on_val,
+        as_trained=selection.weights is not None and not (options.retrain or options.train_on_val),
+        train_on_val=options.train_on_val,
     )

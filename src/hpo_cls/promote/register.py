@@ -59,11 +59,14 @@ def _requirements() -> list[str]:
 def register_ensemble(tracking_uri: str, promote_run_id: str, name: str, sweeps: Sequence[SweepRecord],
                       plans: Sequence[MemberPlan], results: Sequence[MemberResult], weights: list[float],
                       class_names: list[str], val_report: dict, param_names: Sequence[str], *,
-                      tta: bool, weighted: bool, train_on_val: bool):
+                      tta: bool, weighted: bool, train_on_val: bool, extra_tags: dict[str, str] | None = None):
     """Register the ensemble as model ``name`` with its version tags and description and point
     ``champion`` at the new version; returns ``(model info, model version)``. ``sweeps``: those the
-    members come from, the first one's id and name tag the version."""
-    tags = _version_tags(sweeps, promote_run_id, plans, weights, val_report, tta=tta, train_on_val=train_on_val)
+    members come from, the first one's id and name tag the version. The tags record the members, their
+    weights and the ensemble's score on ``val_report``'s split (``hpo_cls.val_heldout_acc`` when the
+    selection left half of val unseen), plus ``extra_tags``."""
+    tags = {**_version_tags(sweeps, promote_run_id, plans, weights, val_report, tta=tta, train_on_val=train_on_val),
+            **(extra_tags or {})}
     description = _description(sweeps, plans, weights, val_report, param_names, tta=tta, weighted=weighted,
                                train_on_val=train_on_val)
     return _register(tracking_uri, promote_run_id, name, results, plans, weights, tta, class_names, tags, description)
@@ -145,7 +148,8 @@ def _version_tags(sweeps: Sequence[SweepRecord], promote_run_id: str, plans: Seq
         "hpo_cls.weights": json.dumps([round(w, 6) for w in weights]),
         "hpo_cls.tta": str(tta).lower(),
         HELD_OUT_TAG: str(not train_on_val).lower(),
-        "hpo_cls.val_acc": f"{val_report['ensemble']['accuracy']:.6f}",
+        f"hpo_cls.{val_report['split']}_acc": f"{val_report['ensemble']['accuracy']:.6f}",
+        f"hpo_cls.{val_report['split']}_loss": f"{val_report['ensemble']['loss']:.6f}",
     }
     for p in plans:
         tags[f"hpo_cls.member.{p.key}.source_run_id"] = p.source.run_id
@@ -161,7 +165,7 @@ def _description(sweeps: Sequence[SweepRecord], plans: Sequence[MemberPlan], wei
     where = ", ".join(f"`{s.sweep_id}`" for s in sweeps)
     lines = [f"Ensemble of {len(plans)} member(s) retrained from sweep{'s' if len(sweeps) > 1 else ''} {where} "
              f"({how}).",
-             f"Validation accuracy {val_report['ensemble']['accuracy']:.4f}{held}, "
+             f"Validation accuracy ({val_report['split']}) {val_report['ensemble']['accuracy']:.4f}{held}, "
              f"{val_report['gain_over_best_member']:+.4f} over the best member.", "",
              f"| member | source run | weight | sweep {plans[0].source.rule.best_metric} | " + " | ".join(param_names)
              + " |",

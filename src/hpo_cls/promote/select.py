@@ -24,6 +24,7 @@ __all__ = [
     "load_candidates",
     "candidate_from_run",
     "select_top_runs",
+    "filled_with_early_stopped",
     "common_rule",
     "near_duplicate_pairs",
     "format_selection",
@@ -90,8 +91,9 @@ def _near_duplicate(a: TrialConfig, b: TrialConfig, tolerance: float = DEDUPE_TO
 
 def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_stopped: bool = False,
                     dedupe: bool = False, diverse: str | None = None) -> list[Candidate]:
-    """The ``top`` best candidates by score, in their sweep's direction (ties: earlier run first); raises
-    PromoteError if too few qualify or the candidates come from sweeps ranked by different rules.
+    """The ``top`` best candidates by score, in their sweep's direction (ties: earlier run first), completed
+    runs before early-stopped ones unless ``include_early_stopped`` ranks them together; raises PromoteError
+    if fewer than ``top`` finished runs qualify or the candidates come from sweeps ranked by different rules.
 
     ``diverse``: a TrialConfig key; the best run of each distinct value of it comes first (the best
     ``top`` of them if there are more values), the remaining places go to the next best runs.
@@ -102,9 +104,10 @@ def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_
         raise PromoteError(f"{{diverse}} {diverse}: not a configuration key (known: "
                            f"{', '.join(TrialConfig.__dataclass_fields__)})")
     rule = common_rule(candidates)
-    statuses = SELECTABLE if include_early_stopped else ("completed",)
-    ranked = sorted((c for c in candidates if c.status in statuses),
-                    key=lambda c: (rule.key(c.score), c.start_time, c.run_id))
+    # Without include_early_stopped, completed runs come first and early-stopped ones only fill up the places
+    # left: promote retrains them to the full budget, so their configuration is a fair candidate.
+    ranked = sorted(candidates, key=lambda c: (not include_early_stopped and c.status != "completed",
+                                               rule.key(c.score), c.start_time, c.run_id))
     kept: list[Candidate] = []
     for c in ranked:
         if not dedupe or not any(_near_duplicate(c.config, k.config) for k in kept):
@@ -119,15 +122,19 @@ def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_
         kept = sorted(firsts[:top] + rest[: max(0, top - len(firsts))], key=kept.index)
     if len(kept) >= top:
         return kept[:top]
-    early = sum(c.status == "early_stopped" for c in candidates)
-    what = "completed or early-stopped" if include_early_stopped else "completed"
-    message = f"{{top}} {top}: only {len(kept)} {what} run(s) with a score qualify"
+    message = f"{{top}} {top}: only {len(kept)} finished run(s) with a score qualify"
     if dedupe and len(ranked) > len(kept):
         message += f" ({len(ranked) - len(kept)} near-duplicate config(s) removed by {{dedupe}})"
-    hints = ["lower {top}"]
-    if early and not include_early_stopped:
-        hints.insert(0, f"add {{include_early_stopped}} ({early} early-stopped run(s) available)")
-    raise PromoteError(f"{message}; {' or '.join(hints)}")
+    raise PromoteError(f"{message}; lower {{top}}")
+
+
+def filled_with_early_stopped(selected: Sequence[Candidate], include_early_stopped: bool) -> str | None:
+    """The one line saying that early-stopped runs filled places completed runs could not, or None."""
+    early = [c for c in selected if c.status == "early_stopped"]
+    if include_early_stopped or not early:
+        return None
+    return (f"only {len(selected) - len(early)} completed run(s) for {len(selected)} place(s): the best "
+            f"{len(early)} early-stopped run(s) fill the rest, retrained to the full budget")
 
 
 def common_rule(candidates: Sequence[Candidate]) -> ScoreRule:
@@ -144,16 +151,17 @@ def near_duplicate_pairs(selected: Sequence[Candidate]) -> list[tuple[Candidate,
     return [(a, b) for j, b in enumerate(selected) for a in selected[:j] if _near_duplicate(a.config, b.config)]
 
 
-def format_selection(selected: Sequence[Candidate], param_names: Sequence[str]) -> str:
-    """The chosen runs as a table: rank, (sweep, when they come from several), trial, status, score, the
-    searched params, run id."""
+def format_selection(selected: Sequence[Candidate], param_names: Sequence[str],
+                     weights: Sequence[float] | None = None, score_name: str | None = None) -> str:
+    """The chosen runs as a table: rank, (sweep, when they come from several), trial, status, score (headed
+    ``score_name``, default the sweep's ``best_<metric>``), (weight), the searched params, run id."""
     from hpo_cls.console import format_cell, format_table
 
     several = len({c.sweep_id for c in selected}) > 1
     rows = [[str(i), *([c.sweep_id] if several else []), c.trial_id, c.status, f"{c.score:.4f}",
+             *([f"{weights[i - 1]:.3f}"] if weights is not None else []),
              *[format_cell(getattr(c.config, n)) for n in param_names], c.run_id] for i, c in enumerate(selected, 1)]
-    score = common_rule(selected).best_metric
-    header = ["#", *(["sweep"] if several else []), "trial", "status", score, *param_names, "mlflow run"]
+    score = score_name or common_rule(selected).best_metric
+    header = ["#", *(["sweep"] if several else []), "trial", "status", score, *(["weight"] if weights is not None else []),
+              *param_names, "mlflow run"]
     return format_table(header, rows)
-
-

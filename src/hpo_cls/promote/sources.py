@@ -19,7 +19,7 @@ from hpo_cls.tracking.backend import TrackingStore, TrialRun
 from hpo_cls.tracking.runs import ROLE_TAG, STATUS_TAG
 from hpo_cls.tracking.uri import redact_uri
 
-__all__ = ["Selection", "load_named_runs", "select_runs"]
+__all__ = ["Selection", "load_named_runs", "load_pool", "select_runs"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Selection:
     sweeps: list[SweepRecord]
     considered: int  # finished runs with a score that were ranked (the named runs themselves with --runs)
     selected: list[Candidate]
+    weights: list[float] | None = None  # per selected run (greedy: selection counts); None: options decide
+    on_selection_half: bool = False  # chosen on the selection half of val only: the other half is held out
 
 
 def _named_run(store: TrackingStore, run_id: str) -> TrialRun:
@@ -82,11 +84,17 @@ def select_runs(store: TrackingStore, *, experiment: str, sweeps: Sequence[str |
         return Selection(found_sweeps, len(named), named)
     if top is None:
         raise PromoteError("pass {top} K (the best K runs of the sweep) or {runs} RUN_ID ... (exactly those runs)")
+    records, candidates = load_pool(store, experiment, sweeps, warn)
+    selected = select_top_runs(candidates, top, include_early_stopped=include_early_stopped, dedupe=dedupe,
+                               diverse=diverse)
+    return Selection(records, len(candidates), selected)
+
+
+def load_pool(store: TrackingStore, experiment: str, sweeps: Sequence[str | None] = (None,),
+              warn: Callable[[str], None] = print) -> tuple[list[SweepRecord], list[Candidate]]:
+    """The sweeps (ids or spec names; None: the newest of ``experiment``) and all their finished runs with a score."""
     records: dict[str, SweepRecord] = {}
     for name in sweeps or (None,):
         record = store.find_sweep(experiment, name)
         records.setdefault(record.sweep_id, record)
-    candidates = [c for record in records.values() for c in load_candidates(store, record, warn)]
-    selected = select_top_runs(candidates, top, include_early_stopped=include_early_stopped, dedupe=dedupe,
-                               diverse=diverse)
-    return Selection(list(records.values()), len(candidates), selected)
+    return list(records.values()), [c for record in records.values() for c in load_candidates(store, record, warn)]

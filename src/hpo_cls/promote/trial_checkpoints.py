@@ -6,6 +6,10 @@ is its last epoch (Tune keeps the best epoch; with a decaying schedule that is u
 checkpoint is what the retrain would train again: promote takes it instead (``--retrain`` trains anyway).
 Anything else (another seed, ``fixed.*`` or ``data.*`` overrides, ``--epochs``, ``--train-on-val``, a
 trial stopped early, a best epoch before the last) is retrained as before.
+
+``as_trained`` (``--select greedy``): the members were chosen by the predictions of their trials' kept
+checkpoints, so those checkpoints are the members, whatever epoch they are of and however the trial ended;
+only the configuration, seed and data must be the trial's.
 """
 
 from __future__ import annotations
@@ -28,16 +32,17 @@ _HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_
 
 
 def reuse_trial_checkpoints(store: TrackingStore, members: Sequence[MemberPlan], sweeps: Sequence[SweepRecord],
-                            data_cfg: DataConfig, epochs: int, workdir: Path,
+                            data_cfg: DataConfig, epochs: int, workdir: Path, *, as_trained: bool = False,
                             note: Callable[[str], None] = print) -> dict[str, MemberResult]:
-    """The members whose trial's logged checkpoint is the model their retrain would train, by key; each
-    bundle is copied to ``workdir/<key>/model.pt``. A member whose trial's checkpoint the sweep dropped
+    """The members whose trial's logged checkpoint is the model their retrain would train (``as_trained``:
+    whose trial's checkpoint is theirs, see the module doc), by key; each bundle is copied to
+    ``workdir/<key>/model.pt``. A member whose trial's checkpoint the sweep dropped
     (``tracking.keep_checkpoints``, ``hpo-cls gc``) is retrained, and ``note`` says so in one line."""
     by_id = {s.sweep_id: s for s in sweeps}
     reused = {}
     for member in members:
         sweep = by_id.get(member.source.sweep_id) or (sweeps[0] if len(sweeps) == 1 else None)
-        if sweep is None or not _same_training(member, sweep, data_cfg, epochs):
+        if sweep is None or not _same_training(member, sweep, data_cfg, None if as_trained else epochs):
             continue
         start = time.perf_counter()
         bundle_path = _download_bundle(store, member.source.run_id, workdir / member.key)
@@ -48,19 +53,21 @@ def reuse_trial_checkpoints(store: TrackingStore, members: Sequence[MemberPlan],
                      "(tracking.keep_checkpoints or hpo-cls gc): retraining it")
             continue
         bundle = load_checkpoint(bundle_path)
-        if bundle.get("epoch") != epochs or bundle.get("image_size") != data_cfg.image_size:
+        trained = int(bundle.get("epoch") or 0)
+        if (not as_trained and trained != epochs) or trained < 1 or bundle.get("image_size") != data_cfg.image_size:
             bundle_path.unlink()
             continue
-        history = _history(store, member.source.run_id, epochs)
+        history = _history(store, member.source.run_id, trained)
         reused[member.key] = MemberResult(member.key, str(bundle_path), history, 0, time.perf_counter() - start)
     return reused
 
 
-def _same_training(member: MemberPlan, sweep: SweepRecord, data_cfg: DataConfig, epochs: int) -> bool:
-    """Same configuration and seed, the trial trained the whole budget, the budget is promote's, same data."""
+def _same_training(member: MemberPlan, sweep: SweepRecord, data_cfg: DataConfig, epochs: int | None) -> bool:
+    """Same configuration and seed, same data; unless ``epochs`` is None: the trial trained the whole budget,
+    and the budget is promote's."""
     params = sweep.params
-    return (member.source.status == "completed" and member.config == member.source.config
-            and int(float(params.get("epochs", 0))) == epochs
+    return (member.config == member.source.config
+            and (epochs is None or (member.source.status == "completed" and int(float(params.get("epochs", 0))) == epochs))
             and str(Path(params.get("data_root", "")).resolve()) == str(Path(data_cfg.root).resolve())
             and int(params.get("image_size", 0)) == data_cfg.image_size)
 

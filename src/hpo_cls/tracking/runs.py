@@ -18,6 +18,7 @@ import yaml
 
 from hpo_cls.spec import Constraint, Objective, TrialConfig, format_value
 from hpo_cls.train.checkpoint import EVALUATION_FILE, MODEL_FILE
+from hpo_cls.train.val_predictions import PREDICTIONS_FILE
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: printing a URI should not cost a second
     from mlflow.tracking import MlflowClient
@@ -29,7 +30,7 @@ __all__ = [
     "NODE_TAG", "PARENT_TAG", "BASELINE_TAG", "EARLY_STOPPED_MARK", "EXPERIMENT_KIND_TAG", "MODEL_TRAINING",
     "param_value", "find_or_create_experiment", "find_run", "open_sweep_run",
     "trial_run_name", "open_trial_run", "end_run_op", "finalize_trial_op", "typed_params",
-    "objectives_param", "objectives_from_param", "constraints_param",
+    "objectives_param", "objectives_from_param", "constraints_param", "PREDICTIONS_ARTIFACT",
 ]
 
 SWEEP_ID_TAG = "hpo_cls.sweep_id"
@@ -37,6 +38,8 @@ SWEEP_NAME_TAG = "hpo_cls.sweep.tuner"
 TRIAL_ID_TAG = "hpo_cls.trial_id"
 STATUS_TAG = "hpo_cls.status"
 ERROR_TAG = "hpo_cls.error"
+PREDICTIONS_ARTIFACT_DIR = "predictions"
+PREDICTIONS_ARTIFACT = f"{PREDICTIONS_ARTIFACT_DIR}/{PREDICTIONS_FILE}"  # a finished trial's val predictions
 FINALIZED_TAG = "hpo_cls.finalized"  # the run's checkpoint and reports are logged, its status final
 ROLE_TAG = "hpo_cls.role"
 NODE_TAG = "hpo_cls.node_id"
@@ -177,8 +180,9 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
                       extra_tags: dict[str, str] | None = None, *, log_model: bool = True):
     """An :meth:`MlflowWriter.call` op that closes a trial's run with its status and logs its best
     checkpoint's model bundle (for ``promote``; unless ``log_model`` is False: see
-    :mod:`hpo_cls.tracking.checkpoints`), confusion matrix and per-class report. Idempotent: a run already
-    finalized is left alone."""
+    :mod:`hpo_cls.tracking.checkpoints`), confusion matrix and per-class report, and that epoch's
+    validation predictions under ``predictions/`` (apart from ``checkpoint/``: every finished trial keeps
+    them, whichever checkpoints are kept). Idempotent: a run already finalized is left alone."""
     end_run = end_run_op(status, reason, {FINALIZED_TAG: "1", **(extra_tags or {})})
 
     def op(client, run_id):
@@ -186,6 +190,9 @@ def finalize_trial_op(status: str, reason: str | None, checkpoint_dir: str | Non
         if tags.get(FINALIZED_TAG) == "1":
             return
         if checkpoint_dir and Path(checkpoint_dir).is_dir():
+            predictions_file = Path(checkpoint_dir, PREDICTIONS_FILE)
+            if predictions_file.is_file():
+                client.log_artifact(run_id, str(predictions_file), PREDICTIONS_ARTIFACT_DIR)
             if log_model:
                 _log_model_file(client, run_id, Path(checkpoint_dir))
             evaluation_file = Path(checkpoint_dir, EVALUATION_FILE)

@@ -125,7 +125,8 @@ class TrainingRun:
             ema=self.ema,
             batch_transform=self.loaders.batch_transform,
         )
-        result = self.last_eval = self.evaluate()
+        # The probabilities are the evaluation's own softmax, kept for the trial's predictions file.
+        result = self.last_eval = self.evaluate(keep_probabilities=True)
         step_scheduler(self.scheduler, self.cfg, val_loss=result.loss, val_acc=result.accuracy)
         self.epoch += 1
         if result.accuracy > self.best_val_acc:
@@ -158,6 +159,16 @@ class TrainingRun:
             channels_last=self.channels_last,
             keep_probabilities=keep_probabilities,
         )
+
+    def save_val_predictions(self, directory) -> None:
+        """The last evaluation's validation probabilities, file names and labels (:mod:`.val_predictions`)."""
+        from hpo_cls.train.val_predictions import save_val_predictions
+
+        samples = self.loaders.val.dataset.samples
+        names = [f"{path.parent.name}/{path.name}" for path, _ in samples]
+        classes = sorted(self.class_to_idx, key=self.class_to_idx.get)
+        save_val_predictions(directory, self.last_eval.probabilities.float().numpy(), names,
+                             [label for _, label in samples], classes, self.epoch)
 
     def cost_metrics(self) -> dict[str, float]:
         """``params_m``, ``flops_g`` and inference latency at batch 1 (``latency_ms``) and of a batch of 64
