@@ -87,6 +87,7 @@ def warm_start_row(seed: int, common: list[str], tpe_asha: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=2)
@@ -100,12 +101,12 @@ def main() -> None:
     tpe_asha = ["search.sampler=tpe", "scheduler.type=asha", f"scheduler.grace_period={args.grace_period}",
                 f"scheduler.reduction_factor={args.reduction_factor}"]
     if args.warm_start:
-        ratios = [warm_start_row(seed, common, tpe_asha) for seed in range(args.seeds)]
+        ratios = [warm_start_row(seed, common, tpe_asha) for seed in range(args.first_seed, args.first_seed + args.seeds)]
         print(f"trials={args.trials} epochs={args.epochs} seeds={args.seeds} "
               f"warm_epoch_ratio={statistics.median(ratios):.3f}")
         return
     fractions = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         with tempfile.TemporaryDirectory() as random_dir, tempfile.TemporaryDirectory() as tpe_dir:
             random_points = run_sweep(Path(random_dir), common + [
                 "search.sampler=random", f"search.seed={seed}", "scheduler.type=fifo"])
