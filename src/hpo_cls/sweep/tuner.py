@@ -263,6 +263,7 @@ def _warm_start(spec: SweepSpec, sweep_ids: Sequence[str], report: Callable[[str
     the parameters of the best of them, which the sweep trains first; both empty without ``sweep_ids``."""
     if not sweep_ids:
         return [], []
+    from hpo_cls.search import WARM_START_MEASURED
     from hpo_cls.search.samplers import startup_trials
     from hpo_cls.search.warm_start import first_points, rerun_count, warm_start_trials
     from hpo_cls.tracking.history import load_finished_trials
@@ -286,6 +287,7 @@ def _warm_start(spec: SweepSpec, sweep_ids: Sequence[str], report: Callable[[str
         report(f"warm start: {spec.search.sampler}'s random start-up ({startup} trials) "
                + ("skipped" if len(history) >= startup else f"shortened to {startup - len(history)}")
                + f": the study holds {len(history)} earlier trial(s)")
+    report(f"warm start: its benefit in epochs is unproven ({WARM_START_MEASURED})")
     return history, first
 
 
