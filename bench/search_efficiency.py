@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -34,14 +35,21 @@ SPEC = Path(__file__).resolve().with_suffix(".yaml")
 
 
 def run_sweep(workdir: Path, overrides: list[str], name: str = "sweep",
-              extra: tuple[str, ...] = ()) -> list[tuple[int, int, float]]:
-    """Run a sweep named ``name``; return (timestamp_ms, epoch, val_acc) of every epoch of every trial."""
+              extra: tuple[str, ...] = (), show: tuple[str, ...] = ()) -> list[tuple[int, int, float]]:
+    """Run a sweep named ``name``; return (timestamp_ms, epoch, val_acc) of every epoch of every trial.
+    Lines of its output that contain one of ``show`` are printed, with the sweep's wall time."""
+    start = time.monotonic()
     args = [sys.executable, "-m", "hpo_cls.cli", "sweep", str(SPEC), "--name", name, "--no-estimate", *extra]
     for item in overrides:
         args += ["--set", item]
     result = subprocess.run(args, cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
+    if show:
+        for line in result.stdout.splitlines():
+            if any(text in line for text in show):
+                print(f"  {name}: {line.strip()}", flush=True)
+        print(f"  {name}: {time.monotonic() - start:.0f} s", flush=True)
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("bench")
     points = []
@@ -64,10 +72,10 @@ def warm_start_row(seed: int, common: list[str], tpe_asha: list[str]) -> float:
     """Epochs a sweep warm-started from an earlier one needs to reach 99% of a cold sweep's best, over the
     epochs the cold sweep itself needed."""
     with tempfile.TemporaryDirectory() as warm_dir, tempfile.TemporaryDirectory() as cold_dir:
-        run_sweep(Path(warm_dir), common + tpe_asha + [f"search.seed={seed + 100}"], name="earlier")
-        cold = run_sweep(Path(cold_dir), common + tpe_asha + [f"search.seed={seed}"], name="cold")
+        run_sweep(Path(warm_dir), common + tpe_asha + [f"search.seed={seed + 100}"], name="earlier", show=("best trial",))
+        cold = run_sweep(Path(cold_dir), common + tpe_asha + [f"search.seed={seed}"], name="cold", show=("best trial",))
         warm = run_sweep(Path(warm_dir), common + tpe_asha + [f"search.seed={seed}"], name="warm",
-                         extra=("--warm-start", "earlier"))
+                         extra=("--warm-start", "earlier"), show=("warm start", "best trial"))
     target = 0.99 * max(value for _, _, value in cold)
     cold_needed, warm_needed = epochs_to_reach(cold, target), epochs_to_reach(warm, target)
     print(f"seed={seed} warm start: cold sweep reached 99% of its best ({target / 0.99:.4f}) after {cold_needed} of "
@@ -79,6 +87,7 @@ def warm_start_row(seed: int, common: list[str], tpe_asha: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=2)
@@ -92,12 +101,12 @@ def main() -> None:
     tpe_asha = ["search.sampler=tpe", "scheduler.type=asha", f"scheduler.grace_period={args.grace_period}",
                 f"scheduler.reduction_factor={args.reduction_factor}"]
     if args.warm_start:
-        ratios = [warm_start_row(seed, common, tpe_asha) for seed in range(args.seeds)]
+        ratios = [warm_start_row(seed, common, tpe_asha) for seed in range(args.first_seed, args.first_seed + args.seeds)]
         print(f"trials={args.trials} epochs={args.epochs} seeds={args.seeds} "
               f"warm_epoch_ratio={statistics.median(ratios):.3f}")
         return
     fractions = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         with tempfile.TemporaryDirectory() as random_dir, tempfile.TemporaryDirectory() as tpe_dir:
             random_points = run_sweep(Path(random_dir), common + [
                 "search.sampler=random", f"search.seed={seed}", "scheduler.type=fifo"])

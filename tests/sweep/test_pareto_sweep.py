@@ -86,15 +86,18 @@ def test_a_warm_started_sweep_holds_the_first_sweeps_trials_before_its_first_pro
                         objectives=OBJECTIVES, budget={"epochs": 3, "num_samples": 1, "max_concurrent": 1},
                         search={"sampler": "tpe", "space": SPACE, "baseline_first": False}, fixed=FIXED)
     spec = load_spec(second)
-    searcher = _searcher(spec, num_classes=3, sweep_id="pareto-2-check", report=lambda message: None)
-    assert _warm_start(spec, searcher, ["pareto-1"], report=lambda message: None) == 2
-    assert len(searcher.study.trials) == 2 and searcher.suggest("first") is not None
+    history, first = _warm_start(spec, ["pareto-1"], report=lambda message: None)
+    searcher = _searcher(spec, num_classes=3, sweep_id="pareto-2-check", report=lambda message: None,
+                         history=history, first=first)
+    assert len(history) == 2 and len(first) == 1, "one trial: it trains the first sweep's best again"
+    assert searcher.suggest("first") == searcher.study.trials[-1].params == first[0]
     assert searcher.study.trials[-1].number == 2, "its first proposal comes after the first sweep's trials"
 
     result = hpo_cls("sweep", str(second), "--name", "pareto-2", "--warm-start", "pareto-1", "--no-estimate",
                      cwd=first_sweep.root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warm start from pareto-1: 2 trial(s)" in result.stdout
+    assert "warm start: the first 1 trial(s) train the earlier best configuration(s) again" in result.stdout
     _, parents, _ = sweep_runs(first_sweep.uri, "tests")
     parent = next(p for p in parents if p.data.tags["hpo_cls.sweep_id"] == "pareto-2")
     assert (parent.data.params["warm_start_from"], parent.data.params["warm_start_trials"]) == ("pareto-1", "2")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hpo_cls import __version__
 from hpo_cls.promote.strategies import DEFAULT_SELECT, SELECT_STRATEGIES
+from hpo_cls.search import WARM_START_MEASURED
 
 __all__ = ["build_parser", "command_parsers", "number"]
 
@@ -143,7 +144,8 @@ def _add_sweep(commands) -> None:
     _add_device_profile_arg(p)
     p.add_argument("--warm-start", action="append", default=[], metavar="SWEEP_ID",
                    help="learn from the finished trials of an earlier sweep in the same MLflow store before the "
-                        "first proposal (repeatable)")
+                        "first proposal, and train its best configurations first (repeatable); its benefit in "
+                        "epochs is unproven: " + WARM_START_MEASURED.replace("%", "%%"))
 
 
 def _add_ui(commands) -> None:

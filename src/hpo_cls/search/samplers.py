@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from hpo_cls.spec import SearchConfig
 
-__all__ = ["SAMPLERS", "build_sampler"]
+__all__ = ["SAMPLERS", "build_sampler", "startup_trials"]
 
 
 def _random(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
@@ -30,13 +30,18 @@ def _grid(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler
     return optuna.samplers.GridSampler({p.optuna_name: p.optuna_choices for p in search.space}, seed=search.seed)
 
 
+def _tpe_startup(num_samples: int) -> int:
+    # A short random warm-up, then TPE; small sweeps would otherwise never leave the warm-up.
+    return min(10, max(2, num_samples // 4))
+
+
 def _tpe(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:
     import optuna
 
-    # A short random warm-up, then TPE (multi-objective TPE when the study has several directions);
-    # small sweeps would otherwise never leave the warm-up.
+    # TPE after the random start-up (multi-objective TPE when the study has several directions). The
+    # start-up counts the study's finished trials, those a warm start adds included.
     # group=True models conditional parameters jointly with the parameters that activate them.
-    startup = min(10, max(2, num_samples // 4))
+    startup = _tpe_startup(num_samples)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
@@ -57,6 +62,15 @@ SAMPLERS: dict[str, Callable[[SearchConfig, int], optuna.samplers.BaseSampler]] 
     "random": _random,
     "grid": _grid,
 }
+
+
+# Samplers that draw at random until the study holds this many finished trials (warm-started ones count).
+_STARTUP: dict[str, Callable[[int], int]] = {"tpe": _tpe_startup}
+
+
+def startup_trials(search: SearchConfig, num_samples: int) -> int:
+    """How many finished trials ``search.sampler`` draws at random before it models the study (0: none)."""
+    return _STARTUP[search.sampler](num_samples) if search.sampler in _STARTUP else 0
 
 
 def build_sampler(search: SearchConfig, num_samples: int) -> optuna.samplers.BaseSampler:

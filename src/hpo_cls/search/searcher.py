@@ -58,7 +58,9 @@ class StudySearcher(Searcher):
     parameters of the model a config would build; configurations over ``max_params`` are told FAIL and
     proposed again (at most ``max_rejections`` in a row). ``static_costs(config) -> {metric: value}`` adds
     config-determined costs besides ``params_m`` (``flops_g``) for the constraints that need them.
-    ``baseline``: parameters of a first trial to enqueue (``Study.enqueue_trial``), e.g. the spec's fixed
+    ``history``: finished trials of earlier sweeps the study holds before its first proposal (warm start);
+    ``first``: parameters of the first trials to enqueue (``Study.enqueue_trial``), e.g. the best of them;
+    ``baseline``: parameters of a trial enqueued after those (unless one of them), e.g. the spec's fixed
     configuration. ``storage``: an RDB URL, or None for a study in memory; ``study_name`` names the study
     in it (created here, never taken over: a sweep resumes through :meth:`restore`).
     """
@@ -76,6 +78,8 @@ class StudySearcher(Searcher):
         static_costs: Callable[[dict[str, Any]], dict[str, float]] | None = None,
         max_rejections: int = 100,
         baseline: dict[str, Any] | None = None,
+        history: Sequence[optuna.trial.FrozenTrial] = (),
+        first: Sequence[dict[str, Any]] = (),
         metric: str | None = None,
         mode: str | None = None,
         storage: str | None = None,
@@ -112,8 +116,9 @@ class StudySearcher(Searcher):
             raise SweepError(f"search.storage already holds a study named {study_name!r}; name the sweep "
                              "differently ({name}) or resume it ({resume})") from None
         self._study_name = self._study.study_name
-        if baseline:
-            self._study.enqueue_trial(baseline)
+        self._study.add_trials(history)
+        for params in [*first, *([baseline] if baseline and baseline not in first else [])]:
+            self._study.enqueue_trial(params)
         self._live: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it trains, until told
         self._reported: dict[str, int] = {}  # Tune trial id -> the last epoch reported to its Optuna trial
         self._reclaimable: list[int] = []  # numbers of RUNNING trials no Tune trial has (after a restore)

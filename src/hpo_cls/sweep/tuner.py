@@ -180,8 +180,8 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, reuse_ac
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
 
-    searcher = _searcher(spec, num_classes, sweep_id, report)
-    learned = _warm_start(spec, searcher, warm_start, report)
+    history, first = _warm_start(spec, warm_start, report)
+    searcher = _searcher(spec, num_classes, sweep_id, report, history=history, first=first)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -206,15 +206,17 @@ def _new_tuner(spec: SweepSpec, sweep_id: str, storage: str, trainable, reuse_ac
                 checkpoint_score_order=spec.mode,
             ),
             callbacks=[JsonLoggerCallback(), _tracker(spec, sweep_id, {"warm_start_from": ",".join(warm_start) or "none",
-                                                                       "warm_start_trials": learned}), progress],
+                                                                       "warm_start_trials": len(history)}), progress],
             verbose=0,
         ),
     )
     return tuner, searcher
 
 
-def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable[[str], None]):
-    """The sweep's searcher; its Optuna study is named ``sweep_id`` where ``search.storage`` puts it."""
+def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable[[str], None],
+              history: Sequence = (), first: Sequence[dict] = ()):
+    """The sweep's searcher; its Optuna study is named ``sweep_id`` where ``search.storage`` puts it, holding
+    ``history`` (earlier sweeps' trials) with the ``first`` points enqueued (see :func:`_warm_start`)."""
     from hpo_cls.search.samplers import build_sampler
     from hpo_cls.search.searcher import StudySearcher
     from hpo_cls.search.optuna_space import baseline_point
@@ -246,6 +248,8 @@ def _searcher(spec: SweepSpec, num_classes: int, sweep_id: str, report: Callable
         # enqueued first, that point would be trained twice and another one never.
         baseline=(baseline_point(spec.search.space, spec.fixed)
                   if spec.search.baseline_first and spec.search.sampler != "grid" else None),
+        history=history,
+        first=first,
         storage=storage,
         study_name=sweep_id,
     )
@@ -260,21 +264,37 @@ def _scheduler(spec: SweepSpec):
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
-def _warm_start(spec: SweepSpec, searcher, sweep_ids: Sequence[str], report: Callable[[str], None]) -> int:
-    """Add the finished trials of earlier sweeps to the searcher's study; return how many were added."""
-    from hpo_cls.search.warm_start import warm_start_trials
+def _warm_start(spec: SweepSpec, sweep_ids: Sequence[str], report: Callable[[str], None]) -> tuple[list, list[dict]]:
+    """The finished trials of earlier sweeps that are points of this one (Optuna trials for the study) and
+    the parameters of the best of them, which the sweep trains first; both empty without ``sweep_ids``."""
+    if not sweep_ids:
+        return [], []
+    from hpo_cls.search import WARM_START_MEASURED
+    from hpo_cls.search.samplers import startup_trials
+    from hpo_cls.search.warm_start import first_points, rerun_count, warm_start_trials
     from hpo_cls.tracking.history import load_finished_trials
+    from hpo_cls.tracking.score import ScoreRule
 
-    added = 0
+    starts = []
     for sweep_id in sweep_ids:
         recorded = load_finished_trials(spec.tracking.uri, spec.tracking.experiment, sweep_id,
                                         history_metric=None if spec.multi_objective else spec.metric)
-        loaded = warm_start_trials(recorded, spec.search.space, spec.fixed, spec.objectives, spec.constraints,
-                                   spec.budget.epochs)
-        searcher.study.add_trials(loaded.trials)
-        added += len(loaded.trials)
-        report(f"warm start from {sweep_id}: {loaded.describe()}")
-    return added
+        starts.append(warm_start_trials(recorded, spec.search.space, spec.fixed, spec.objectives, spec.constraints,
+                                        spec.budget.epochs))
+        report(f"warm start from {sweep_id}: {starts[-1].describe()}")
+    history = [trial for start in starts for trial in start.trials]
+    # The grid sampler visits its own points; enqueued ones would be trained twice.
+    first = [] if spec.search.sampler == "grid" else first_points(
+        starts, ScoreRule(spec.metric, spec.mode), rerun_count(spec.budget.num_samples, spec.budget.max_concurrent))
+    if first:
+        report(f"warm start: the first {len(first)} trial(s) train the earlier best configuration(s) again")
+    startup = startup_trials(spec.search, spec.budget.num_samples)
+    if startup and history:
+        report(f"warm start: {spec.search.sampler}'s random start-up ({startup} trials) "
+               + ("skipped" if len(history) >= startup else f"shortened to {startup - len(history)}")
+               + f": the study holds {len(history)} earlier trial(s)")
+    report(f"warm start: its benefit in epochs is unproven ({WARM_START_MEASURED})")
+    return history, first
 
 
 def _tracker(spec: SweepSpec, sweep_id: str, extra_params: dict):
