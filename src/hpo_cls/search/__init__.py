@@ -1,6 +1,7 @@
-"""Proposing trials: ``samplers`` (name -> Optuna sampler), ``space`` (the spec's space as an Optuna
+"""Proposing trials: ``samplers`` (name -> Optuna sampler), ``optuna_space`` (the spec's space as an Optuna
 define-by-run function), ``searcher`` (Tune's Searcher over an Optuna study, honest about early stops and
-budgets), ``storage`` (where the study lives), ``warm_start`` (earlier sweeps' trials in a new study)."""
+budgets), ``storage`` (where the study lives), ``dashboard`` (optuna-dashboard on a stored study),
+``warm_start`` (earlier sweeps' trials in a new study)."""
 
 __all__ = ["WARM_START_MEASURED"]
 
