@@ -167,7 +167,8 @@ def metric_points(tracking_uri: str, experiment: str, results: Path) -> tuple[in
     not in the sweep's MLflow runs."""
     import json
 
-    from hpo_cls.sweep.callbacks import METRIC_KEYS
+    from hpo_cls.spec import COST_METRICS
+    from hpo_cls.sweep.callbacks import COST_STEP, METRIC_KEYS
 
     client, _, children = sweep_runs(tracking_uri, experiment)
     runs = {r.data.tags["hpo_cls.trial_id"]: r.info.run_id for r in children}
@@ -175,8 +176,9 @@ def metric_points(tracking_uri: str, experiment: str, results: Path) -> tuple[in
     for result_file in results.glob("*/result.json"):
         for line in result_file.read_text().splitlines():
             result = json.loads(line)
-            reported |= {(result["trial_id"], key, int(result["epoch"])) for key in METRIC_KEYS
-                         if isinstance(result.get(key), (int, float))}
+            # a model's costs are one point each at COST_STEP, whichever epoch reported them
+            reported |= {(result["trial_id"], key, COST_STEP if key in COST_METRICS else int(result["epoch"]))
+                         for key in METRIC_KEYS if isinstance(result.get(key), (int, float))}
     stored = set()
     for trial_id, key in {(t, k) for t, k, _ in reported}:
         if trial_id in runs:
