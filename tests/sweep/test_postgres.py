@@ -20,6 +20,7 @@ from sweep_helpers import (
     write_spec,
 )
 
+from hpo_cls.spec import COST_METRICS
 from hpo_cls.sweep.callbacks import METRIC_KEYS
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
@@ -29,6 +30,11 @@ def _spec(tmp_path, uri: str, experiment: str, **budget):
     data = make_images(tmp_path / "data", train=16, val=4)
     return write_spec(tmp_path / "spec.yaml", data, tracking={"uri": uri, "experiment": experiment},
                       budget={"epochs": 4, "num_samples": 2, "max_concurrent": 2, **budget})
+
+
+def _points(epochs: int) -> int:
+    """A trial's metric points: each per-epoch metric every epoch, each cost once."""
+    return epochs * (len(METRIC_KEYS) - len(COST_METRICS)) + len(COST_METRICS)
 
 
 def _one_run_per_trial(uri: str, experiment: str, trials: int):
@@ -84,7 +90,7 @@ def test_postgresql_restarted_mid_sweep_loses_no_metric(tmp_path, mlflow_on_post
     ledger["trials"] += 2
     total, lost = metric_points(uri, "pg-restart", tmp_path / "ray_results" / "pg-restart")
     fault_figure("PostgreSQL restarted mid-sweep (pg_ctl restart -m fast)", total, lost)
-    assert total == 2 * 4 * len(METRIC_KEYS) and lost == 0  # every metric of every epoch of both trials
+    assert total == 2 * _points(epochs=4) and lost == 0  # every metric of every epoch of both trials
 
 
 def test_mlflow_server_killed_and_restarted_mid_sweep_loses_no_metric(tmp_path, mlflow_on_postgres, ledger,
@@ -109,4 +115,4 @@ def test_mlflow_server_killed_and_restarted_mid_sweep_loses_no_metric(tmp_path, 
     ledger["trials"] += 2
     total, lost = metric_points(uri, "server-killed", tmp_path / "ray_results" / "server-killed")
     fault_figure("MLflow server killed (SIGKILL) and restarted mid-sweep", total, lost)
-    assert total == 2 * 8 * len(METRIC_KEYS) and lost == 0
+    assert total == 2 * _points(epochs=8) and lost == 0
