@@ -23,6 +23,10 @@ def _add_tracking_arg(parser: argparse.ArgumentParser, default: str | None = Non
     parser.add_argument("--tracking-uri", default=default, help=help_text)
 
 
+def _add_experiment_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+
+
 def _add_out_args(parser: argparse.ArgumentParser, default: str, kind: str) -> None:
     parser.add_argument("--out", type=Path, default=Path(default), help=f"{kind} (default: %(default)s)")
     parser.add_argument("--force", action="store_true",
@@ -155,7 +159,7 @@ def _add_ui(commands) -> None:
                                         "promoted, its registered model version.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--port", type=number(int, at_least=1, at_most=65535), default=5000)
-    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    _add_experiment_arg(p)
     p.add_argument("--sweep", help="sweep id or spec name whose runs to open (default: the newest sweep)")
 
 
@@ -166,7 +170,7 @@ def _add_sweeps(commands) -> None:
                                         "backbone, the parent run id, and the registered model and version of "
                                         "each promotion.")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
-    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    _add_experiment_arg(p)
 
 
 def _add_report(commands) -> None:
@@ -179,7 +183,7 @@ def _add_report(commands) -> None:
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep id or spec name (default: the newest sweep)")
     _add_out_args(p, "report.html", "HTML report")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
-    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    _add_experiment_arg(p)
     p.add_argument("--ui-url", type=_http_url, metavar="URL",
                    help="where the report's MLflow links point (default: the tracking server itself, or "
                         "http://127.0.0.1:5000 where `hpo-cls ui` serves a local store)")
@@ -214,7 +218,7 @@ def _add_promote(commands) -> None:
     p.add_argument("--max-params", type=number(float, at_least=1), metavar="N",
                    help="parameter budget, e.g. 15e6: of the whole ensemble (default: the sweep's max_params, "
                         "100,000,000); with --pareto, of each member picked from the front")
-    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    _add_experiment_arg(p)
     _add_tracking_arg(p, "sqlite:///mlflow.db")
     p.add_argument("--epochs", type=_COUNT, help="epochs per retrain (default: the sweep's epoch budget)")
     p.add_argument("--retrain", action="store_true",
@@ -276,7 +280,7 @@ def _add_dashboard(commands) -> None:
                                         "RDB URL.")
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep id or spec name (default: the newest sweep)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
-    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    _add_experiment_arg(p)
     p.add_argument("--storage", metavar="URL",
                    help="the study's RDB URL, when the sweep recorded it without its password (default: the "
                         "sweep's search.storage)")
@@ -296,5 +300,5 @@ def _add_gc(commands) -> None:
     p.add_argument("sweep", nargs="?", metavar="SWEEP",
                    help="sweep id or spec name (default: every sweep of the experiment)")
     _add_tracking_arg(p, "sqlite:///mlflow.db")
-    p.add_argument("--experiment", default="hpo-cls", help="MLflow experiment (default: %(default)s)")
+    _add_experiment_arg(p)
     p.add_argument("--dry-run", action="store_true", help="list the checkpoints and their sizes; delete nothing")

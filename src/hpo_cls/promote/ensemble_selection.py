@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hpo_cls.errors import PromoteError
-from hpo_cls.promote.greedy import greedy_selection, nll
+from hpo_cls.promote.greedy import accuracy, greedy_selection, nll
 from hpo_cls.promote.select import Candidate, common_rule
 from hpo_cls.promote.strategies import DEFAULT_SELECT, SELECT_STRATEGIES
 from hpo_cls.promote.val_split import selection_mask
@@ -72,7 +72,7 @@ def load_half_predictions(store: TrackingStore, candidates: Sequence[Candidate])
 
 def _half_score(metric: str, probabilities: np.ndarray, labels: np.ndarray) -> float | None:
     if metric == "val_acc":
-        return float((probabilities.argmax(axis=1) == labels).mean())
+        return accuracy(probabilities, labels)
     if metric == "val_loss":  # the evaluation's loss is the cross-entropy: the NLL of the true class
         return nll(probabilities, labels)
     return None
