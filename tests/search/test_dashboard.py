@@ -96,7 +96,8 @@ def test_the_dashboard_shows_a_running_sweeps_trials_and_their_values(tmp_path):
     spec = write_quickstart_like_spec(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     study_storage = f"sqlite:///{tmp_path / 'mlflow-optuna.db'}"  # search.storage: tracking, beside mlflow.db
-    driver = start_sweep(spec, "live", tmp_path, "--set", "search.storage=tracking")
+    # fifo: under ASHA, trial 0 may be stopped early (PRUNED, no value) depending on which trial reaches a rung first
+    driver = start_sweep(spec, "live", tmp_path, "--set", "search.storage=tracking", "--set", "scheduler.type=fifo")
     dashboard = None
     try:
         def trial_0_told() -> bool:
