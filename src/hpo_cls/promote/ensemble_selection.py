@@ -97,7 +97,7 @@ def greedy_members(candidates: Sequence[Candidate], half: HalfPredictions, *, to
     members, within the budget; the members, best-ranked first as chosen, and their weights (selection counts)."""
     rule = common_rule(candidates)
     pool = sorted((c for c in candidates if c.run_id in half.by_run),
-                  key=lambda c: (rule.key(c.score), c.start_time, c.run_id))  # ties go to the better trial
+                  key=lambda c: c.rank_key)  # ties go to the better trial
     if max_latency_ms is not None:
         missing = [c for c in pool if "latency_ms" not in c.metrics]
         for c in missing:

@@ -57,7 +57,7 @@ def select_pareto(sweep: SweepRecord, candidates: Sequence[Candidate], top: int,
             points.append(values)
             costs[c.run_id] = metrics
     front = sorted((pool[i] for i in pareto_front(points, [o.mode for o in objectives])),
-                   key=lambda c: (rule.key(c.score), c.start_time, c.run_id))
+                   key=lambda c: c.rank_key)
     _print_front(front, objectives, costs, budget, out)
     if len(front) < top:
         raise PromoteError(f"{{top}} {top}: the Pareto front of the {len(pool)} run(s) within the budget has "

@@ -48,6 +48,16 @@ class Candidate:
     rule: ScoreRule = ScoreRule()  # the sweep's metric and mode, which ``score`` is a value of
     metrics: dict[str, float] = field(default_factory=dict, compare=False, hash=False)  # last values
 
+    @property
+    def rank_key(self) -> tuple:
+        """Promote's order: best score by the sweep's rule first, then the earlier run."""
+        return self.rule.rank_key(self.score, self.start_time, self.run_id)
+
+    @property
+    def keep_key(self) -> tuple:
+        """As :attr:`rank_key`, completed runs before early-stopped ones."""
+        return self.rule.keep_key(self.status, self.score, self.start_time, self.run_id)
+
 
 def load_candidates(store: TrackingStore, sweep: SweepRecord, warn: Callable[[str], None] = print) -> list[Candidate]:
     """Finished trial runs (completed or early stopped) of the sweep that have a score."""
@@ -103,11 +113,10 @@ def select_top_runs(candidates: Sequence[Candidate], top: int, *, include_early_
     if diverse is not None and diverse not in TrialConfig.__dataclass_fields__:
         raise PromoteError(f"{{diverse}} {diverse}: not a configuration key (known: "
                            f"{', '.join(TrialConfig.__dataclass_fields__)})")
-    rule = common_rule(candidates)
+    common_rule(candidates)  # raises when the sweeps rank their runs differently
     # Without include_early_stopped, completed runs come first and early-stopped ones only fill up the places
     # left: promote retrains them to the full budget, so their configuration is a fair candidate.
-    ranked = sorted(candidates, key=lambda c: (not include_early_stopped and c.status != "completed",
-                                               rule.key(c.score), c.start_time, c.run_id))
+    ranked = sorted(candidates, key=lambda c: c.rank_key if include_early_stopped else c.keep_key)
     kept: list[Candidate] = []
     for c in ranked:
         if not dedupe or not any(_near_duplicate(c.config, k.config) for k in kept):
