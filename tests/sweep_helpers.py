@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -68,6 +70,33 @@ def make_images(root: Path, classes: int = 3, train: int = 16, val: int = 4, siz
                 colour = [rng.randint(0, 80) for _ in range(3)]
                 colour[c % 3] = 200
                 Image.new("RGB", (size, size), tuple(colour)).save(folder / f"{i}.png")
+    return root
+
+
+TINTS = {"0": (200, 40, 40), "1": (40, 200, 40), "2": (40, 40, 200)}
+
+
+def write_tinted_image(path: Path, rng, tint) -> None:
+    """A 16 px image of ``tint`` with noise (``rng``: a NumPy Generator)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(rng.normal(tint, 40, (16, 16, 3)), 0, 255).astype(np.uint8)).save(path)
+
+
+def make_tinted_images(root: Path) -> Path:
+    """16 px noisy images of 3 classes (0, 1, 2): train 6 / val 3 per class, a flat test/ of 7 with
+    test_labels.csv; a member learns them in seconds."""
+    rng = np.random.default_rng(0)
+    for label, tint in TINTS.items():
+        for split, n in (("train", 6), ("val", 3)):
+            for i in range(n):
+                write_tinted_image(root / split / label / f"{i}.png", rng, tint)
+    rows = []
+    for i, label in enumerate(["2", "0", "1", "1", "0", "2", "0"]):
+        name = f"img{i:02d}"
+        write_tinted_image(root / "test" / f"{name}.png", rng, TINTS[label])
+        rows.append((name, label))
+    with open(root / "test_labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("image_name", "label"), *rows])
     return root
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-from PIL import Image
+from sweep_helpers import write_tinted_image
 
 from hpo_cls.cli import flag, main
 from hpo_cls.errors import CheckpointError, PromoteError
@@ -53,26 +53,6 @@ def test_diverse_takes_the_best_run_per_value_before_filling_up():
 
 # ---------------------------------------------------------------------------------------------
 # sweeps in a real MLflow store
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    """16px images of 3 colour classes: train 6 / val 3 per class, flat test/."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    tints = {"0": (200, 40, 40), "1": (40, 200, 40), "2": (40, 40, 200)}
-    for label, tint in tints.items():
-        for split, n in (("train", 6), ("val", 3)):
-            for i in range(n):
-                _save(root / split / label / f"{i}.png", rng, tint)
-    for i in range(4):
-        _save(root / "test" / f"img{i}.png", rng, tints[str(i % 3)])
-    return root
-
-
-def _save(path: Path, rng, tint) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(rng.normal(tint, 40, (16, 16, 3)), 0, 255).astype(np.uint8)).save(path)
 
 
 def _log_sweep(client, experiment_id, sweep_id, trials, data_root, start, max_params=None) -> dict[str, str]:
@@ -192,7 +172,7 @@ def test_promote_runs_from_two_sweeps_registers_one_ensemble(two_sweeps, tmp_pat
     promote_run = client.get_run(version.run_id)
     assert int(float(promote_run.data.params["parameters"])) == count_parameters(WRN, 3) + count_parameters(RESNET, 3)
     with open(out, newline="") as f:
-        assert len(list(csv.reader(f))) == 1 + 4
+        assert len(list(csv.reader(f))) == 1 + len(list((tiny_data / "test").iterdir()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +193,7 @@ def _images(folder: Path, n: int = 3) -> list[Path]:
     paths = []
     for i in range(n):
         paths.append(folder / f"{i}.png")
-        _save(paths[-1], rng, (120, 80, 200))
+        write_tinted_image(paths[-1], rng, (120, 80, 200))
     return paths
 
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from mlflow.entities import Metric, Param
@@ -236,32 +235,6 @@ def test_registered_model_name_is_sanitized(raw, expected):
 
 # ---------------------------------------------------------------------------------------------
 # retraining: resumable and exact
-
-
-def _write_image(path: Path, rng, tint) -> None:
-    pixels = np.clip(rng.normal(tint, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    """16px images, 3 classes (0, 1, 2): train 6 / val 3 per class, flat test/ with test_labels.csv."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    tints = {"0": (200, 40, 40), "1": (40, 200, 40), "2": (40, 40, 200)}
-    for label, tint in tints.items():
-        for split, n in (("train", 6), ("val", 3)):
-            for i in range(n):
-                _write_image(root / split / label / f"{i}.png", rng, tint)
-    rows = []
-    for i, label in enumerate(["2", "0", "1", "1", "0", "2", "0"]):
-        name = f"img{i:02d}"
-        _write_image(root / "test" / f"{name}.png", rng, tints[label])
-        rows.append((name, label))
-    with open(root / "test_labels.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("image_name", "label"), *rows])
-    return root
 
 
 TINY = TrialConfig(backbone="wrn16_4", small_input=True, batch_size=6, lr=0.05, seed=0)

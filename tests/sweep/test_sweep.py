@@ -34,6 +34,8 @@ def test_quickstart_sweep_records_every_trial_in_mlflow(tmp_path):
     driver_lines = [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("(")]
     assert not [line for line in driver_lines if "Traceback" in line or "ERROR" in line], result.stderr[-3000:]
     assert "hpo-cls ui" in result.stdout  # the summary tells the user how to look at the runs
+    assert "live dashboard: hpo-cls dashboard quickstart-" in result.stdout, "its study is stored (search.storage)"
+    assert (tmp_path / "mlflow-optuna.db").is_file()
 
     client, parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "hpo-cls")
     assert len(parents) == 1
