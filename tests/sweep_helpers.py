@@ -83,8 +83,8 @@ def write_tinted_image(path: Path, rng, tint) -> None:
 
 
 def make_tinted_images(root: Path) -> Path:
-    """16 px noisy images of 3 classes (0, 1, 2): train 6 / val 3 per class, a flat test/ of 7 with
-    test_labels.csv; a member learns them in seconds."""
+    """16 px noisy images of 3 classes (0, 1, 2, named red, green, blue in class_names.csv): train 6 / val 3
+    per class, a flat test/ of 7 with test_labels.csv; a member learns them in seconds."""
     rng = np.random.default_rng(0)
     for label, tint in TINTS.items():
         for split, n in (("train", 6), ("val", 3)):
@@ -97,6 +97,7 @@ def make_tinted_images(root: Path) -> Path:
         rows.append((name, label))
     with open(root / "test_labels.csv", "w", newline="") as f:
         csv.writer(f).writerows([("image_name", "label"), *rows])
+    (root / "class_names.csv").write_text("index,name\n0,red\n1,green\n2,blue\n")
     return root
 
 

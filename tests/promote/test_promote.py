@@ -332,6 +332,8 @@ def test_promote_then_predict_end_to_end(tiny_data, tmp_path):
     promote = hpo_cls(*command[3:], cwd=tmp_path, timeout=300)  # killed with its local Ray if it overruns
     assert promote.returncode == 0, promote.stdout[-2000:] + "\n--- stderr ---\n" + promote.stderr[-6000:]
     assert "evaluation on val_seen" in promote.stdout and "evaluation on test" in promote.stdout
+    # per-class rows and the confusion matrix name the classes as class_names.csv does; labels stay the folders
+    assert len(re.findall(r"^(red|green|blue)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+\s*$", promote.stdout, re.M)) == 6, promote.stdout
     assert "registered tiny-ensemble version 1 with alias @champion" in promote.stdout
     assert "model page: http://127.0.0.1:5000/#/models/tiny-ensemble/versions/1" in promote.stdout
     for member in ("t0000001-seed0", "t0000002-seed0"):  # progress, as plain lines in a log

@@ -55,14 +55,15 @@ def labelled_test_samples(test_dir: Path, class_to_idx: dict[str, int], warn: Ca
     return samples or None
 
 
-def evaluate_split(name: str, loaded, member_keys: Sequence[str], samples, batch_size: int, workers: int) -> dict:
+def evaluate_split(name: str, loaded, member_keys: Sequence[str], samples, batch_size: int, workers: int,
+                   class_names: Sequence[str]) -> dict:
     """Every member and the ensemble (a LoadedEnsemble) on ``samples``: accuracy, loss, per-class
-    report and confusion matrix, as a JSON-friendly dict."""
+    report and confusion matrix, as a JSON-friendly dict; ``class_names`` (index order) label the classes."""
     from hpo_cls.promote.ensemble import evaluate_ensemble
 
     loader = _labelled_loader(samples, loaded.image_size, batch_size, workers, loaded.eval_config)
     members, ensemble = evaluate_ensemble(loaded.model, loader, len(loaded.class_names))
-    return _split_report(name, member_keys, members, ensemble, loaded.class_names)
+    return _split_report(name, member_keys, members, ensemble, class_names)
 
 
 def _labelled_loader(samples, image_size: int, batch_size: int, workers: int, cfg):

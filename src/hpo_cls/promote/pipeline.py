@@ -224,6 +224,7 @@ def _evaluate(options: PromoteOptions, plan: PromotePlan, loaded, writer: Mlflow
     """Members and ensemble on val, each figure named by whether the selection saw those images (and on
     labelled test images, for reporting only); the first report (held out where there is one) is returned."""
     from hpo_cls.data import list_images
+    from hpo_cls.data.folders import class_names
     from hpo_cls.promote.evaluate import (
         evaluate_split,
         labelled_test_samples,
@@ -234,7 +235,8 @@ def _evaluate(options: PromoteOptions, plan: PromotePlan, loaded, writer: Mlflow
     keys = [p.key for p in plan.members]
     root, workers = Path(plan.data_cfg.root), plan.data_cfg.workers
     halves = _val_halves(plan, list_images(root / "val", loaded.class_to_idx))
-    reports = {name: evaluate_split(name, loaded, keys, samples, options.batch_size, workers)
+    names = class_names(root, loaded.class_to_idx)  # class_names.csv's names where it has them, as trial reports
+    reports = {name: evaluate_split(name, loaded, keys, samples, options.batch_size, workers, names)
                for name, samples in halves.items() if samples}
     val_report = next(iter(reports.values()))
     print_split_report(val_report, not options.train_on_val, out)
@@ -250,7 +252,7 @@ def _evaluate(options: PromoteOptions, plan: PromotePlan, loaded, writer: Mlflow
     test_report = None
     test_samples = labelled_test_samples(Path(plan.predict_dir), loaded.class_to_idx, warn) if plan.predict_dir else None
     if test_samples:
-        test_report = evaluate_split("test", loaded, keys, test_samples, options.batch_size, workers)
+        test_report = evaluate_split("test", loaded, keys, test_samples, options.batch_size, workers, names)
         print_split_report(test_report, True, out)
         say("test numbers are for reporting only: nothing was selected or weighted on them", out)
         log_split(writer, "promote", test_report)
