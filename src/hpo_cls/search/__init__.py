@@ -8,6 +8,6 @@ __all__ = ["WARM_START_MEASURED"]
 # What `bench/search_efficiency.py --warm-start` measured of the warm start (bench/README.md holds the rows).
 # Until a measurement over 3 seeds meets the target (warm_epoch_ratio <= 0.8), `sweep --help` says so and a
 # warm-started sweep prints that its benefit is unproven. (Optuna-free: the CLI's --help reads it.)
-WARM_START_MEASURED = ("bench/search_efficiency.py --warm-start measured warm_epoch_ratio=inf on 1 seed on 2026-12-06 "
-                       "(the warm sweep never reached 99% of the cold sweep's best), 1.220 on 2 seeds before the "
-                       "earlier best configurations were trained first; the target is <= 0.8 on 3 seeds")
+WARM_START_MEASURED = ("bench/search_efficiency.py --warm-start measured warm_epoch_ratio=inf on 3 seeds on "
+                       "2026-12-06 (per seed inf, 1.045, inf: twice the warm sweep never reached 99% of the cold "
+                       "sweep's best, once it took 23 epochs against 22); the target is <= 0.8")
