@@ -95,7 +95,7 @@ def greedy_members(candidates: Sequence[Candidate], half: HalfPredictions, *, to
                    warn: Callable[[str], None]) -> tuple[list[Candidate], list[float]]:
     """Greedy selection with replacement over ``candidates`` (those with predictions), at most ``top`` distinct
     members, within the budget; the members, best-ranked first as chosen, and their weights (selection counts)."""
-    rule = common_rule(candidates)
+    common_rule(candidates)  # raises when the sweeps rank their runs differently
     pool = sorted((c for c in candidates if c.run_id in half.by_run),
                   key=lambda c: c.rank_key)  # ties go to the better trial
     if max_latency_ms is not None:
